@@ -1,0 +1,305 @@
+"""Accumulate scans in the fixed frame over a sliding window with bounded memory.
+
+A single sweep of a LiDAR or a depth camera sees one side of each object; segmentation works on
+the union of the last few scans, transformed into the fixed frame (``map``/``odom``) first.
+:class:`ScanAccumulator` keeps that union under three limits, all applied on every ``add``:
+
+* time: scans older than ``newest_stamp - window_s`` are dropped;
+* count: at most ``max_scans`` scans, newest kept;
+* points: at most ``max_points`` stored points, oldest scans dropped whole first; a single scan
+  larger than the budget is subsampled with a uniform stride.
+
+Memory is therefore bounded by ``max_points`` whatever the input rate. Optional voxel-hash
+dedupe (``dedupe_voxel`` > 0, metres, fixed frame) keeps one point per voxel: within a scan the
+first point at ``add`` time, across scans the point of the newest scan at :meth:`cloud` time, so
+a moving object overwrites where it used to be instead of leaving a trail. Voxels are on the
+global grid ``floor(xyz / dedupe_voxel)``, so the answer does not depend on what else is stored.
+Dedupe is idempotent: adding the same cloud twice gives the cloud once.
+
+Nothing leaves silently: every point added is either stored or counted in exactly one of
+``expired_points`` (window or scan count), ``dropped_budget_points``, ``dropped_late_points`` or
+``dropped_duplicate_points`` (same-voxel points within one scan).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ros2_inst3d.voxelize import unique_voxels, voxel_coords
+
+__all__ = ["AccumulatedCloud", "ScanAccumulator", "MISSING_RGB", "MISSING_INTENSITY"]
+
+# Fill values for scans without colour or intensity when other scans in the window have them:
+# mid grey is neutral for the models' rgb/127.5 - 1 features (it maps to ~0); NaN marks an
+# unknown intensity honestly instead of inventing a reading.
+MISSING_RGB = np.array([128, 128, 128], dtype=np.uint8)
+MISSING_INTENSITY = np.float32(np.nan)
+
+
+@dataclass(frozen=True)
+class AccumulatedCloud:
+    """The accumulated window, in the fixed frame, scans in stamp order (oldest first).
+
+    xyz: (P, 3) float32, metres, fixed frame.
+    rgb: (P, 3) uint8, or None when no scan in the window had colour. Points of scans without
+        colour get :data:`MISSING_RGB` when other scans have it.
+    intensity: (P,) float32, or None when no scan had intensity; missing ones are NaN.
+    stamp_ns: (P,) int64, stamp of the scan each point came from, integer nanoseconds.
+    newest_stamp_ns / oldest_stamp_ns: stamps of the newest / oldest scan in the window (ns), None
+        when the window is empty.
+    num_scans: scans in the window.
+    """
+
+    xyz: np.ndarray
+    rgb: np.ndarray | None
+    intensity: np.ndarray | None
+    stamp_ns: np.ndarray
+    newest_stamp_ns: int | None
+    oldest_stamp_ns: int | None
+    num_scans: int
+
+    @property
+    def num_points(self) -> int:
+        return int(self.xyz.shape[0])
+
+
+@dataclass(frozen=True)
+class _StoredScan:
+    xyz: np.ndarray  # (n, 3) float32
+    rgb: np.ndarray | None  # (n, 3) uint8
+    intensity: np.ndarray | None  # (n,) float32
+    stamp_ns: int
+    sequence: int  # insertion order; breaks ties between equal stamps (later = newer)
+
+    @property
+    def order_key(self) -> tuple[int, int]:
+        return (self.stamp_ns, self.sequence)
+
+    @property
+    def num_points(self) -> int:
+        return int(self.xyz.shape[0])
+
+
+def _uniform_subsample(n: int, keep: int) -> np.ndarray:
+    """``keep`` indices spread evenly over range(n), increasing, deterministic."""
+    return (np.arange(keep, dtype=np.int64) * n) // keep
+
+
+class ScanAccumulator:
+    """Sliding window of scans in the fixed frame.
+
+    window_s: time span in seconds (> 0; ``math.inf`` = no time limit).
+    max_scans: most scans kept (>= 1).
+    max_points: most points stored (>= 1); bounds memory.
+    dedupe_voxel: voxel edge in metres for dedupe; 0 turns dedupe off.
+
+    Stamps may arrive out of order within the window. A scan older than ``newest - window_s`` is
+    refused and counted (``dropped_late_*``). A backwards time jump (bag loop) is the caller's to
+    detect: call :meth:`clear`, as the node does.
+    """
+
+    def __init__(self, window_s: float, max_scans: int, max_points: int, dedupe_voxel: float = 0.0):
+        window_s = float(window_s)
+        if not window_s > 0.0:  # also rejects NaN
+            raise ValueError(f"window_s must be > 0 seconds (math.inf for no time limit), got {window_s}")
+        if isinstance(max_scans, bool) or int(max_scans) != max_scans or max_scans < 1:
+            raise ValueError(f"max_scans must be an integer >= 1, got {max_scans!r}")
+        if isinstance(max_points, bool) or int(max_points) != max_points or max_points < 1:
+            raise ValueError(f"max_points must be an integer >= 1, got {max_points!r}")
+        dedupe_voxel = float(dedupe_voxel)
+        if not (math.isfinite(dedupe_voxel) and dedupe_voxel >= 0.0):
+            raise ValueError(f"dedupe_voxel must be >= 0 metres (0 = off), got {dedupe_voxel}")
+        self.window_s = window_s
+        self.max_scans = int(max_scans)
+        self.max_points = int(max_points)
+        self.dedupe_voxel = dedupe_voxel
+        self._window_ns: int | None = None if math.isinf(window_s) else int(round(window_s * 1e9))
+        self._scans: deque[_StoredScan] = deque()
+        self._num_points = 0
+        self._sequence = 0
+        self._cache: AccumulatedCloud | None = None
+        self.dropped_budget_points = 0
+        self.dropped_late_points = 0
+        self.dropped_late_scans = 0
+        self.dropped_duplicate_points = 0
+        self.expired_scans = 0
+        self.expired_points = 0
+
+    # ---------------------------------------------------------------------------------------
+    @property
+    def num_points(self) -> int:
+        """Points stored (before cross-scan dedupe); never above ``max_points``."""
+        return self._num_points
+
+    @property
+    def num_scans(self) -> int:
+        return len(self._scans)
+
+    @property
+    def newest_stamp_ns(self) -> int | None:
+        return self._scans[-1].stamp_ns if self._scans else None
+
+    @property
+    def oldest_stamp_ns(self) -> int | None:
+        return self._scans[0].stamp_ns if self._scans else None
+
+    def stats(self) -> dict[str, int]:
+        """Counters for diagnostics."""
+        return {
+            "num_points": self._num_points,
+            "num_scans": len(self._scans),
+            "dropped_budget_points": self.dropped_budget_points,
+            "dropped_late_points": self.dropped_late_points,
+            "dropped_late_scans": self.dropped_late_scans,
+            "dropped_duplicate_points": self.dropped_duplicate_points,
+            "expired_scans": self.expired_scans,
+            "expired_points": self.expired_points,
+        }
+
+    def clear(self) -> None:
+        """Forget every scan (e.g. after a backwards time jump); counters are kept."""
+        self._scans.clear()
+        self._num_points = 0
+        self._cache = None
+
+    # ---------------------------------------------------------------------------------------
+    def add(self, xyz: Any, rgb: Any = None, intensity: Any = None, stamp_ns: int = 0) -> bool:
+        """Add one scan already transformed into the fixed frame.
+
+        xyz: (N, 3) float, metres, fixed frame, finite. rgb: (N, 3) uint8 or None.
+        intensity: (N,) float or None. stamp_ns: scan stamp, integer nanoseconds.
+        Returns True when the scan is stored after the limits are applied (False when it was
+        refused as too old or immediately evicted by the limits; either way it is counted).
+        """
+        points, colours, intensities, stamp = self._validate(xyz, rgb, intensity, stamp_ns)
+        newest = self.newest_stamp_ns
+        if newest is not None and self._window_ns is not None and stamp < newest - self._window_ns:
+            self.dropped_late_scans += 1
+            self.dropped_late_points += points.shape[0]
+            return False
+
+        if self.dedupe_voxel > 0.0 and points.shape[0]:
+            first, _ = unique_voxels(voxel_coords(points, self.dedupe_voxel, np.zeros(3)))
+            if first.shape[0] < points.shape[0]:
+                self.dropped_duplicate_points += points.shape[0] - first.shape[0]
+                points, colours, intensities = _take(first, points, colours, intensities)
+        if points.shape[0] > self.max_points:
+            self.dropped_budget_points += points.shape[0] - self.max_points
+            keep = _uniform_subsample(points.shape[0], self.max_points)
+            points, colours, intensities = _take(keep, points, colours, intensities)
+
+        scan = _StoredScan(points, colours, intensities, stamp, self._sequence)
+        self._sequence += 1
+        # Keep the deque sorted by (stamp, arrival); out-of-order scans are rare and the deque
+        # holds at most max_scans entries.
+        position = bisect.bisect_right([s.order_key for s in self._scans], scan.order_key)
+        self._scans.insert(position, scan)
+        self._num_points += scan.num_points
+        self._cache = None
+        self._enforce_limits()
+        return any(s is scan for s in self._scans)
+
+    def _enforce_limits(self) -> None:
+        if self._window_ns is not None:
+            horizon = self._scans[-1].stamp_ns - self._window_ns
+            while self._scans[0].stamp_ns < horizon:
+                self._expire_oldest()
+        while len(self._scans) > self.max_scans:
+            self._expire_oldest()
+        while self._num_points > self.max_points:
+            dropped = self._scans.popleft().num_points
+            self._num_points -= dropped
+            self.dropped_budget_points += dropped
+
+    def _expire_oldest(self) -> None:
+        dropped = self._scans.popleft().num_points
+        self._num_points -= dropped
+        self.expired_scans += 1
+        self.expired_points += dropped
+
+    @staticmethod
+    def _validate(xyz: Any, rgb: Any, intensity: Any, stamp_ns: Any):
+        points = np.asarray(xyz)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise ValueError(f"xyz must have shape (N, 3), got {points.shape}")
+        if not np.issubdtype(points.dtype, np.floating):
+            raise ValueError(f"xyz must be floating point metres, got dtype {points.dtype}")
+        points = points.astype(np.float32)  # always a copy: the caller may reuse its buffer
+        if not np.all(np.isfinite(points)):
+            raise ValueError("xyz has NaN/inf coordinates; drop them first (cloud.decode does)")
+        n = points.shape[0]
+        colours = None
+        if rgb is not None:
+            colours = np.asarray(rgb)
+            if colours.shape != (n, 3):
+                raise ValueError(f"rgb must have shape ({n}, 3) to match xyz, got {colours.shape}")
+            if colours.dtype != np.uint8:
+                raise ValueError(f"rgb must be uint8 (0..255), got dtype {colours.dtype}")
+            colours = colours.copy()
+        intensities = None
+        if intensity is not None:
+            intensities = np.asarray(intensity)
+            if intensities.shape != (n,):
+                raise ValueError(f"intensity must have shape ({n},) to match xyz, got {intensities.shape}")
+            intensities = intensities.astype(np.float32)
+        if isinstance(stamp_ns, (bool, np.bool_)) or not isinstance(stamp_ns, (int, np.integer)):
+            raise ValueError(
+                f"stamp_ns must be an integer number of nanoseconds, got {type(stamp_ns).__name__}; "
+                "use cloud.stamp_to_ns(header.stamp)"
+            )
+        return points, colours, intensities, int(stamp_ns)
+
+    # ---------------------------------------------------------------------------------------
+    def cloud(self) -> AccumulatedCloud:
+        """The window as one cloud (oldest scan first); deduped across scans when enabled.
+
+        The result is cached until the next add/clear; treat its arrays as read-only.
+        """
+        if self._cache is None:
+            self._cache = self._build_cloud()
+        return self._cache
+
+    def _build_cloud(self) -> AccumulatedCloud:
+        scans = list(self._scans)
+        if not scans:
+            return AccumulatedCloud(
+                xyz=np.zeros((0, 3), np.float32), rgb=None, intensity=None,
+                stamp_ns=np.zeros(0, np.int64), newest_stamp_ns=None, oldest_stamp_ns=None, num_scans=0,
+            )
+        xyz = np.concatenate([s.xyz for s in scans])
+        stamps = np.concatenate([np.full(s.num_points, s.stamp_ns, dtype=np.int64) for s in scans])
+        rgb = None
+        if any(s.rgb is not None for s in scans):
+            rgb = np.concatenate(
+                [s.rgb if s.rgb is not None else np.broadcast_to(MISSING_RGB, (s.num_points, 3)) for s in scans]
+            )
+        intensity = None
+        if any(s.intensity is not None for s in scans):
+            intensity = np.concatenate(
+                [s.intensity if s.intensity is not None else np.full(s.num_points, MISSING_INTENSITY) for s in scans]
+            )
+        if self.dedupe_voxel > 0.0 and len(scans) > 1 and xyz.shape[0]:
+            # First occurrence over the reversed (newest-first) cloud = the newest scan's point;
+            # each stored scan already has at most one point per voxel.
+            first_reversed, _ = unique_voxels(voxel_coords(xyz[::-1], self.dedupe_voxel, np.zeros(3)))
+            keep = np.sort(xyz.shape[0] - 1 - first_reversed)
+            xyz, rgb, intensity = _take(keep, xyz, rgb, intensity)
+            stamps = stamps[keep]
+        return AccumulatedCloud(
+            xyz=xyz, rgb=rgb, intensity=intensity, stamp_ns=stamps,
+            newest_stamp_ns=scans[-1].stamp_ns, oldest_stamp_ns=scans[0].stamp_ns, num_scans=len(scans),
+        )
+
+
+def _take(index: np.ndarray, xyz: np.ndarray, rgb: np.ndarray | None, intensity: np.ndarray | None):
+    return (
+        xyz[index],
+        None if rgb is None else rgb[index],
+        None if intensity is None else intensity[index],
+    )

@@ -1,0 +1,247 @@
+"""``ros2-inst3d``: the offline front end (files, bags, data, training, evaluation, benchmarks).
+
+Each command parses its arguments here and calls one function of the core library; nothing else
+lives in this file. Imports are lazy so ``ros2-inst3d --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("ros2_inst3d")
+
+# Errors the user can fix: printed as one line, exit code 2, no traceback.
+_USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, IsADirectoryError,
+                                                  PermissionError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .config import ConfigError
+
+    errors = [*_USER_ERRORS, ConfigError]
+    try:
+        from .io import CloudFileError
+
+        errors.append(CloudFileError)
+    except ImportError:  # pragma: no cover - io imports open3d lazily; kept for robustness
+        pass
+    from .segmenter import SegmentationError
+
+    errors.append(SegmentationError)
+    return tuple(errors)
+
+
+def _load_config(args: argparse.Namespace):
+    from .config import load_config
+
+    overrides = {}
+    if getattr(args, "model", None):
+        overrides["model.name"] = args.model
+    if getattr(args, "checkpoint", None):
+        overrides["model.checkpoint"] = str(args.checkpoint)
+    if getattr(args, "device", None):
+        overrides["model.device"] = args.device
+    return load_config(args.config, overrides)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", type=Path, help="YAML config (see `ros2-inst3d params`)")
+    p.add_argument("--model", help="model.name override (geometric, pointgroup, softgroup, ...)")
+    p.add_argument("--checkpoint", type=Path, help="model.checkpoint override")
+    p.add_argument("--device", help="model.device override (auto, cpu, cuda)")
+
+
+def print_instance_table(inst) -> None:
+    """A human-readable table of one result (stdout)."""
+    print(f"{inst.num_instances} instances in {len(inst.xyz)} points")
+    print(f"{'id':>4}  {'class':<16}{'score':>6}{'points':>8}  centroid (m)            size (m)")
+    for k in range(inst.num_instances):
+        box = inst.obb(k)
+        c = inst.centroid(k)
+        name = inst.class_names[inst.class_ids[k]] if 0 <= inst.class_ids[k] < len(
+            inst.class_names) else "unknown"
+        print(f"{int(inst.ids[k]):>4}  {name:<16}{float(inst.scores[k]):>6.2f}"
+              f"{len(inst.indices[k]):>8}  ({c[0]:6.2f},{c[1]:6.2f},{c[2]:5.2f})  "
+              f"{box.size[0]:4.2f} x {box.size[1]:4.2f} x {box.size[2]:4.2f}")
+    timing = ", ".join(f"{k} {v:.1f}" for k, v in inst.timing_ms.items())
+    print(f"timing (ms): {timing}")
+
+
+def segment_file(input_path: Path, cfg, outdir: Path, render: bool = False) -> dict:
+    """Segment one cloud file and write the result files; returns their paths."""
+    import time
+
+    import numpy as np
+
+    from .io import read_cloud, write_results
+    from .segmenter import Segmenter
+
+    t0 = time.perf_counter()
+    cloud = read_cloud(input_path)
+    read_ms = (time.perf_counter() - t0) * 1e3
+    if cloud.dropped_non_finite:
+        log.warning("%s: dropped %d points with non-finite coordinates", input_path,
+                    cloud.dropped_non_finite)
+    segmenter = Segmenter(cfg)
+    inst = segmenter.segment(cloud.xyz, cloud.rgb)
+    inst.timing_ms = {"read": read_ms, **inst.timing_ms}
+    stem = input_path.name.split(".")[0]
+    paths = write_results(outdir, stem, inst, inst.timing_ms, model_name=segmenter.model_name)
+    if render:
+        from .outputs import instance_colors
+        from .render import render_instances_png
+
+        point_ids = np.where(inst.point_instance >= 0, inst.ids[inst.point_instance], -1)
+        colors = instance_colors(point_ids)
+        png = outdir / f"{stem}.instances.png"
+        render_instances_png(png, inst.xyz, colors,
+                             f"{stem}: {inst.num_instances} instances ({segmenter.model_name})",
+                             boxes=[inst.obb(k) for k in range(inst.num_instances)])
+        paths["png"] = png
+    print_instance_table(inst)
+    for kind, path in paths.items():
+        print(f"wrote {kind}: {path}")
+    return paths
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    cfg = _load_config(args)
+    segment_file(args.input, cfg, args.outdir, render=args.png)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .resources import data_file
+
+    cfg = _load_config(args)
+    scene = data_file("samples", "demo_room.npz")
+    print(f"demo: segmenting the bundled scene {scene.name} with model '{cfg.model.name}'")
+    segment_file(scene, cfg, args.outdir, render=True)
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from .config import markdown_table, ros_parameter_yaml, schema
+
+    if args.markdown:
+        print(markdown_table())
+    elif args.yaml:
+        print(ros_parameter_yaml(), end="")
+    else:
+        for leaf in schema():
+            print(f"{leaf.name} = {leaf.default!r}  # {leaf.doc}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .bench import run_benchmarks
+
+    report = run_benchmarks(args)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import eval_main, evaluate_model, report
+
+    plot = args.plot
+    if plot is None and args.json is not None:
+        plot = args.json.with_name(args.json.stem + "_pr.png")
+    if args.pred is not None or args.gt is not None:
+        if args.pred is None or args.gt is None:
+            raise FileNotFoundError("give both --pred PRED_DIR and --gt GT_DIR (or -c/--data)")
+        eval_main(args.pred, args.gt, json_out=args.json, class_agnostic=args.class_agnostic,
+                  plot_out=plot)
+        return 0
+    if args.data is None:
+        raise FileNotFoundError("give --data DIR (scene .npz files) or --pred/--gt directories")
+    cfg = _load_config(args)
+    result = evaluate_model(cfg, args.data, class_agnostic=args.class_agnostic, limit=args.limit)
+    report(result, json_out=args.json, plot_out=plot)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ros2-inst3d", description="3D instance segmentation of point clouds, offline and in ROS 2.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="segment the bundled sample scene; writes files and a PNG")
+    _add_model_args(p)
+    p.add_argument("-o", "--outdir", type=Path, default=Path("demo_output"))
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("segment", help="segment a cloud file (.ply .pcd .npy .npz .bin)")
+    p.add_argument("input", type=Path)
+    _add_model_args(p)
+    p.add_argument("-o", "--outdir", type=Path, default=Path("."))
+    p.add_argument("--png", action="store_true", help="also render <stem>.instances.png")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("params", help="list every configuration parameter with its documentation")
+    p.add_argument("--markdown", action="store_true", help="as the README's markdown table")
+    p.add_argument("--yaml", action="store_true", help="as a ROS 2 parameter file (config/segment.yaml)")
+    p.set_defaults(func=cmd_params)
+
+    p = sub.add_parser("bench", help="benchmark the pipeline stages (see README: Performance)")
+    p.add_argument("--decode", action="store_true", help="only the PointCloud2 decode benchmark")
+    p.add_argument("--points", type=int, nargs="+", default=[100_000, 1_000_000],
+                   help="cloud sizes for the decode benchmark")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json", type=Path, help="also write the report as JSON")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("eval", help="ScanNet-protocol instance AP (and S3DIS metrics)",
+                       description="Score prediction files against scene files (--pred/--gt), or "
+                       "run a model on labelled scenes and score it (-c/--checkpoint/--data).")
+    p.add_argument("--pred", type=Path, help="directory of <stem>.labels.npz predictions")
+    p.add_argument("--gt", type=Path, help="directory of ground-truth scene .npz files")
+    p.add_argument("--data", type=Path, help="labelled scenes to run the model on")
+    _add_model_args(p)
+    p.add_argument("--limit", type=int, help="evaluate only the first N scenes")
+    p.add_argument("--class-agnostic", action="store_true",
+                   help="merge every thing class into one (compares with the geometric baseline)")
+    p.add_argument("--json", type=Path, help="write the metrics as JSON")
+    p.add_argument("--plot", type=Path, help="precision-recall PNG (default: beside --json)")
+    p.set_defaults(func=cmd_eval)
+
+    # Further commands register here (gen-data, eval, bag, train, check-checkpoint).
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands():
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    user_errors = _user_errors()
+    try:
+        return int(args.func(args) or 0)
+    except user_errors as exc:
+        print(f"ros2-inst3d {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `ros2-inst3d params | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""The configuration schema: one tree of dataclasses shared by the node, the bag tool and the CLI.
+
+Every leaf carries its documentation, range and whether it may change at runtime (``param``
+metadata). The node declares one ROS parameter per leaf under its dotted name
+(``accumulate.window_s``), the README's parameter table is generated from the same metadata
+(``ros2-inst3d params --markdown``), and YAML files use the nested form::
+
+    accumulate:
+      window_s: 2.0
+
+A node parameter file wraps the same tree in ``/**: ros__parameters:`` (``load_config`` accepts both).
+Model-intrinsic settings (classes, voxel size, network shape) ship beside the weights in
+``config/models/*.yaml`` and inside checkpoints; this schema holds runtime settings only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+MODEL_NAMES = ("geometric", "pointgroup", "softgroup", "isbnet", "mtml")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, has the wrong type or is out of range."""
+
+
+def param(default: Any, doc: str, *, low: float | None = None, high: float | None = None,
+          choices: Iterable[Any] | None = None, runtime: bool = False, unit: str = "") -> Any:
+    """A schema leaf: default value plus the metadata that documents and validates it.
+
+    ``runtime=True`` marks values the node may change while running (a parameter callback
+    applies them); all others need a restart and are declared read-only.
+    """
+    meta = {"doc": doc, "low": low, "high": high, "runtime": runtime, "unit": unit,
+            "choices": tuple(choices) if choices is not None else None}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class InputConfig:
+    topics: list[str] = param(
+        ["points"], "PointCloud2 topics to subscribe to (relative names follow the node's namespace; "
+        "remap `points` or list several).")
+    fixed_frame: str = param(
+        "map", "Frame the scans are accumulated and results are published in (e.g. map, odom).")
+    reliability: str = param(
+        "best_effort", "QoS reliability of the input subscriptions.",
+        choices=("best_effort", "reliable"))
+    queue_depth: int = param(1, "QoS history depth of the input subscriptions.", low=1, high=100)
+    tf_timeout_s: float = param(
+        0.05, "How long the worker waits for a transform at a scan's stamp.", low=0.0, high=5.0,
+        unit="s")
+    max_points_per_scan: int = param(
+        2_000_000, "Scans with more points are rejected (counted in diagnostics) rather than "
+        "risking memory.", low=1)
+
+
+@dataclass
+class AccumulateConfig:
+    window_s: float = param(
+        2.0, "Scans older than the newest by more than this are dropped.", low=0.0, high=600.0,
+        unit="s", runtime=True)
+    max_scans: int = param(10, "At most this many scans are accumulated.", low=1, high=10_000,
+                           runtime=True)
+    max_points: int = param(
+        400_000, "Point budget of the accumulated cloud; oldest scans go first.", low=1,
+        high=50_000_000, runtime=True)
+    dedupe_voxel: float = param(
+        0.02, "Voxel size of the fixed-frame dedupe (newest point per voxel wins); 0 disables it.",
+        low=0.0, high=1.0, unit="m", runtime=True)
+
+
+@dataclass
+class SegmentConfig:
+    rate_hz: float = param(
+        1.0, "Segmentation rate on the newest accumulated cloud; 0 disables the timer trigger.",
+        low=0.0, high=100.0, unit="Hz", runtime=True)
+    every_n_scans: int = param(
+        0, "Also segment after every N received scans; 0 disables the scan trigger.", low=0,
+        runtime=True)
+    roi_min: list[float] = param(
+        [-50.0, -50.0, -5.0], "Lower corner of the region of interest in the fixed frame.",
+        unit="m", runtime=True)
+    roi_max: list[float] = param(
+        [50.0, 50.0, 5.0], "Upper corner of the region of interest in the fixed frame.", unit="m",
+        runtime=True)
+    max_points: int = param(
+        400_000, "Clouds larger than this are subsampled (deterministically) before the model.",
+        low=1, runtime=True)
+    score_threshold: float = param(
+        0.2, "Instances scoring below this are dropped.", low=0.0, high=1.0, runtime=True)
+    min_points: int = param(50, "Instances with fewer points are dropped.", low=1, runtime=True)
+    class_filter: list[str] = param(
+        [""], "Publish only these class names; [''] (empty) publishes every class.", runtime=True)
+
+
+@dataclass
+class GeometricConfig:
+    voxel_size: float = param(0.05, "Grid of the Euclidean clustering.", low=0.005, high=1.0,
+                              unit="m")
+    plane_distance: float = param(
+        0.03, "RANSAC inlier distance of floor/wall planes.", low=0.001, high=0.5, unit="m")
+    max_planes: int = param(6, "At most this many dominant planes are removed.", low=0, high=20)
+    min_plane_fraction: float = param(
+        0.04, "A plane must hold at least this fraction of the cloud to count as dominant.",
+        low=0.0, high=1.0)
+    min_plane_extent: float = param(
+        1.5, "A plane must span at least this far (largest side) to count as floor or wall.",
+        low=0.0, unit="m")
+    floor_band: float = param(
+        0.25, "Horizontal planes are removed only within this height of the lowest one "
+        "(so table tops survive).", low=0.0, unit="m")
+    ransac_iterations: int = param(300, "RANSAC hypotheses per plane.", low=1, high=100_000)
+    connectivity: int = param(
+        1, "Voxels within this many cells (Chebyshev distance) are connected.", low=1, high=3)
+    min_cluster_points: int = param(80, "Smaller clusters are discarded.", low=1)
+    max_cluster_extent: float = param(
+        4.0, "Clusters larger than this (largest side) are discarded as structure.", low=0.0,
+        unit="m")
+    seed: int = param(0, "Seed of the RANSAC sampler (results are deterministic).", low=0)
+
+
+@dataclass
+class ModelConfig:
+    name: str = param("geometric", "Segmentation method.", choices=MODEL_NAMES)
+    config: str = param(
+        "", "Model YAML (config/models/*.yaml). Empty: the one embedded in the checkpoint, or the "
+        "method's default.")
+    checkpoint: str = param("", "Weights file; empty: the shipped demo weights of the method, if any.")
+    device: str = param("auto", "Torch device: auto (CUDA when available), cpu, cuda, cuda:N.")
+    cpu_threads: int = param(
+        0, "Torch CPU threads; 0 keeps torch's default. Sparse convolution on CPU always runs "
+        "single-threaded (spconv's CPU kernels are racy).", low=0, high=256)
+
+
+@dataclass
+class OutputConfig:
+    publish_cloud: bool = param(True, "Publish the labelled cloud (instances/cloud).")
+    publish_markers: bool = param(True, "Publish RViz markers (instances/markers).", runtime=True)
+    publish_detections: bool = param(True, "Publish vision_msgs detections (instances/detections).")
+    box_type: str = param("obb_z", "Box published for each instance.",
+                          choices=("aabb", "obb_z"), runtime=True)
+    marker_lifetime_s: float = param(0.0, "Marker lifetime; 0 keeps them until the next result.",
+                                     low=0.0, unit="s", runtime=True)
+
+
+@dataclass
+class Config:
+    input: InputConfig = field(default_factory=InputConfig)
+    accumulate: AccumulateConfig = field(default_factory=AccumulateConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    geometric: GeometricConfig = field(default_factory=GeometricConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_flat(self) -> dict[str, Any]:
+        """``{"accumulate.window_s": 2.0, ...}``: the node's parameter names and values."""
+        return {name: getattr(getattr(self, sec), key) for name, sec, key, _ in _leaves()}
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any]) -> "Config":
+        """Inverse of :meth:`to_flat`; unknown names and bad values raise :class:`ConfigError`."""
+        nested: dict[str, dict[str, Any]] = {}
+        for name, value in flat.items():
+            sec, _, key = name.partition(".")
+            nested.setdefault(sec, {})[key] = value
+        return from_dict(nested)
+
+    def replace(self, **dotted: Any) -> "Config":
+        """A copy with some leaves changed, by dotted name (validated)."""
+        flat = self.to_flat()
+        for name, value in dotted.items():
+            flat[name.replace("__", ".")] = value
+        return Config.from_flat(flat)
+
+    @property
+    def class_filter(self) -> tuple[str, ...]:
+        return tuple(c for c in self.segment.class_filter if c)
+
+
+@dataclass(frozen=True)
+class Leaf:
+    name: str
+    type: type
+    default: Any
+    doc: str
+    low: float | None
+    high: float | None
+    choices: tuple | None
+    runtime: bool
+    unit: str
+
+
+def _section_types() -> dict[str, type]:
+    return {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+
+
+def _leaves():
+    for sec, sec_cls in _section_types().items():
+        for f in dataclasses.fields(sec_cls):
+            yield f"{sec}.{f.name}", sec, f.name, f
+
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list[str]": list,
+          "list[float]": list}
+
+
+def schema() -> list[Leaf]:
+    """Every parameter with its type, default and documentation, in declaration order."""
+    out = []
+    for name, sec, key, f in _leaves():
+        default = getattr(_section_types()[sec](), key)
+        out.append(Leaf(name, _TYPES[str(f.type)], default, f.metadata["doc"], f.metadata["low"],
+                        f.metadata["high"], f.metadata["choices"], f.metadata["runtime"],
+                        f.metadata["unit"]))
+    return out
+
+
+def _check_value(leaf: Leaf, f: dataclasses.Field, value: Any) -> Any:
+    want = str(f.type)
+    where = f"'{leaf.name}'"
+    if want == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+    elif want == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise ConfigError(f"{where} must be an integer, got {value!r}")
+    elif want == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be finite, got {value!r}")
+    elif want == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+    elif want == "list[str]":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of strings, got {value!r}")
+        value = list(value) or [""]
+    elif want == "list[float]":
+        if (not isinstance(value, (list, tuple)) or len(value) != 3
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+            raise ConfigError(f"{where} must be a list of 3 numbers [x, y, z], got {value!r}")
+        value = [float(v) for v in value]
+    if leaf.choices is not None and value not in leaf.choices:
+        raise ConfigError(f"{where} must be one of {', '.join(map(str, leaf.choices))}; got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if leaf.low is not None and value < leaf.low:
+            raise ConfigError(f"{where} must be >= {leaf.low}, got {value!r}")
+        if leaf.high is not None and value > leaf.high:
+            raise ConfigError(f"{where} must be <= {leaf.high}, got {value!r}")
+    return value
+
+
+def from_dict(data: Mapping[str, Any] | None) -> Config:
+    """Build and validate a :class:`Config` from the nested YAML form; missing leaves keep defaults."""
+    data = dict(data or {})
+    if "/**" in data or any(isinstance(v, Mapping) and "ros__parameters" in v for v in data.values()):
+        # A ROS 2 parameter file: take the first node section's parameters.
+        for v in data.values():
+            if isinstance(v, Mapping) and "ros__parameters" in v:
+                data = dict(v["ros__parameters"])
+                break
+    # Dotted keys at the top level (as ROS would flatten them) are accepted too.
+    for key in [k for k in data if isinstance(k, str) and "." in k]:
+        sec, _, leaf = key.partition(".")
+        data.setdefault(sec, {})
+        data[sec] = {**data[sec], leaf: data.pop(key)}
+    sections = _section_types()
+    leaves = {l.name: l for l in schema()}
+    unknown = [k for k in data if k not in sections]
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {', '.join(map(repr, unknown))}; "
+                          f"known: {', '.join(sections)}")
+    built = {}
+    for sec, sec_cls in sections.items():
+        values = data.get(sec) or {}
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"config section '{sec}' must be a mapping, got {values!r}")
+        fields = {f.name: f for f in dataclasses.fields(sec_cls)}
+        bad = [k for k in values if k not in fields]
+        if bad:
+            raise ConfigError(f"unknown parameter(s) {', '.join(f'{sec}.{k}' for k in bad)}; "
+                              f"'{sec}' has: {', '.join(fields)}")
+        kwargs = {k: _check_value(leaves[f"{sec}.{k}"], fields[k], v) for k, v in values.items()}
+        built[sec] = sec_cls(**kwargs)
+    cfg = Config(**built)
+    _check_consistency(cfg)
+    return cfg
+
+
+def _check_consistency(cfg: Config) -> None:
+    lo, hi = cfg.segment.roi_min, cfg.segment.roi_max
+    if any(a >= b for a, b in zip(lo, hi)):
+        raise ConfigError(f"'segment.roi_min' {lo} must be below 'segment.roi_max' {hi} on every axis")
+    if not any(t for t in cfg.input.topics):
+        raise ConfigError("'input.topics' must name at least one PointCloud2 topic")
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load a YAML config (nested or ROS parameter-file form), apply dotted overrides, validate.
+
+    ``path=None`` gives the defaults. Errors name the file and the offending key.
+    """
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+    try:
+        cfg = from_dict(data)
+        if overrides:
+            cfg = cfg.replace(**overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+    return cfg
+
+
+def markdown_table() -> str:
+    """The parameter reference (README) generated from the schema."""
+    rows = ["| parameter | type | default | runtime | description |", "|---|---|---|---|---|"]
+    for leaf in schema():
+        rng = []
+        if leaf.choices:
+            rng.append("one of " + ", ".join(f"`{c}`" for c in leaf.choices))
+        if leaf.low is not None or leaf.high is not None:
+            rng.append(f"range [{leaf.low if leaf.low is not None else '-inf'}, "
+                       f"{leaf.high if leaf.high is not None else 'inf'}]")
+        unit = f" ({leaf.unit})" if leaf.unit else ""
+        extra = f" {'; '.join(rng)}." if rng else ""
+        rows.append(f"| `{leaf.name}` | {leaf.type.__name__} | `{leaf.default!r}` | "
+                    f"{'yes' if leaf.runtime else 'no'} | {leaf.doc}{unit}{extra} |")
+    return "\n".join(rows)
+
+
+def ros_parameter_yaml(cfg: Config | None = None) -> str:
+    """A ROS 2 parameter file (``/**: ros__parameters:``) holding ``cfg`` (defaults if None),
+    each leaf preceded by its documentation."""
+    import yaml
+
+    cfg = cfg or Config()
+    lines = ["# ros2_inst3d node parameters (generated by `ros2-inst3d params --yaml`).",
+             "# Every key is documented in README.md > Parameters.",
+             "/**:", "  ros__parameters:"]
+    values = cfg.to_dict()
+    current = None
+    for leaf in schema():
+        sec, _, key = leaf.name.partition(".")
+        if sec != current:
+            lines.append(f"    {sec}:")
+            current = sec
+        lines.append(f"      # {leaf.doc}{f' ({leaf.unit})' if leaf.unit else ''}")
+        dumped = yaml.safe_dump(values[sec][key], default_flow_style=True, width=1000).strip()
+        dumped = dumped.removesuffix("\n...").removesuffix("...").strip()
+        lines.append(f"      {key}: {dumped}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,421 @@
+"""Scene readers, one Dataset over every format, and batch collation with voxelization.
+
+Formats (``read_scene`` picks by extension):
+
+* **internal scene** ``.npz`` (DESIGN §5): ``xyz`` float32 [N,3] metres, ``rgb`` uint8 [N,3],
+  ``semantic`` int16 [N] (-100 ignore), ``instance`` int32 [N] (-100 none), ``meta`` JSON whose
+  ``class_names`` (or ``classes``) names the label table (default: the ScanNet-20 table);
+* **SoftGroup/ISBNet preprocessed ScanNet v2** ``*_inst_nostuff.pth``: ``torch.save`` of the tuple
+  ``(xyz float64 [N,3] mean-centred, rgb float [N,3] in [-1, 1], semantic [N], instance [N])``;
+  semantic in the contiguous 0..19 table of ``classes.SCANNET20_CLASSES`` (wall and floor keep
+  labels 0/1 but no instance), -100 ignore; instance 0..n-1, -100 none. Test-split files hold
+  only ``(xyz, rgb)`` (research/official-models.md §6);
+* **SoftGroup preprocessed S3DIS** ``*_inst_nostuff.pth``: ``(xyz float32 [N,3] room frame, not
+  centred, rgb float in [-1, 1], semantic int64 0..12, instance int64 1..n or -100, room_label,
+  scene_name)`` (``dataset/s3dis/prepare_data_inst.py``) in the 13-class table ``S3DIS_CLASSES``.
+  Mapping note: every S3DIS class has instances (ceiling, floor and wall too: SoftGroup's S3DIS
+  config evaluates 13 instance classes, with ``sem2ins_classes`` [0, 1]); the S3DIS table is not
+  the ScanNet one, a model trained on one does not label the other; points outside every
+  annotated object keep semantic 0 ("ceiling") with instance -100 in these files;
+* **unlabelled clouds** ``.ply``/``.pcd``/``.npz``/``.npy``/``.bin`` for inference, read by
+  ``io.read_cloud``.
+
+A 6-tuple ``.pth`` is read as S3DIS, a 2- or 4-tuple as ScanNet; pass ``class_names`` to override.
+
+``collate`` voxelizes each scan with ``inputs.network_input`` (the official input contract) and
+concatenates them with the batch index in ``coords[:, 0]``, as the official collate does.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..classes import IGNORE_LABEL, SCANNET20_CLASSES
+from ..evaluation import PREDICTION_SUFFIX  # `<stem>.labels.npz`, written by `segment`
+from .augment import Augmentation, augment
+from .inputs import DEFAULT_VOXEL_SIZE, MIN_SPATIAL_SHAPE, network_input, yaw_matrix
+
+log = logging.getLogger(__name__)
+
+# SoftGroup/ISBNet S3DIS class order (S3DISDataset.CLASSES, INV_OBJECT_LABEL of prepare_data_inst.py).
+S3DIS_CLASSES: tuple[str, ...] = (
+    "ceiling", "floor", "wall", "beam", "column", "window", "door", "chair", "table", "bookcase",
+    "sofa", "board", "clutter",
+)
+PTH_SUFFIX = ".pth"
+
+
+@dataclass
+class Scene:
+    """One scan as read from disk.
+
+    name: scene name (file stem). path: the file.
+    xyz: (N, 3) float32, metres, the file's frame.
+    rgb: (N, 3) uint8 or None.
+    semantic: (N,) int32 class index into ``class_names``, -100 ignore; None when unlabelled.
+    instance: (N,) int32 instance id, -100 none; None when unlabelled.
+    class_names: the label table.
+    """
+
+    name: str
+    path: str
+    xyz: np.ndarray
+    rgb: np.ndarray | None
+    semantic: np.ndarray | None
+    instance: np.ndarray | None
+    class_names: tuple[str, ...] = SCANNET20_CLASSES
+
+    @property
+    def num_points(self) -> int:
+        return int(self.xyz.shape[0])
+
+    @property
+    def has_labels(self) -> bool:
+        return self.semantic is not None and self.instance is not None
+
+
+def scene_stem(path: str | Path) -> str:
+    """Scene name of a file: its name without the extension (``scene0000_00_inst_nostuff.pth``
+    -> ``scene0000_00_inst_nostuff``); predictions of it are ``<stem>.labels.npz``."""
+    name = Path(path).name
+    if name.endswith(PREDICTION_SUFFIX):
+        return name[:-len(PREDICTION_SUFFIX)]
+    return name[:-len(Path(name).suffix)] if Path(name).suffix else name
+
+
+def find_scene_files(root: str | Path) -> list[Path]:
+    """Scene files (``.npz`` other than ``*.labels.npz``, and ``.pth``) directly in ``root``, sorted."""
+    root = Path(root)
+    files = [p for p in root.iterdir() if p.is_file() and (
+        (p.suffix == ".npz" and not p.name.endswith(PREDICTION_SUFFIX)) or p.suffix == PTH_SUFFIX)]
+    return sorted(files)
+
+
+# --------------------------------------------------------------------------------------------
+# Readers
+# --------------------------------------------------------------------------------------------
+
+def _check_labels(path: Path, semantic: np.ndarray, instance: np.ndarray, n: int,
+                  class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    for name, arr in (("semantic", semantic), ("instance", instance)):
+        if arr.shape != (n,):
+            raise ValueError(f"{path}: {name} has shape {arr.shape}; expected ({n},), one label "
+                             "per point")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer) and np.any(np.mod(arr, 1) != 0):
+            raise ValueError(f"{path}: {name} labels must be whole numbers, got fractional "
+                             f"{arr.dtype} values")
+    sem = semantic.astype(np.int32)
+    inst = instance.astype(np.int32)
+    bad = (sem != IGNORE_LABEL) & ((sem < 0) | (sem >= len(class_names)))
+    if bad.any():
+        raise ValueError(f"{path}: semantic label {int(sem[bad][0])} is outside the "
+                         f"{len(class_names)}-class table ({class_names[0]}..{class_names[-1]}) "
+                         f"and is not the ignore label {IGNORE_LABEL}; pass the right class_names")
+    bad = (inst < 0) & (inst != IGNORE_LABEL)
+    if bad.any():
+        raise ValueError(f"{path}: instance id {int(inst[bad][0])} is negative but not "
+                         f"{IGNORE_LABEL} (no instance)")
+    return sem, inst
+
+
+def _class_names_from_meta(meta: dict[str, Any] | None) -> tuple[str, ...]:
+    if not meta:
+        return SCANNET20_CLASSES
+    names = meta.get("class_names", meta.get("classes"))
+    if names is None:
+        return SCANNET20_CLASSES
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"meta class_names must be a list of strings, got {names!r}")
+    return tuple(names)
+
+
+def _torch_load_arrays(path: Path) -> Any:
+    """``torch.load`` restricted to tensors and plain numpy arrays (no arbitrary pickles)."""
+    import torch
+
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+    scalar = np.float64(0).__reduce__()[0]
+    allowed: list[Any] = [np.ndarray, np.dtype, reconstruct, scalar,
+                          (reconstruct, "numpy.core.multiarray._reconstruct"),
+                          (reconstruct, "numpy._core.multiarray._reconstruct"),
+                          (scalar, "numpy.core.multiarray.scalar"),
+                          (scalar, "numpy._core.multiarray.scalar")]
+    allowed += list({type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFD"} - {np.dtype})
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, ...
+        raise ValueError(f"{path}: cannot read as a preprocessed scene (a torch.save'd tuple of "
+                         f"arrays): {str(exc).splitlines()[0]}") from None
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+
+
+def read_preprocessed_pth(path: str | Path, class_names: Sequence[str] | None = None) -> Scene:
+    """Read a SoftGroup/ISBNet ``*_inst_nostuff.pth`` (ScanNet v2 or S3DIS; see the module doc)."""
+    path = Path(path)
+    data = _torch_load_arrays(path)
+    if not isinstance(data, (tuple, list)) or len(data) not in (2, 4, 6):
+        kind = type(data).__name__ + (f" of {len(data)}" if isinstance(data, (tuple, list)) else "")
+        raise ValueError(f"{path}: expected a tuple (xyz, rgb[, semantic, instance[, room, name]])"
+                         f" as SoftGroup's prepare_data_inst.py writes, got a {kind}")
+    if class_names is None:
+        class_names = S3DIS_CLASSES if len(data) == 6 else SCANNET20_CLASSES
+    class_names = tuple(class_names)
+    xyz = _as_numpy(data[0])
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"{path}: xyz has shape {xyz.shape}; expected (N, 3)")
+    n = xyz.shape[0]
+    colors = _as_numpy(data[1]).astype(np.float64)
+    if colors.shape != (n, 3):
+        raise ValueError(f"{path}: rgb has shape {colors.shape}; expected ({n}, 3)")
+    if colors.size and (colors.min() < -1.001 or colors.max() > 1.001):
+        raise ValueError(f"{path}: rgb spans [{colors.min():.3g}, {colors.max():.3g}]; the "
+                         "preprocessed format stores rgb/127.5-1 in [-1, 1]")
+    # Exact inverse of rgb/127.5 - 1 for integer colours.
+    rgb = np.clip(np.rint((colors + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    semantic = instance = None
+    if len(data) >= 4:
+        semantic, instance = _check_labels(path, _as_numpy(data[2]), _as_numpy(data[3]), n,
+                                           class_names)
+    if not np.all(np.isfinite(xyz)):
+        raise ValueError(f"{path}: xyz has non-finite coordinates")
+    return Scene(name=scene_stem(path), path=str(path), xyz=xyz.astype(np.float32), rgb=rgb,
+                 semantic=semantic, instance=instance, class_names=class_names)
+
+
+def read_scene(path: str | Path, class_names: Sequence[str] | None = None) -> Scene:
+    """Read any supported scene file; labels are None when the file has none.
+
+    ``.pth``: ``read_preprocessed_pth``. Everything else: ``io.read_cloud`` (the reader ``segment``
+    uses, so points and their order match the predictions written for them).
+    """
+    path = Path(path)
+    if path.suffix == PTH_SUFFIX:
+        return read_preprocessed_pth(path, class_names)
+    from ..io import read_cloud
+
+    cloud = read_cloud(path)
+    names = tuple(class_names) if class_names is not None else _class_names_from_meta(cloud.meta)
+    semantic = instance = None
+    if cloud.semantic is not None and cloud.instance is not None:
+        semantic, instance = _check_labels(path, cloud.semantic, cloud.instance, cloud.num_points,
+                                           names)
+    elif (cloud.semantic is None) != (cloud.instance is None):
+        raise ValueError(f"{path}: has {'semantic' if cloud.semantic is not None else 'instance'}"
+                         " labels but not the other; a labelled scene needs both")
+    return Scene(name=scene_stem(path), path=str(path), xyz=cloud.xyz, rgb=cloud.rgb,
+                 semantic=semantic, instance=instance, class_names=names)
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Sample:
+    """One scan ready for ``collate``.
+
+    xyz: (N, 3) float32, metres — centred on the scene mean, then augmented (or turned by the
+        dataset's test yaw): the xyz features.
+    grid_xyz: (N, 3) float32 or None — voxel-assignment coordinates (elastic distortion).
+    rgb: (N, 3) float32, 0..255 units (colour noise included).
+    semantic, instance: (N,) int64 (-100 ignore / none), all -100 for unlabelled scenes.
+    point_index: (N,) int64 — index of each point in the scene file (crops drop points).
+    """
+
+    name: str
+    xyz: np.ndarray
+    grid_xyz: np.ndarray | None
+    rgb: np.ndarray
+    semantic: np.ndarray
+    instance: np.ndarray
+    point_index: np.ndarray
+    has_labels: bool
+
+
+class SceneDataset:
+    """Map-style dataset over scene files of any supported format (usable by torch's DataLoader
+    with ``collate_fn=functools.partial(collate, voxel_size=...)``).
+
+    source: a directory (its scene files, see ``find_scene_files``), one file, or a list of files.
+    augment: training augmentation, or None for evaluation / inference (centring only, plus
+        ``yaw``). seed: None draws fresh randomness per item; an int makes item i of epoch e
+        reproducible (``set_epoch``) and differs between items, epochs and DataLoader workers.
+    require_labels: raise for files without labels (training, evaluation).
+    """
+
+    def __init__(self, source: str | Path | Sequence[str | Path], *, voxel_size: float =
+                 DEFAULT_VOXEL_SIZE, augmentation: Augmentation | None = None,
+                 class_names: Sequence[str] | None = None, require_labels: bool = False,
+                 yaw: float = 0.0, seed: int | None = None):
+        if isinstance(source, (str, Path)):
+            root = Path(source)
+            if root.is_dir():
+                files = find_scene_files(root)
+            elif root.is_file():
+                files = [root]
+            else:
+                raise FileNotFoundError(f"{root} does not exist")
+        else:
+            files = [Path(p) for p in source]
+        if not files:
+            raise FileNotFoundError(f"no scene files in {source}")
+        self.files = files
+        self.voxel_size = float(voxel_size)
+        self.augmentation = augmentation
+        self.class_names = tuple(class_names) if class_names is not None else None
+        self.require_labels = require_labels
+        self.yaw = float(yaw)
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def scene(self, index: int) -> Scene:
+        scene = read_scene(self.files[index], self.class_names)
+        if self.require_labels and not scene.has_labels:
+            raise ValueError(f"{scene.path} has no semantic/instance labels, but this dataset "
+                             "needs them (training / evaluation)")
+        return scene
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.seed is None:
+            return np.random.default_rng()
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def __getitem__(self, index: int) -> Sample | None:
+        scene = self.scene(index)
+        n = scene.num_points
+        if scene.rgb is None:
+            raise ValueError(f"{scene.path} has no colours; the learned models' input needs rgb")
+        xyz = scene.xyz.astype(np.float64)
+        xyz = xyz - xyz.mean(axis=0)  # prepare_data_inst.py centres every scene before augmenting
+        semantic = (scene.semantic.astype(np.int64) if scene.semantic is not None
+                    else np.full(n, IGNORE_LABEL, np.int64))
+        instance = (scene.instance.astype(np.int64) if scene.instance is not None
+                    else np.full(n, IGNORE_LABEL, np.int64))
+        if self.augmentation is None:
+            if self.yaw:
+                xyz = xyz @ yaw_matrix(self.yaw)
+            return Sample(scene.name, xyz.astype(np.float32), None, scene.rgb.astype(np.float32),
+                          semantic, instance, np.arange(n, dtype=np.int64), scene.has_labels)
+        out = augment(xyz, scene.rgb, self.voxel_size, self.augmentation, self._rng(index))
+        if out is None:
+            log.info("%s: fewer than %d points left after cropping; sample dropped", scene.name,
+                     self.augmentation.min_points)
+            return None
+        return Sample(scene.name, out.xyz, out.grid_xyz, out.rgb, semantic[out.keep],
+                      instance[out.keep], out.keep, scene.has_labels)
+
+
+# --------------------------------------------------------------------------------------------
+# Collation
+# --------------------------------------------------------------------------------------------
+
+def collate(samples: Sequence[Sample | None], voxel_size: float = DEFAULT_VOXEL_SIZE, *,
+            with_coords: bool = True, min_spatial_shape: int = MIN_SPATIAL_SHAPE,
+            as_torch: bool = True) -> dict[str, Any]:
+    """Voxelize and concatenate scans into one batch (None samples, dropped by a crop, are skipped).
+
+    Returns (torch tensors, or numpy arrays with ``as_torch=False``):
+      coords (M, 4) int32 [batch, x, y, z] voxel indices, batch-contiguous, first-occurrence order;
+      feats (M, C) float32 voxel means of ``[rgb/127.5-1, xyz]``;
+      point_to_voxel (N,) int64 row of ``coords`` of every point;
+      batch_offsets (B+1,) int64 point offsets; voxel_batch_offsets (B+1,) int64;
+      point_batch (N,) int64; xyz (N, 3) float32 (the xyz features); point_feats (N, C) float32;
+      semantic (N,) int64 (-100 ignore); instance (N,) int64 ids 0..I-1 unique over the batch
+      (-100 none); instance_num_points (I,) int64; instance_class (I,) int64 (class of the
+      instance's first point, as the official getInstanceInfo); instance_center (I, 3) float32
+      mean xyz; offset_target (N, 3) float32 ``center - xyz`` (0 for points without instance);
+      point_index (N,) int64 index into each scene file;
+      spatial_shape (3,) int64 max over the batch, >= ``min_spatial_shape``;
+      batch_size int; scene_names list[str]; has_labels list[bool].
+    """
+    kept = [s for s in samples if s is not None]
+    if not kept:
+        raise ValueError(f"empty batch: all {len(samples)} samples were dropped (too few points "
+                         "after cropping; lower Augmentation.min_points or max_points)")
+    if len(kept) < len(samples):
+        log.info("batch truncated from %d to %d samples", len(samples), len(kept))
+    coords, feats, p2v, xyz, pfeats = [], [], [], [], []
+    semantic, instance, point_batch, point_index = [], [], [], []
+    inst_points, inst_class, inst_center, offset = [], [], [], []
+    point_offsets, voxel_offsets = [0], [0]
+    spatial = np.full(3, min_spatial_shape, np.int64)
+    num_instances = 0
+    for b, s in enumerate(kept):
+        net = network_input(s.xyz, s.rgb, voxel_size, center=False, with_coords=with_coords,
+                            grid_xyz=s.grid_xyz, min_spatial_shape=min_spatial_shape)
+        m = net.num_voxels
+        coords.append(np.concatenate([np.full((m, 1), b, np.int32), net.voxel_coords], axis=1))
+        feats.append(net.voxel_feats)
+        p2v.append(net.point_to_voxel + voxel_offsets[-1])
+        xyz.append(net.xyz)
+        pfeats.append(net.point_feats)
+        spatial = np.maximum(spatial, net.spatial_shape)
+        n = net.num_points
+        point_batch.append(np.full(n, b, np.int64))
+        point_index.append(s.point_index)
+        semantic.append(s.semantic.astype(np.int64))
+        # Renumber instances 0..I-1 across the batch (the official collate offsets them too).
+        has = s.instance >= 0
+        ids, local = np.unique(s.instance[has], return_inverse=True)
+        local = local.reshape(-1)
+        inst = np.full(n, IGNORE_LABEL, np.int64)
+        inst[has] = local + num_instances
+        instance.append(inst)
+        counts = np.bincount(local, minlength=ids.size)
+        first_point = np.full(ids.size, n, np.int64)
+        np.minimum.at(first_point, local, np.flatnonzero(has))
+        inst_points.append(counts.astype(np.int64))
+        inst_class.append(s.semantic[first_point].astype(np.int64) if ids.size
+                          else np.zeros(0, np.int64))
+        sums = np.stack([np.bincount(local, weights=net.xyz[has, d], minlength=ids.size)
+                         for d in range(3)], axis=1) if ids.size else np.zeros((0, 3))
+        centers = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+        inst_center.append(centers)
+        off = np.zeros((n, 3), np.float32)
+        off[has] = centers[local] - net.xyz[has]
+        offset.append(off)
+        num_instances += ids.size
+        point_offsets.append(point_offsets[-1] + n)
+        voxel_offsets.append(voxel_offsets[-1] + m)
+    batch: dict[str, Any] = {
+        "coords": np.concatenate(coords).astype(np.int32),
+        "feats": np.concatenate(feats).astype(np.float32),
+        "point_to_voxel": np.concatenate(p2v).astype(np.int64),
+        "batch_offsets": np.asarray(point_offsets, np.int64),
+        "voxel_batch_offsets": np.asarray(voxel_offsets, np.int64),
+        "point_batch": np.concatenate(point_batch),
+        "xyz": np.concatenate(xyz).astype(np.float32),
+        "point_feats": np.concatenate(pfeats).astype(np.float32),
+        "semantic": np.concatenate(semantic),
+        "instance": np.concatenate(instance),
+        "instance_num_points": np.concatenate(inst_points),
+        "instance_class": np.concatenate(inst_class),
+        "instance_center": np.concatenate(inst_center).astype(np.float32).reshape(-1, 3),
+        "offset_target": np.concatenate(offset),
+        "point_index": np.concatenate(point_index).astype(np.int64),
+        "spatial_shape": spatial,
+    }
+    if as_torch:
+        import torch
+
+        batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+    batch["batch_size"] = len(kept)
+    batch["scene_names"] = [s.name for s in kept]
+    batch["has_labels"] = [s.has_labels for s in kept]
+    return batch
+

@@ -1,0 +1,543 @@
+"""Synthetic indoor scenes, scanned like a robot would: ``ros2-inst3d gen-data``.
+
+A scene is a furnished room (``layout``: rectangular or L-shaped rooms, parametric furniture and
+the MIT-0 meshes of ``furniture``, layouts that are hard to group on purpose) scanned by a
+simulated RGB-D camera or spinning LiDAR from a trajectory through the free space (``scanner``:
+ray casting with open3d, depth noise, dropout, edge artefacts, lighting). The scans are
+accumulated in the room frame and voxel-downsampled (``voxelize``): one point per voxel, the mean
+position and colour of the voxel's points that carry the voxel's majority label.
+
+Labels are the contiguous ScanNet-20 indices (``classes``): walls and floor are stuff (semantic
+0/1, instance -100); every piece of furniture, door, window, picture and curtain is an instance
+(ids 0..K-1 per scene, in placement order); small clutter (books, cups, monitors...) is
+ScanNet's "otherprop" and gets semantic and instance -100, as do objects seen by fewer than
+``min_instance_points`` points.
+
+Everything is deterministic from the seed: ``generate_scene(seed)`` gives identical arrays on
+every run. The splits are disjoint seed ranges (``split_seed``).
+
+Files (DESIGN §5): ``<stem>.npz`` with ``xyz`` float32 (N, 3) metres room frame, ``rgb`` uint8
+(N, 3), ``semantic`` int16 (N,), ``instance`` int32 (N,), ``meta`` JSON string. With
+``sequence=True`` also ``<stem>.sequence.npz``, the raw per-pose scans for node and bag tests:
+``xyz_sensor`` float32 (P, 3) metres in the sensor frame, ``rgb`` uint8 (P, 3), ``semantic``
+int16 (P,), ``instance`` int32 (P,), ``scan_offsets`` int64 (S + 1,) (scan s is rows
+``scan_offsets[s]:scan_offsets[s+1]``), ``stamps_ns`` int64 (S,), ``poses`` float64 (S, 4, 4)
+sensor -> room, ``meta`` JSON string (frames, sensor model). With ``preview=True`` also
+``<stem>.preview.png`` (top and 3D view coloured by instance).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..classes import IGNORE_LABEL, SCANNET20_CLASSES, STUFF_CLASSES
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+SPLIT_SIZE = 100_000
+SEQUENCE_SUFFIX = ".sequence.npz"
+PREVIEW_SUFFIX = ".preview.png"
+FORMAT = "ros2_inst3d.synthetic_scene/1"
+
+
+def split_seed(split: str, index: int) -> int:
+    """Seed of scene ``index`` (0 <= index < 100000) of a split: train 0..99999,
+    val 100000..199999, test 200000..299999, so the splits never share a scene."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    index = int(index)
+    if not 0 <= index < SPLIT_SIZE:
+        raise ValueError(f"scene index {index} is outside 0..{SPLIT_SIZE - 1}; each split holds "
+                         f"{SPLIT_SIZE} seeds")
+    return SPLITS.index(split) * SPLIT_SIZE + index
+
+
+def split_of_seed(seed: int) -> str | None:
+    """The split whose seed range holds ``seed`` (None above the last range)."""
+    k = int(seed) // SPLIT_SIZE
+    return SPLITS[k] if 0 <= k < len(SPLITS) else None
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    """Everything about a generated scene except its seed. Units: metres, degrees.
+
+    room_size: (min, max) side length of the room's bounding rectangle. l_shape_prob: chance of an
+    L-shaped room. wall_height: (min, max). room_kind: force one of ``layout.ROOM_KINDS``.
+    mesh_prob: chance of an MIT-0 mesh instead of a parametric model (classes that have one).
+    clutter_density, fill: relative amounts of small clutter and extra furniture.
+    sensor: "rgbd" or "lidar". image_size: RGB-D (width, height) pixels; hfov_deg its horizontal
+    field of view; max_range the depth cut-off; noise_scale multiplies every noise sigma.
+    pose_spacing: metres between poses along the path; max_poses: cap on scans per scene.
+    lidar_beams, lidar_azimuth_steps, lidar_vfov_deg: the spinning LiDAR pattern.
+    voxel_size: output resolution (one point per voxel). min_instance_points: objects with fewer
+    points after downsampling are relabelled ignore (-100/-100).
+    """
+
+    room_size: tuple[float, float] = (3.0, 10.0)
+    l_shape_prob: float = 0.35
+    wall_height: tuple[float, float] = (2.4, 3.0)
+    room_kind: str | None = None
+    mesh_prob: float = 0.25
+    clutter_density: float = 1.0
+    fill: float = 1.0
+    sensor: str = "rgbd"
+    image_size: tuple[int, int] = (128, 96)
+    hfov_deg: float = 70.0
+    max_range: float = 4.0
+    noise_scale: float = 1.0
+    pose_spacing: float = 0.35
+    max_poses: int = 60
+    lidar_beams: int = 32
+    lidar_azimuth_steps: int = 1024
+    lidar_vfov_deg: tuple[float, float] = (-22.5, 22.5)
+    voxel_size: float = 0.03
+    min_instance_points: int = 25
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise ValueError(f"SceneParams: {msg}")
+
+        lo, hi = self.room_size
+        if not (1.5 <= lo <= hi <= 50.0):
+            bad(f"room_size must satisfy 1.5 <= min <= max <= 50 metres, got {self.room_size}")
+        if not (1.8 <= self.wall_height[0] <= self.wall_height[1] <= 10.0):
+            bad(f"wall_height must satisfy 1.8 <= min <= max <= 10 metres, got {self.wall_height}")
+        for name in ("l_shape_prob", "mesh_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                bad(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
+        for name in ("clutter_density", "fill", "noise_scale"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0.0):
+                bad(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if self.sensor not in ("rgbd", "lidar"):
+            bad(f"sensor must be 'rgbd' or 'lidar', got {self.sensor!r}")
+        if min(self.image_size) < 8:
+            bad(f"image_size must be at least 8 x 8 pixels, got {self.image_size}")
+        if not 10.0 <= self.hfov_deg <= 150.0:
+            bad(f"hfov_deg must be in [10, 150] degrees, got {self.hfov_deg}")
+        if not self.max_range > 0.5:
+            bad(f"max_range must be > 0.5 metres, got {self.max_range}")
+        if not self.pose_spacing > 0.0:
+            bad(f"pose_spacing must be > 0 metres, got {self.pose_spacing}")
+        if self.max_poses < 1:
+            bad(f"max_poses must be >= 1, got {self.max_poses}")
+        if self.lidar_beams < 1 or self.lidar_azimuth_steps < 8:
+            bad("lidar_beams must be >= 1 and lidar_azimuth_steps >= 8, got "
+                f"{self.lidar_beams}, {self.lidar_azimuth_steps}")
+        if not (0.0 < self.voxel_size <= 0.5):
+            bad(f"voxel_size must be in (0, 0.5] metres, got {self.voxel_size}")
+        if self.min_instance_points < 1:
+            bad(f"min_instance_points must be >= 1, got {self.min_instance_points}")
+        if self.room_kind is not None:
+            from .layout import ROOM_KINDS
+
+            if self.room_kind not in ROOM_KINDS:
+                bad(f"room_kind must be None or one of {ROOM_KINDS}, got {self.room_kind!r}")
+
+    @classmethod
+    def small(cls, **overrides: Any) -> SceneParams:
+        """A cheap preset for tests and smoke runs: 3-5 m rooms, a 96 x 72 camera, <= 24 poses,
+        4 cm voxels (about 10-25 k points per scene)."""
+        base = dict(room_size=(3.0, 5.0), image_size=(96, 72), max_poses=24, voxel_size=0.04,
+                    pose_spacing=0.5, min_instance_points=10)
+        base.update(overrides)
+        return cls(**base)
+
+    def camera(self):
+        from .scanner import CameraModel
+
+        s = self.noise_scale
+        edge_drop = min(0.5 * s, 0.9)
+        return CameraModel(width=int(self.image_size[0]), height=int(self.image_size[1]),
+                           hfov_deg=float(self.hfov_deg), max_range=float(self.max_range),
+                           noise_base=0.0012 * s, noise_quadratic=0.0019 * s,
+                           dropout=min(0.02 * s, 0.5), edge_drop=edge_drop,
+                           edge_flying=min(0.3 * s, 1.0 - edge_drop))
+
+    def lidar(self):
+        from .scanner import LidarModel
+
+        s = self.noise_scale
+        return LidarModel(beams=int(self.lidar_beams), azimuth_steps=int(self.lidar_azimuth_steps),
+                          vfov_deg=tuple(float(v) for v in self.lidar_vfov_deg),
+                          max_range=max(float(self.max_range), 40.0), noise_base=0.008 * s,
+                          noise_linear=0.001 * s, dropout=min(0.03 * s, 0.5))
+
+
+@dataclass
+class ScanSequence:
+    """The raw scans of a scene, per pose (see the module docstring for the arrays)."""
+
+    xyz_sensor: np.ndarray
+    rgb: np.ndarray
+    semantic: np.ndarray
+    instance: np.ndarray
+    scan_offsets: np.ndarray
+    stamps_ns: np.ndarray
+    poses: np.ndarray
+    frame_id: str
+    fixed_frame: str = "room"
+
+    @property
+    def num_scans(self) -> int:
+        return int(len(self.stamps_ns))
+
+    def scan(self, s: int) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+        """Scan ``s``: (xyz (n, 3) float32 sensor frame, rgb (n, 3) uint8, stamp_ns, pose (4, 4)
+        sensor -> room)."""
+        a, b = int(self.scan_offsets[s]), int(self.scan_offsets[s + 1])
+        return self.xyz_sensor[a:b], self.rgb[a:b], int(self.stamps_ns[s]), self.poses[s]
+
+
+@dataclass
+class Scene:
+    """One generated scene.
+
+    xyz: (N, 3) float32 metres, room frame (z up, floor at 0). rgb: (N, 3) uint8. semantic: (N,)
+    int16 ScanNet-20 class, -100 ignore. instance: (N,) int32 0..K-1, -100 none. meta: what the
+    ``.npz`` stores (class names, seed, params, room, per-instance boxes and classes).
+    sequence: the raw per-pose scans when asked for. timing_s: seconds per stage (not saved).
+    """
+
+    xyz: np.ndarray
+    rgb: np.ndarray
+    semantic: np.ndarray
+    instance: np.ndarray
+    meta: dict[str, Any]
+    sequence: ScanSequence | None = None
+    timing_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_points(self) -> int:
+        return int(self.xyz.shape[0])
+
+    @property
+    def num_instances(self) -> int:
+        return len(self.meta["instances"])
+
+    def boxes(self):
+        """``instances.Box3D`` (yaw-oriented) of every instance, in instance-id order."""
+        from ..instances import Box3D
+
+        return [Box3D(center=np.asarray(i["center"], float), size=np.asarray(i["size"], float),
+                      yaw=float(i["yaw"]), kind="obb_z") for i in self.meta["instances"]]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the scene ``.npz`` (DESIGN §5) at ``path``; returns the path."""
+        path = Path(path)
+        np.savez_compressed(path, xyz=self.xyz, rgb=self.rgb, semantic=self.semantic,
+                            instance=self.instance, meta=np.array(json.dumps(self.meta)))
+        return path
+
+    def save_sequence(self, path: str | Path) -> Path:
+        """Write the raw per-pose scans (``<stem>.sequence.npz``) at ``path``; returns it."""
+        if self.sequence is None:
+            raise ValueError("this scene was generated without its scan sequence; call "
+                             "generate_scene(..., keep_sequence=True)")
+        q = self.sequence
+        meta = {
+            "format": "ros2_inst3d.synthetic_sequence/1",
+            "seed": self.meta["seed"],
+            "frame_id": q.frame_id,
+            "fixed_frame": q.fixed_frame,
+            "poses": "sensor -> fixed_frame, 4x4 homogeneous",
+            "sensor": self.meta["sensor"],
+            "class_names": list(SCANNET20_CLASSES),
+        }
+        np.savez_compressed(Path(path), xyz_sensor=q.xyz_sensor, rgb=q.rgb, semantic=q.semantic,
+                            instance=q.instance, scan_offsets=q.scan_offsets,
+                            stamps_ns=q.stamps_ns, poses=q.poses, meta=np.array(json.dumps(meta)))
+        return Path(path)
+
+    def save_preview(self, path: str | Path) -> Path:
+        """Top and 3D view of the scene coloured by instance (grey: stuff and ignore)."""
+        from ..outputs import instance_colors
+        from ..render import render_instances_png
+
+        colors = instance_colors(self.instance)
+        labels = [f"{i['id']}:{i['class_name']}" for i in self.meta["instances"]]
+        box_colors = instance_colors([i["id"] for i in self.meta["instances"]])
+        room = self.meta["room"]
+        title = (f"seed {self.meta['seed']}  {room['kind']}  {self.num_points} pts  "
+                 f"{self.num_instances} instances  {self.meta['sensor']['kind']}")
+        return render_instances_png(path, self.xyz, colors, title, boxes=self.boxes(),
+                                    box_colors=box_colors, box_labels=labels)
+
+
+def _majority(point_to_voxel: np.ndarray, labels: np.ndarray, num_voxels: int) -> np.ndarray:
+    """(M,) the most frequent label per voxel; ties go to the smaller label."""
+    n_labels = int(labels.max()) + 1 if len(labels) else 1
+    key = point_to_voxel.astype(np.int64) * n_labels + labels.astype(np.int64)
+    uniq, counts = np.unique(key, return_counts=True)
+    vox = uniq // n_labels
+    order = np.lexsort((-counts, vox))  # per voxel, the largest count first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = vox[order][1:] != vox[order][:-1]
+    out = np.empty(num_voxels, dtype=np.int64)
+    out[vox[order][first]] = (uniq % n_labels)[order][first]
+    return out
+
+
+def downsample(xyz: np.ndarray, rgb: np.ndarray, obj: np.ndarray, voxel_size: float):
+    """One point per voxel: the majority object of the voxel, and the mean position and colour
+    of that object's points in it (so a voxel on a contact does not average two surfaces).
+
+    xyz: (N, 3) float32 metres; rgb: (N, 3) float32; obj: (N,) int object index. Returns
+    (xyz (M, 3) float32, rgb (M, 3) float32, obj (M,) int64, keep (N,) bool: the points used).
+    """
+    from ..voxelize import VoxelGrid, voxel_mean, voxelize
+
+    grid = voxelize(xyz, voxel_size)
+    winner = _majority(grid.point_to_voxel, obj, grid.num_voxels)
+    keep = obj == winner[grid.point_to_voxel]
+    # Every voxel keeps at least one point, so the kept points form the same voxels.
+    kept = VoxelGrid(coords=grid.coords, point_to_voxel=grid.point_to_voxel[keep],
+                     voxel_size=grid.voxel_size, origin=grid.origin)
+    return (voxel_mean(kept, xyz[keep]).astype(np.float32),
+            voxel_mean(kept, rgb[keep]).astype(np.float32), winner, keep)
+
+
+def _to_uint8(rgb01: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(rgb01 * 255.0), 0, 255).astype(np.uint8)
+
+
+def generate_scene(seed: int, params: SceneParams | None = None, *, keep_sequence: bool = False,
+                   threads: int = 0) -> Scene:
+    """Generate, scan and label one scene; deterministic from ``seed`` and ``params``.
+
+    keep_sequence: also return the raw per-pose scans (``Scene.sequence``). threads: ray-casting
+    threads (0: all cores); it does not change the result.
+    """
+    from . import layout as lay_mod
+    from . import scanner
+
+    params = params or SceneParams()
+    seed = int(seed)
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    # Independent streams per stage, so a change in one stage leaves the others' draws alone.
+    rng_room, rng_layout, rng_world, rng_path, rng_sensor = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5))
+    room = lay_mod.make_room(rng_room, params.room_size, params.l_shape_prob, params.wall_height,
+                             params.room_kind)
+    layout = lay_mod.furnish(room, rng_layout, params.mesh_prob, params.clutter_density,
+                             params.fill)
+    floor, walls = lay_mod.room_models(room, rng_layout)
+    objects = layout.objects
+    timing["layout"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    surfaces = [(floor.vertices, floor.triangles, floor.tri_color, floor.tri_texture),
+                (walls.vertices, walls.triangles, walls.tri_color, walls.tri_texture)]
+    surfaces += [(o.vertices(), o.model.triangles, o.model.tri_color, o.model.tri_texture)
+                 for o in objects]
+    world = scanner.build_world(surfaces, rng_world)
+    semantic_of = np.array([floor.class_id, walls.class_id] + [o.semantic for o in objects],
+                           dtype=np.int64)
+    lidar = params.sensor == "lidar"
+    sensor = params.lidar() if lidar else params.camera()
+    obstacles = [o.footprint for o in objects if o.obstacle]
+    # A LiDAR sees all around: it needs fewer, sparser poses than a camera for the same cover.
+    traj = scanner.plan_trajectory(room, obstacles, rng_path, lidar,
+                                   params.pose_spacing * (2.5 if lidar else 1.0),
+                                   max(1, params.max_poses // 2) if lidar else params.max_poses)
+    timing["plan"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    raw = scanner.scan(world, traj, sensor, rng_sensor, threads=threads)
+    timing["scan"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    if len(raw.obj) == 0:
+        raise RuntimeError(f"seed {seed}: the sensor saw nothing (no ray hit within "
+                           f"{sensor.min_range}..{sensor.max_range} m); check the sensor params")
+    xyz, rgb, obj, _ = downsample(raw.xyz_room, raw.rgb, raw.obj, params.voxel_size)
+
+    # Labels per object: stuff keeps its class without instance; things seen by enough points
+    # get ids 0..K-1 in placement order; clutter and barely-seen things are ignored.
+    n_obj = len(semantic_of)
+    counts = np.bincount(obj, minlength=n_obj)
+    is_thing = (semantic_of >= 0) & ~np.isin(semantic_of, list(STUFF_CLASSES))
+    kept = is_thing & (counts >= params.min_instance_points)
+    instance_of = np.full(n_obj, IGNORE_LABEL, dtype=np.int64)
+    instance_of[kept] = np.arange(int(kept.sum()))
+    sem_of = semantic_of.copy()
+    sem_of[is_thing & ~kept] = IGNORE_LABEL
+    sem_of[semantic_of < 0] = IGNORE_LABEL
+    semantic = sem_of[obj].astype(np.int16)
+    instance = instance_of[obj].astype(np.int32)
+
+    instances_meta = []
+    for k in np.flatnonzero(kept):
+        o = objects[k - 2]
+        centre, size, yaw = o.box()
+        instances_meta.append({
+            "id": int(instance_of[k]), "class_id": int(semantic_of[k]),
+            "class_name": SCANNET20_CLASSES[int(semantic_of[k])], "model": o.model.kind,
+            "role": o.role, "center": [round(float(v), 4) for v in centre],
+            "size": [round(float(v), 4) for v in size], "yaw": round(float(yaw), 5),
+            "num_points": int(counts[k]),
+        })
+    sensor_meta = {"kind": params.sensor, "frame_id": sensor.frame_id, **{
+        k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(sensor).items()}}
+    meta = {
+        "format": FORMAT,
+        "seed": seed,
+        "split": split_of_seed(seed),
+        "class_names": list(SCANNET20_CLASSES),
+        "ignore_label": IGNORE_LABEL,
+        "params": json.loads(json.dumps(asdict(params))),
+        "room": {
+            "kind": room.kind, "height": round(room.height, 4),
+            "polygon": [[round(float(x), 4), round(float(y), 4)] for x, y in room.polygon],
+            "openings": [{"kind": o.kind, "wall": o.wall, "s": [round(o.s0, 4), round(o.s1, 4)],
+                          "z": [round(o.z0, 4), round(o.z1, 4)]} for o in room.openings],
+        },
+        "sensor": sensor_meta,
+        "num_poses": int(len(traj.poses)),
+        "path_length_m": round(traj.path_length, 3),
+        "num_rays": raw.num_rays,
+        "num_raw_points": int(len(raw.obj)),
+        "voxel_size": params.voxel_size,
+        "instances": instances_meta,
+        "num_placed_objects": len(objects),
+        "num_ignored_objects_seen": int(np.count_nonzero((counts > 0) & (sem_of == IGNORE_LABEL))),
+    }
+    sequence = None
+    if keep_sequence:
+        sequence = ScanSequence(
+            xyz_sensor=raw.xyz_sensor, rgb=_to_uint8(raw.rgb),
+            semantic=sem_of[raw.obj].astype(np.int16), instance=instance_of[raw.obj].astype(np.int32),
+            scan_offsets=raw.offsets, stamps_ns=traj.stamps_ns, poses=traj.poses,
+            frame_id=sensor.frame_id)
+    timing["downsample"] = time.perf_counter() - t3
+    timing["total"] = time.perf_counter() - t0
+    return Scene(xyz=xyz, rgb=_to_uint8(rgb), semantic=semantic, instance=instance, meta=meta,
+                 sequence=sequence, timing_s=timing)
+
+
+def _scene_stem(seed: int, split: str | None) -> str:
+    return f"{split}_{seed % SPLIT_SIZE:05d}" if split else f"scene_{seed:06d}"
+
+
+def _generate_one(task: tuple) -> tuple[list[str], int, float]:
+    seed, split, outdir, params, sequence, preview = task
+    scene = generate_scene(seed, params, keep_sequence=sequence)
+    stem = _scene_stem(seed, split)
+    written = [str(scene.save(Path(outdir) / f"{stem}.npz"))]
+    if sequence:
+        written.append(str(scene.save_sequence(Path(outdir) / f"{stem}{SEQUENCE_SUFFIX}")))
+    if preview:
+        written.append(str(scene.save_preview(Path(outdir) / f"{stem}{PREVIEW_SUFFIX}")))
+    return written, scene.num_points, scene.timing_s["total"]
+
+
+def generate_dataset(outdir: str | Path, num_scenes: int, seed: int = 0, split: str | None = None,
+                     sequence: bool = False, preview: bool = False, progress: bool = True,
+                     params: SceneParams | None = None, workers: int = 1) -> list[Path]:
+    """Generate ``num_scenes`` scenes into ``outdir``; returns the scene ``.npz`` paths.
+
+    Without ``split`` the seeds are ``seed .. seed + num_scenes - 1`` and the files
+    ``scene_<seed>.npz``. With ``split`` ("train" | "val" | "test") ``seed`` is the first index
+    within the split, the seeds are ``split_seed(split, seed + i)`` and the files
+    ``<split>_<index>.npz``. sequence / preview add ``<stem>.sequence.npz`` /
+    ``<stem>.preview.png``. workers > 1 generates scenes in parallel processes (same files).
+    """
+    if num_scenes < 0:
+        raise ValueError(f"num_scenes must be >= 0, got {num_scenes}")
+    if split is not None:
+        seeds = [split_seed(split, seed + i) for i in range(num_scenes)]
+    else:
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        seeds = [seed + i for i in range(num_scenes)]
+    params = params or SceneParams()
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    tasks = [(s, split, str(outdir), params, sequence, preview) for s in seeds]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), desc="gen-data", unit="scene")
+    results: list[tuple[list[str], int, float]] = []
+    if workers > 1 and len(tasks) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for r in pool.map(_generate_one, tasks):
+                results.append(r)
+                if bar is not None:
+                    bar.update(1)
+    else:
+        for task in tasks:
+            results.append(_generate_one(task))
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    if results:
+        pts = np.array([r[1] for r in results])
+        secs = np.array([r[2] for r in results])
+        log.info("generated %d scenes in %s: %.0f points/scene (min %d, max %d), %.2f s/scene",
+                 len(results), outdir, pts.mean(), pts.min(), pts.max(), secs.mean())
+    return [Path(r[0][0]) for r in results]
+
+
+def add_gen_data_arguments(parser) -> None:
+    """Arguments of ``ros2-inst3d gen-data`` on an argparse (sub)parser."""
+    parser.add_argument("outdir", type=Path, help="output folder (created if missing)")
+    parser.add_argument("--scenes", type=int, default=10, help="number of scenes (default 10)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="first seed; with --split, the first index within the split")
+    parser.add_argument("--split", choices=SPLITS,
+                        help="seed range: train 0..99999, val 100000.., test 200000..")
+    parser.add_argument("--sequence", action="store_true",
+                        help="also write <stem>.sequence.npz (raw per-pose scans, poses, stamps)")
+    parser.add_argument("--preview", action="store_true",
+                        help="also write <stem>.preview.png coloured by instance")
+    parser.add_argument("--lidar", action="store_true",
+                        help="scan with a spinning 32-beam LiDAR instead of the RGB-D camera")
+    parser.add_argument("--voxel-size", type=float, default=None,
+                        help=f"output resolution in metres (default {SceneParams.voxel_size})")
+    parser.add_argument("--small", action="store_true",
+                        help="cheap small scenes (3-5 m rooms, coarse camera) for smoke tests")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def gen_data_main(args) -> int:
+    """``ros2-inst3d gen-data``: run ``generate_dataset`` from parsed arguments (see
+    ``add_gen_data_arguments``); prints a summary line and returns the exit code 0."""
+    if args.scenes < 1:
+        raise ValueError(f"--scenes must be >= 1, got {args.scenes}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    params = SceneParams.small() if getattr(args, "small", False) else SceneParams()
+    changes: dict[str, Any] = {}
+    if getattr(args, "lidar", False):
+        changes["sensor"] = "lidar"
+    if getattr(args, "voxel_size", None) is not None:
+        changes["voxel_size"] = float(args.voxel_size)
+    if changes:
+        params = replace(params, **changes)
+    t0 = time.perf_counter()
+    paths = generate_dataset(args.outdir, args.scenes, args.seed, split=args.split,
+                             sequence=args.sequence, preview=args.preview,
+                             progress=not getattr(args, "quiet", False), params=params,
+                             workers=getattr(args, "workers", 1))
+    dt = time.perf_counter() - t0
+    print(f"wrote {len(paths)} scenes to {args.outdir} in {dt:.1f} s "
+          f"({dt / max(len(paths), 1):.2f} s/scene)")
+    return 0

@@ -1,0 +1,188 @@
+"""The geometric baseline: remove floor and walls with RANSAC, cluster what is left by connectivity.
+
+It needs no weights, so the whole path (node, bag, files) runs before any network is trained, and
+every learned method is measured against it. It knows one class only: ``otherfurniture`` (19).
+
+Pipeline, all vectorised numpy/scipy:
+
+1. RANSAC on the voxel-downsampled cloud finds up to ``max_planes`` large planes. A plane is
+   removed only if it looks like structure: vertical (a wall) or horizontal within ``floor_band``
+   of the lowest horizontal plane (the floor), holding ``min_plane_fraction`` of the cloud and
+   spanning ``min_plane_extent``. Table tops are horizontal too; the band keeps them.
+2. The remaining points are voxelized at ``voxel_size``; voxels within ``connectivity`` cells are
+   joined, and connected components are the instances (scipy.sparse.csgraph).
+3. Clusters smaller than ``min_cluster_points`` or larger than ``max_cluster_extent`` are dropped.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from ..classes import OTHERFURNITURE
+from ..config import GeometricConfig
+from ..voxelize import voxel_mean, voxelize
+from .proposals import Proposals
+
+_HORIZONTAL_NZ = 0.9   # |n_z| above this: horizontal plane (within ~25 degrees)
+_VERTICAL_NZ = 0.2     # |n_z| below this: vertical plane
+_SCORE_SAMPLE = 20_000  # points used to score RANSAC hypotheses
+
+
+def fit_plane(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares plane through ``points`` (M, 3): unit normal (3,) and offset d, n·p + d = 0."""
+    centre = points.mean(axis=0)
+    _, _, vt = np.linalg.svd(points - centre, full_matrices=False)
+    normal = vt[-1]
+    return normal, float(-normal @ centre)
+
+
+def ransac_plane(points: np.ndarray, distance: float, iterations: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, float, np.ndarray] | None:
+    """Best plane of ``points`` (M, 3) float64 by inlier count; refined by least squares.
+
+    Returns (normal, d, inlier mask) or None when fewer than 3 points or every sample is degenerate.
+    All hypotheses are scored at once against a fixed random subset (a matrix product), which is
+    what keeps this fast enough for every segmentation.
+    """
+    m = len(points)
+    if m < 3:
+        return None
+    tri = points[rng.integers(0, m, size=(iterations, 3))]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    norms = np.linalg.norm(normals, axis=1)
+    ok = norms > 1e-9
+    if not ok.any():
+        return None
+    normals = normals[ok] / norms[ok, None]
+    offsets = -np.einsum("ij,ij->i", normals, tri[ok, 0])
+    sample = points if m <= _SCORE_SAMPLE else points[rng.choice(m, _SCORE_SAMPLE, replace=False)]
+    counts = (np.abs(sample @ normals.T + offsets) < distance).sum(axis=0)
+    best = int(np.argmax(counts))
+    inliers = np.abs(points @ normals[best] + offsets[best]) < distance
+    if inliers.sum() < 3:
+        return None
+    normal, d = fit_plane(points[inliers])
+    inliers = np.abs(points @ normal + d) < distance
+    return normal, d, inliers
+
+
+def _extent(points: np.ndarray) -> float:
+    return float((points.max(axis=0) - points.min(axis=0)).max()) if len(points) else 0.0
+
+
+def structure_mask(xyz: np.ndarray, cfg: GeometricConfig) -> np.ndarray:
+    """(N,) bool: points on floor or wall planes (see module doc for what counts as structure)."""
+    n = len(xyz)
+    structure = np.zeros(n, dtype=bool)
+    if n < 3 or cfg.max_planes == 0:
+        return structure
+    # Plane search on voxel centroids: density-independent and fast.
+    reps = voxel_mean(voxelize(xyz, cfg.voxel_size), xyz.astype(np.float64))
+    rng = np.random.default_rng(cfg.seed)
+    candidate = np.ones(len(reps), dtype=bool)
+    floor_z: float | None = None
+    xyz64 = xyz.astype(np.float64)
+    for _ in range(cfg.max_planes):
+        idx = np.flatnonzero(candidate)
+        found = ransac_plane(reps[idx], cfg.plane_distance, cfg.ransac_iterations, rng)
+        if found is None:
+            break
+        normal, d, inl = found
+        plane_reps = idx[inl]
+        candidate[plane_reps] = False  # never propose the same plane twice
+        if len(plane_reps) < cfg.min_plane_fraction * len(reps):
+            break  # planes come out largest first: the rest are smaller still
+        if _extent(reps[plane_reps]) < cfg.min_plane_extent:
+            continue
+        nz = abs(normal[2])
+        if nz >= _HORIZONTAL_NZ:
+            height = float(np.median(reps[plane_reps, 2]))
+            if floor_z is None:
+                floor_z = float(np.quantile(reps[:, 2], 0.02))
+            if height > floor_z + cfg.floor_band:
+                continue  # a table top or a shelf, not the floor
+        elif nz > _VERTICAL_NZ:
+            continue  # tilted: a ramp, a sofa back; not structure we remove
+        structure |= np.abs(xyz64 @ normal + d) < cfg.plane_distance
+    return structure
+
+
+def _neighbour_offsets(reach: int) -> np.ndarray:
+    """Half of the (2r+1)^3 - 1 cell offsets: each undirected voxel edge is generated once."""
+    r = np.arange(-reach, reach + 1)
+    off = np.stack(np.meshgrid(r, r, r, indexing="ij"), axis=-1).reshape(-1, 3)
+    lexi = (off[:, 0] > 0) | ((off[:, 0] == 0) & ((off[:, 1] > 0) | ((off[:, 1] == 0) & (off[:, 2] > 0))))
+    return off[lexi]
+
+
+def voxel_components(coords: np.ndarray, reach: int) -> np.ndarray:
+    """Connected components of occupied voxels: (M,) int64 component id per voxel.
+
+    coords: (M, 3) integer voxel coordinates, unique. Two voxels are adjacent when their
+    Chebyshev distance is at most ``reach`` cells. Component ids are numbered by their first voxel
+    (scipy's labelling), so results are deterministic.
+    """
+    m = len(coords)
+    if m == 0:
+        return np.zeros(0, dtype=np.int64)
+    c = coords.astype(np.int64) - coords.min(axis=0) + reach
+    dims = c.max(axis=0) + reach + 1
+    keys = (c[:, 0] * dims[1] + c[:, 1]) * dims[2] + c[:, 2]
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    rows, cols = [np.arange(m)], [np.arange(m)]
+    for off in _neighbour_offsets(reach):
+        nkeys = keys + (off[0] * dims[1] + off[1]) * dims[2] + off[2]
+        pos = np.minimum(np.searchsorted(sorted_keys, nkeys), m - 1)
+        hit = sorted_keys[pos] == nkeys
+        rows.append(np.flatnonzero(hit))
+        cols.append(order[pos[hit]])
+    r, k = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, k)), shape=(m, m))
+    _, labels = connected_components(graph, directed=False)
+    return labels.astype(np.int64)
+
+
+class GeometricSegmenter:
+    """RANSAC structure removal + Euclidean voxel clustering; see the module docstring."""
+
+    name = "geometric"
+
+    def __init__(self, cfg: GeometricConfig | None = None) -> None:
+        self.cfg = cfg or GeometricConfig()
+
+    def predict_points(self, xyz: np.ndarray, rgb: np.ndarray | None = None) -> Proposals:
+        """Instances of ``xyz`` (N, 3) float32, metres, z up; ``rgb`` is unused."""
+        cfg = self.cfg
+        timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+        structure = structure_mask(xyz, cfg)
+        t1 = time.perf_counter()
+        timing["planes"] = (t1 - t0) * 1e3
+        rest = np.flatnonzero(~structure)
+        indices: list[np.ndarray] = []
+        if len(rest):
+            grid = voxelize(xyz[rest], cfg.voxel_size)
+            comp = voxel_components(grid.coords, cfg.connectivity)[grid.point_to_voxel]
+            order = np.argsort(comp, kind="stable")
+            bounds = np.flatnonzero(np.diff(comp[order])) + 1
+            for members in np.split(rest[order], bounds):
+                if len(members) < cfg.min_cluster_points:
+                    continue
+                if cfg.max_cluster_extent > 0 and _extent(xyz[members]) > cfg.max_cluster_extent:
+                    continue
+                indices.append(np.sort(members))
+        indices.sort(key=lambda ix: int(ix[0]))
+        timing["grouping"] = (time.perf_counter() - t1) * 1e3
+        sizes = np.array([len(i) for i in indices], dtype=np.float32)
+        # No learned confidence: larger clusters are likelier whole objects, so rank by size.
+        scores = sizes / (sizes + 4.0 * cfg.min_cluster_points)
+        point_class = np.full(len(xyz), -100, dtype=np.int32)
+        for ix in indices:
+            point_class[ix] = OTHERFURNITURE
+        return Proposals(indices, np.full(len(indices), OTHERFURNITURE, np.int32), scores,
+                         point_class, timing)

@@ -1,0 +1,200 @@
+"""Point-mask IoU and greedy mask NMS (PointGroup's test-time NMS, SoftGroup's IoU ops;
+research/official-models.md §4, §5.1).
+
+Both back ends run the same torch code: masks are densified a chunk of points at a time and
+multiplied (0/1 products summed in float32 are exact integers, TF32 included), so memory stays
+bounded by ``chunk_size`` and the answer does not depend on the device.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Union
+
+import numpy as np
+import torch
+
+from ._checks import check_index, check_tensor
+
+__all__ = ["SparseMasks", "mask_iou", "mask_nms"]
+
+_CHUNK_ELEMENTS = 2**24  # densified (masks x points) entries per chunk: 64 MiB of float32
+_EXACT_CHUNK_POINTS = 2**24  # float32 holds every count up to 2^24 exactly
+
+
+class SparseMasks(NamedTuple):
+    """K point masks as (mask, point) index pairs: point ``point_idx[e]`` belongs to mask
+    ``mask_idx[e]``. A repeated pair counts once. SoftGroup's ``proposals_idx`` (sumNPoint, 2)
+    is ``SparseMasks(proposals_idx[:, 0], proposals_idx[:, 1], num_proposals)``.
+
+    mask_idx: (E,) int in [0, num_masks); point_idx: (E,) int >= 0; num_masks: K.
+    """
+
+    mask_idx: torch.Tensor
+    point_idx: torch.Tensor
+    num_masks: int
+
+
+Masks = Union[torch.Tensor, SparseMasks]
+
+
+class _MaskSource:
+    """Uniform access to dense (K, N) bool masks or SparseMasks, one chunk of points at a time."""
+
+    def __init__(self, masks: Masks, name: str):
+        if isinstance(masks, torch.Tensor):
+            if masks.dim() != 2 or masks.dtype != torch.bool:
+                raise TypeError(f"{name} as a tensor must be a (K, N) bool mask, got "
+                                f"{masks.dtype} {tuple(masks.shape)}; for index pairs use SparseMasks")
+            self.dense: torch.Tensor | None = masks
+            self.num_masks = masks.shape[0]
+            self.min_points = masks.shape[1]
+            self.device = masks.device
+            return
+        if not (isinstance(masks, tuple) and len(masks) == 3):
+            raise TypeError(f"{name} must be a (K, N) bool tensor or SparseMasks(mask_idx, point_idx, "
+                            f"num_masks), got {type(masks).__name__}")
+        mask_idx = check_index(check_tensor(masks[0], f"{name}.mask_idx"), f"{name}.mask_idx").to(torch.int64)
+        point_idx = check_index(check_tensor(masks[1], f"{name}.point_idx"), f"{name}.point_idx").to(torch.int64)
+        if mask_idx.numel() != point_idx.numel() or mask_idx.device != point_idx.device:
+            raise ValueError(f"{name}: mask_idx and point_idx must have the same length and device")
+        self.dense = None
+        self.num_masks = int(masks[2])
+        self.device = mask_idx.device
+        if mask_idx.numel():
+            if int(mask_idx.min()) < 0 or int(mask_idx.max()) >= self.num_masks:
+                raise ValueError(f"{name}.mask_idx must lie in [0, num_masks={self.num_masks}), got "
+                                 f"[{int(mask_idx.min())}, {int(mask_idx.max())}]")
+            if int(point_idx.min()) < 0:
+                raise ValueError(f"{name}.point_idx must be >= 0, got {int(point_idx.min())}")
+        self.min_points = int(point_idx.max()) + 1 if point_idx.numel() else 0
+        self.point_idx, order = torch.sort(point_idx)
+        self.mask_idx = mask_idx[order]
+
+    def chunk(self, p0: int, p1: int) -> torch.Tensor:
+        """(K, p1 - p0) float32 0/1 membership of points p0..p1-1."""
+        if self.dense is not None:
+            return self.dense[:, p0:p1].to(torch.float32)
+        lo, hi = torch.searchsorted(self.point_idx, torch.tensor([p0, p1], device=self.device)).tolist()
+        out = torch.zeros((self.num_masks, p1 - p0), dtype=torch.float32, device=self.device)
+        out[self.mask_idx[lo:hi], self.point_idx[lo:hi] - p0] = 1.0
+        return out
+
+
+def _intersections(a: _MaskSource, b: _MaskSource | None, num_points: int | None,
+                   chunk_size: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Ka, Kb) intersection counts and (Ka,), (Kb,) areas, all float64 (exact integers)."""
+    other = b if b is not None else a
+    if a.device != other.device:
+        raise ValueError(f"masks_a is on {a.device} but masks_b on {other.device}; use one device")
+    n = max(a.min_points, other.min_points, int(num_points or 0))
+    if a.dense is not None and other.dense is not None and a.min_points != other.min_points:
+        raise ValueError(f"dense masks must cover the same points: {a.min_points} vs {other.min_points}")
+    for source, name in ((a, "masks_a"), (other, "masks_b")):
+        if source.dense is not None and source.min_points != n:
+            raise ValueError(f"{name} covers {source.min_points} points but sparse masks index up to {n}")
+    if chunk_size is None:
+        chunk_size = max(1024, _CHUNK_ELEMENTS // max(1, a.num_masks + other.num_masks))
+    chunk_size = max(1, min(int(chunk_size), _EXACT_CHUNK_POINTS))
+    inter = torch.zeros((a.num_masks, other.num_masks), dtype=torch.float64, device=a.device)
+    area_a = torch.zeros(a.num_masks, dtype=torch.float64, device=a.device)
+    area_b = torch.zeros(other.num_masks, dtype=torch.float64, device=a.device)
+    for p0 in range(0, n, chunk_size):
+        p1 = min(n, p0 + chunk_size)
+        block_a = a.chunk(p0, p1)
+        block_b = block_a if b is None else other.chunk(p0, p1)
+        inter += (block_a @ block_b.T).to(torch.float64)
+        area_a += block_a.sum(1, dtype=torch.float64)
+        area_b += block_b.sum(1, dtype=torch.float64)
+    return inter, area_a, area_b
+
+
+def mask_iou(masks_a: Masks, masks_b: Masks | None = None, num_points: int | None = None,
+             chunk_size: int | None = None) -> torch.Tensor:
+    """Intersection over union between two sets of point masks.
+
+    Args:
+        masks_a: K_a masks: a (K_a, N) bool tensor or :class:`SparseMasks`.
+        masks_b: K_b masks in either form (may differ from masks_a's), or None for
+            ``masks_a`` against itself.
+        num_points: N when only sparse masks are given and trailing points matter (they do not
+            change IoU; accepted for symmetry with dense masks).
+        chunk_size: points densified at once (default: about 2^24 mask entries per chunk).
+
+    Returns:
+        (K_a, K_b) float32 IoU on the masks' device; 0 where both masks are empty.
+
+    Example:
+        >>> import torch
+        >>> from ros2_inst3d.ops import SparseMasks, mask_iou
+        >>> dense = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]], dtype=torch.bool)
+        >>> sparse = SparseMasks(torch.tensor([0, 0]), torch.tensor([0, 1]), 1)  # mask 0 = {0, 1}
+        >>> mask_iou(dense, sparse).tolist()
+        [[0.5], [0.0]]
+    """
+    a = _MaskSource(masks_a, "masks_a")
+    b = None if masks_b is None else _MaskSource(masks_b, "masks_b")
+    inter, area_a, area_b = _intersections(a, b, num_points, chunk_size)
+    union = area_a[:, None] + area_b[None, :] - inter
+    iou = torch.where(union > 0, inter / union.clamp_min(1.0), torch.zeros_like(inter))
+    return iou.to(torch.float32)
+
+
+def mask_nms(masks: Masks, scores: torch.Tensor, iou_threshold: float,
+             labels: torch.Tensor | None = None, chunk_size: int | None = None) -> torch.Tensor:
+    """Greedy non-maximum suppression of point masks.
+
+    Masks are visited by decreasing score (equal scores: smaller index first); a mask is kept
+    unless its IoU with an already kept mask is **greater than** ``iou_threshold`` (PointGroup:
+    0.3). With ``labels``, only masks of the same label suppress each other (class-aware NMS).
+
+    Args:
+        masks: K masks, (K, N) bool or :class:`SparseMasks`.
+        scores: (K,) float, finite.
+        iou_threshold: in [0, 1].
+        labels: (K,) int class per mask, or None for class-agnostic NMS.
+        chunk_size: see :func:`mask_iou`.
+
+    Returns:
+        (K',) int64 indices of the kept masks, highest score first, on ``scores``' device.
+
+    Memory: the (K, K) IoU matrix.
+
+    Example:
+        >>> import torch
+        >>> from ros2_inst3d.ops import mask_nms
+        >>> masks = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 1]], dtype=torch.bool)
+        >>> mask_nms(masks, torch.tensor([0.5, 0.9, 0.4]), iou_threshold=0.5).tolist()
+        [1, 2]
+    """
+    source = _MaskSource(masks, "masks")
+    scores = check_tensor(scores, "scores")
+    if scores.dim() != 1 or scores.numel() != source.num_masks:
+        raise ValueError(f"scores must be (K,) with K = {source.num_masks} masks, got {tuple(scores.shape)}")
+    if not scores.is_floating_point() or not bool(torch.isfinite(scores).all()):
+        raise ValueError("scores must be finite floating-point values (NaN has no order)")
+    threshold = float(iou_threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"iou_threshold must lie in [0, 1], got {iou_threshold!r}")
+    if labels is not None:
+        labels = check_index(labels, "labels")
+        if labels.numel() != source.num_masks:
+            raise ValueError(f"labels must be (K,) with K = {source.num_masks}, got {labels.numel()}")
+    if source.num_masks == 0:
+        return torch.zeros(0, dtype=torch.int64, device=scores.device)
+    inter, area, _ = _intersections(source, None, None, chunk_size)
+    union = area[:, None] + area[None, :] - inter
+    iou = torch.where(union > 0, inter / union.clamp_min(1.0), torch.zeros_like(inter))  # float64
+    overlap = iou > threshold
+    if labels is not None:
+        lab = labels.to(overlap.device)
+        overlap &= lab[:, None] == lab[None, :]
+    overlap_np = overlap.cpu().numpy()
+    order = torch.sort(scores.detach().cpu(), descending=True, stable=True).indices.numpy()
+    suppressed = np.zeros(source.num_masks, dtype=bool)
+    keep: list[int] = []
+    for k in order:  # loop over masks (not points)
+        if suppressed[k]:
+            continue
+        keep.append(int(k))
+        suppressed |= overlap_np[k]
+    return torch.tensor(keep, dtype=torch.int64, device=scores.device)

@@ -1,0 +1,121 @@
+"""Farthest point sampling (ISBNet's ``furthestsampling_batchflat``, research/official-models.md §5.2)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import _backend
+from ._checks import batch_offsets_tensor, check_points
+
+__all__ = ["farthest_point_sample"]
+
+
+def farthest_point_sample(
+    xyz: torch.Tensor,
+    num_samples: int | Sequence[int] | torch.Tensor,
+    batch_offsets: torch.Tensor | Sequence[int] | None = None,
+    start_idx: int | Sequence[int] | torch.Tensor = 0,
+) -> torch.Tensor:
+    """Farthest point sampling per batch item.
+
+    Starting from ``start_idx``, each step picks the point whose squared distance to the samples so
+    far is largest (float32, ``dx*dx + dy*dy + dz*dz``); ties go to the smaller index, so CPU and
+    CUDA pick the same points. This is the plain geometric FPS; the instance-aware variant of
+    ISBNet (sampling guided by predicted instance masks) is not provided by this function.
+
+    Args:
+        xyz: (N, 3) float32, metres, batch-contiguous.
+        num_samples: samples per batch item: one int for all, or a (B,) sequence/tensor. Each must
+            be <= that item's point count (an item never returns duplicates).
+        batch_offsets: (B + 1,) int offsets of the batch items; None = one item.
+        start_idx: index of the first sample *within* each item (an int for all, or (B,)).
+
+    Returns:
+        (S,) int64 rows of ``xyz`` in sampling order, items one after another
+        (S = total samples; item b's samples start at ``sum(num_samples[:b])``).
+
+    Cost: O(samples x points) per item; CPU loops over samples (not points).
+
+    Example:
+        >>> import torch
+        >>> from ros2_inst3d.ops import farthest_point_sample
+        >>> xyz = torch.tensor([[0.0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0], [0, 0, 0], [5, 0, 0]])
+        >>> farthest_point_sample(xyz, [3, 2], batch_offsets=[0, 4, 6]).tolist()
+        [0, 3, 1, 4, 5]
+    """
+    xyz = check_points(xyz, "xyz")
+    device = xyz.device
+    offsets = batch_offsets_tensor(batch_offsets, xyz.shape[0], device)
+    num_batches = offsets.numel() - 1
+    counts = (offsets[1:] - offsets[:-1]).cpu()
+    samples = _per_item(num_samples, num_batches, "num_samples")
+    starts = _per_item(start_idx, num_batches, "start_idx")
+    for b in range(num_batches):
+        if samples[b] < 0:
+            raise ValueError(f"farthest_point_sample: num_samples must be >= 0, got {samples[b]} for item {b}")
+        if samples[b] > counts[b]:
+            raise ValueError(
+                f"farthest_point_sample: batch item {b} has {int(counts[b])} points but {samples[b]} "
+                f"samples were asked; ask for at most {int(counts[b])} (num_samples may be one count "
+                "per item)")
+        if samples[b] > 0 and not 0 <= starts[b] < counts[b]:
+            raise ValueError(f"farthest_point_sample: start_idx {starts[b]} is outside batch item {b} "
+                             f"(0 <= start_idx < {int(counts[b])})")
+    sample_offsets = torch.zeros(num_batches + 1, dtype=torch.int64)
+    torch.cumsum(torch.tensor(samples, dtype=torch.int64), 0, out=sample_offsets[1:])
+    total = int(sample_offsets[-1])
+    if device.type == "cuda" and total > 0:
+        extension = _backend.cuda_extension()
+        if extension is not None:
+            return extension.farthest_point_sample(
+                xyz.contiguous(), offsets.contiguous(), sample_offsets.to(device),
+                torch.tensor(starts, dtype=torch.int64, device=device), total)
+    return _fps_cpu(xyz.cpu(), offsets.cpu(), samples, starts).to(device)
+
+
+def _per_item(value: int | Sequence[int] | torch.Tensor, num_batches: int, name: str) -> list[int]:
+    if isinstance(value, torch.Tensor):
+        value = value.reshape(-1).tolist() if value.dim() else int(value)
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        return [int(value)] * num_batches
+    items = [int(v) for v in value]  # type: ignore[union-attr]
+    if len(items) != num_batches:
+        raise ValueError(f"{name} has {len(items)} entries but there are {num_batches} batch items")
+    return items
+
+
+def _fps_cpu(xyz: torch.Tensor, offsets: torch.Tensor, samples: list[int],
+             starts: list[int]) -> torch.Tensor:
+    # numpy, not torch: this loop issues thousands of tiny ops, where torch's per-op thread-pool
+    # overhead dominates on small, busy CPUs.
+    points = xyz.numpy()
+    picked: list[np.ndarray] = []
+    for b, (count, start) in enumerate(zip(samples, starts)):
+        if count == 0:
+            continue
+        n0, n1 = int(offsets[b]), int(offsets[b + 1])
+        x, y, z = (np.ascontiguousarray(points[n0:n1, axis]) for axis in range(3))
+        min_dist = np.full(n1 - n0, np.inf, dtype=np.float32)
+        dist = np.empty_like(min_dist)
+        step = np.empty_like(min_dist)
+        out = np.empty(count, dtype=np.int64)
+        last = start
+        out[0] = last
+        for s in range(1, count):
+            # ((dx*dx + dy*dy) + dz*dz) in float32, one rounding per operation like the kernel.
+            np.subtract(x, x[last], out=dist)
+            np.multiply(dist, dist, out=dist)
+            np.subtract(y, y[last], out=step)
+            np.multiply(step, step, out=step)
+            dist += step
+            np.subtract(z, z[last], out=step)
+            np.multiply(step, step, out=step)
+            dist += step
+            np.minimum(min_dist, dist, out=min_dist)
+            last = int(np.argmax(min_dist))  # first maximum: ties go to the smaller index
+            out[s] = last
+        picked.append(out + n0)
+    return torch.from_numpy(np.concatenate(picked)) if picked else torch.zeros(0, dtype=torch.int64)

@@ -1,0 +1,362 @@
+"""The streaming pipeline shared by the ROS node and the bag tool, with no ROS import.
+
+``PointCloud2 → decode → transform into the fixed frame → accumulate → (trigger) → segment →
+output messages``. Front ends supply messages, a transform lookup and a clock; everything that
+decides what happens to a scan lives here, so it is tested without rclpy:
+
+* :class:`SegmentTrigger`: when to segment (``rate_hz`` timer and/or every N scans); triggers that
+  fall due while a segmentation is running are counted as skipped, never queued.
+* :class:`StreamPipeline`: the per-scan path with a reason for every scan it does not use, time
+  jump detection (bag loops with ``use_sim_time``), and the output messages of a result.
+* :class:`PipelineStats`: the counters and latencies that go to ``/diagnostics`` and the bag
+  summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .accumulate import ScanAccumulator
+from .cloud import CloudDecodeError, Scan, decode
+from .config import Config
+from .instances import Instances
+from .transforms import apply_transform
+
+log = logging.getLogger(__name__)
+
+# Output topics, relative so a namespace or remap moves them (DESIGN §6).
+TOPIC_INSTANCES = "instances"
+TOPIC_CLOUD = "instances/cloud"
+TOPIC_DETECTIONS = "instances/detections"
+TOPIC_LABELS = "instances/labels"
+TOPIC_MARKERS = "instances/markers"
+OUTPUT_TYPES = {
+    TOPIC_INSTANCES: "ros2_inst3d/msg/InstanceArray",
+    TOPIC_CLOUD: "sensor_msgs/msg/PointCloud2",
+    TOPIC_DETECTIONS: "vision_msgs/msg/Detection3DArray",
+    TOPIC_LABELS: "vision_msgs/msg/LabelInfo",
+    TOPIC_MARKERS: "visualization_msgs/msg/MarkerArray",
+}
+
+# A stamp this far behind the newest one seen means time jumped backwards (a bag looped).
+TIME_JUMP_TOLERANCE_NS = 1_000_000_000
+
+
+class TransformUnavailable(Exception):
+    """No transform from a scan's frame into the fixed frame at its stamp (front ends raise it)."""
+
+
+TransformLookup = Callable[[str, str, int], np.ndarray]
+"""``lookup(target_frame, source_frame, stamp_ns) -> (4, 4) float64`` or raise TransformUnavailable."""
+
+
+@dataclass
+class PipelineStats:
+    """Counters since start (or the last reset of the front end); all plain ints/floats."""
+
+    scans_received: int = 0
+    scans_accumulated: int = 0
+    scans_skipped: Counter = field(default_factory=Counter)   # reason -> count
+    points_dropped_non_finite: int = 0
+    segmentations: int = 0
+    segmentations_skipped: Counter = field(default_factory=Counter)  # reason -> count
+    time_jumps: int = 0
+    last_latency_ms: dict[str, float] = field(default_factory=dict)  # stage -> ms
+    last_end_to_end_ms: float = float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scans_received": self.scans_received,
+            "scans_accumulated": self.scans_accumulated,
+            "scans_skipped": dict(self.scans_skipped),
+            "points_dropped_non_finite": self.points_dropped_non_finite,
+            "segmentations": self.segmentations,
+            "segmentations_skipped": dict(self.segmentations_skipped),
+            "time_jumps": self.time_jumps,
+            "last_latency_ms": dict(self.last_latency_ms),
+            "last_end_to_end_ms": self.last_end_to_end_ms,
+        }
+
+
+class SegmentTrigger:
+    """Decides when to segment: every ``1/rate_hz`` seconds and/or every ``every_n_scans`` scans.
+
+    ``poll(now_s)`` is called by the worker after each scan (and on idle ticks). It returns True
+    when a segmentation is due and none is running. Periods that elapse while one is running are
+    counted in ``skipped`` (never queued): a slow model lowers the output rate, not the freshness.
+    """
+
+    def __init__(self, rate_hz: float, every_n_scans: int) -> None:
+        self.configure(rate_hz, every_n_scans)
+        self.skipped = 0
+        self._last_s: float | None = None
+        self._scans = 0
+        self._busy = False
+
+    def configure(self, rate_hz: float, every_n_scans: int) -> None:
+        self.period_s = 1.0 / rate_hz if rate_hz > 0 else None
+        self.every_n_scans = every_n_scans
+
+    def scan_added(self) -> None:
+        self._scans += 1
+
+    def poll(self, now_s: float) -> bool:
+        if self._last_s is None:
+            self._last_s = now_s
+        due_by_time = self.period_s is not None and now_s - self._last_s >= self.period_s
+        due_by_scans = self.every_n_scans > 0 and self._scans >= self.every_n_scans
+        if not (due_by_time or due_by_scans):
+            return False
+        if self._busy:
+            self.skipped += 1
+            self._restart(now_s)
+            return False
+        if due_by_time and self.period_s is not None:
+            missed = int((now_s - self._last_s) // self.period_s) - 1
+            self.skipped += max(0, missed)
+        self._restart(now_s)
+        return True
+
+    def _restart(self, now_s: float) -> None:
+        self._last_s = now_s
+        self._scans = 0
+
+    def begin(self) -> None:
+        self._busy = True
+
+    def end(self) -> None:
+        self._busy = False
+
+    def reset(self) -> None:
+        self._last_s = None
+        self._scans = 0
+
+
+@dataclass
+class ScanRecord:
+    """What happened to one received scan (the bag summary lists these)."""
+
+    index: int
+    topic: str
+    stamp_ns: int
+    fate: str = "pending"   # processed | merged | skipped
+    reason: str = ""        # why it was skipped: a diagnostics counter name
+    detail: str = ""        # the error message, when there is one
+
+
+@dataclass
+class SegmentationResult:
+    instances: Instances
+    frame_id: str
+    newest_stamp_ns: int
+    oldest_stamp_ns: int
+    num_scans: int
+    scan_indices: list[int]
+    model_name: str
+
+
+class StreamPipeline:
+    """Decode → TF → accumulate → segment, with an account of every scan.
+
+    Thread safety: ``ingest`` and ``segment`` may run on different threads (the node's worker and
+    segmentation threads); the accumulator is guarded by a lock and ``segment`` works on a snapshot.
+    """
+
+    def __init__(self, cfg: Config, segmenter: Any, *, keep_records: bool = False) -> None:
+        self.cfg = cfg
+        self.segmenter = segmenter
+        self.stats = PipelineStats()
+        self.trigger = SegmentTrigger(cfg.segment.rate_hz, cfg.segment.every_n_scans)
+        acc = cfg.accumulate
+        self.accumulator = ScanAccumulator(acc.window_s, acc.max_scans, acc.max_points,
+                                           acc.dedupe_voxel)
+        self._lock = threading.Lock()
+        self._newest_stamp_ns: int | None = None
+        self._pending: list[ScanRecord] = []   # accumulated, not yet part of a result
+        self.keep_records = keep_records
+        self.records: list[ScanRecord] = []
+
+    # ---- configuration -------------------------------------------------------------------
+    def apply_runtime_config(self, cfg: Config) -> None:
+        """Take new runtime-changeable values (the node's parameter callback calls this)."""
+        acc = cfg.accumulate
+        with self._lock:
+            self.cfg = cfg
+            self.segmenter.cfg = cfg
+            self.trigger.configure(cfg.segment.rate_hz, cfg.segment.every_n_scans)
+            self.accumulator.window_s = acc.window_s
+            self.accumulator.max_scans = acc.max_scans
+            self.accumulator.max_points = acc.max_points
+            self.accumulator.dedupe_voxel = acc.dedupe_voxel
+
+    def reset(self, reason: str) -> None:
+        """Forget accumulated scans (time jumped backwards, or the front end asks)."""
+        with self._lock:
+            self.accumulator.clear()
+            for rec in self._pending:
+                self._skip(rec, reason)
+            self._pending.clear()
+            self._newest_stamp_ns = None
+            self.trigger.reset()
+
+    # ---- per scan ------------------------------------------------------------------------
+    def ingest(self, topic: str, msg: Any, lookup: TransformLookup) -> ScanRecord:
+        """Take one PointCloud2; returns its record (``pending`` when accumulated)."""
+        self.stats.scans_received += 1
+        rec = ScanRecord(self.stats.scans_received - 1, topic, -1)
+        if self.keep_records:
+            self.records.append(rec)
+        t0 = time.perf_counter()
+        try:
+            scan = decode(msg)
+        except CloudDecodeError as exc:
+            log.debug("scan on %s skipped: %s", topic, exc)
+            return self._skip(rec, "malformed", str(exc))
+        rec.stamp_ns = scan.stamp_ns
+        t1 = time.perf_counter()
+        self.stats.points_dropped_non_finite += scan.dropped_non_finite
+        if scan.num_points == 0:
+            return self._skip(rec, "empty")
+        if scan.num_points > self.cfg.input.max_points_per_scan:
+            return self._skip(rec, "too_many_points")
+        if self._newest_stamp_ns is not None and \
+                scan.stamp_ns < self._newest_stamp_ns - TIME_JUMP_TOLERANCE_NS:
+            self.stats.time_jumps += 1
+            log.warning("time jumped backwards by %.1f s (bag loop?): cleared the accumulator",
+                        (self._newest_stamp_ns - scan.stamp_ns) / 1e9)
+            self.reset("time_jump")
+        fixed = self.cfg.input.fixed_frame
+        if scan.frame_id and scan.frame_id != fixed:
+            try:
+                matrix = lookup(fixed, scan.frame_id, scan.stamp_ns)
+            except TransformUnavailable as exc:
+                return self._skip(rec, "no_transform", str(exc))
+            xyz = apply_transform(matrix, scan.xyz)
+        else:
+            xyz = scan.xyz
+        t2 = time.perf_counter()
+        with self._lock:
+            self.accumulator.add(xyz, scan.rgb, scan.intensity, scan.stamp_ns)
+            self._newest_stamp_ns = max(self._newest_stamp_ns or scan.stamp_ns, scan.stamp_ns)
+            self._pending.append(rec)
+            self._expire_pending()
+        self.trigger.scan_added()
+        self.stats.scans_accumulated += 1
+        t3 = time.perf_counter()
+        self.stats.last_latency_ms.update(decode=(t1 - t0) * 1e3, transform=(t2 - t1) * 1e3,
+                                          accumulate=(t3 - t2) * 1e3)
+        return rec
+
+    def count_superseded(self, topic: str) -> None:
+        """A newer scan replaced this topic's unprocessed one in the node's mailbox."""
+        self.stats.scans_received += 1
+        self.stats.scans_skipped["superseded"] += 1
+
+    def count_error(self, reason: str) -> None:
+        """An unexpected exception a front end caught (kept running); counted by reason."""
+        self.stats.segmentations_skipped[reason] += 1
+
+    def _skip(self, rec: ScanRecord, reason: str, detail: str = "") -> ScanRecord:
+        rec.fate, rec.reason, rec.detail = "skipped", reason, detail
+        self.stats.scans_skipped[reason] += 1
+        return rec
+
+    def _expire_pending(self) -> None:
+        """Scans the accumulator has dropped before any result used them are skipped: expired."""
+        oldest = self.accumulator.oldest_stamp_ns
+        keep = []
+        for rec in self._pending:
+            if oldest is None or rec.stamp_ns < oldest:
+                self._skip(rec, "expired")
+            else:
+                keep.append(rec)
+        self._pending = keep
+
+    # ---- segmentation --------------------------------------------------------------------
+    def segment(self) -> SegmentationResult | None:
+        """Segment the accumulated cloud now; None (counted) when there is nothing to segment."""
+        with self._lock:
+            cloud = self.accumulator.cloud()
+            used = self._pending
+            self._pending = []
+        if cloud.num_points == 0 or cloud.newest_stamp_ns is None:
+            self.stats.segmentations_skipped["empty_cloud"] += 1
+            return None
+        self.trigger.begin()
+        try:
+            from .segmenter import SegmentationError
+
+            try:
+                inst = self.segmenter.segment(cloud.xyz, cloud.rgb)
+            except SegmentationError as exc:
+                self.stats.segmentations_skipped[exc.reason] += 1
+                log.warning("segmentation skipped (%s): %s", exc.reason, exc)
+                for rec in used:
+                    self._skip(rec, f"segmentation_{exc.reason}")
+                return None
+        finally:
+            self.trigger.end()
+        self.stats.segmentations += 1
+        self.stats.last_latency_ms.update({f"segment.{k}": v for k, v in inst.timing_ms.items()})
+        newest = max(used, key=lambda r: (r.stamp_ns, r.index), default=None)
+        for rec in used:
+            rec.fate = "processed" if rec is newest else "merged"
+        return SegmentationResult(inst, self.cfg.input.fixed_frame, cloud.newest_stamp_ns,
+                                  cloud.oldest_stamp_ns or cloud.newest_stamp_ns, cloud.num_scans,
+                                  [r.index for r in used], self.segmenter.model_name)
+
+    def finish(self) -> None:
+        """End of input (bag tool): scans never segmented are skipped as ``not_segmented``."""
+        with self._lock:
+            for rec in self._pending:
+                self._skip(rec, "not_segmented")
+            self._pending = []
+
+    # ---- outputs -------------------------------------------------------------------------
+    def output_messages(self, factory: Any, result: SegmentationResult,
+                        wanted: set[str] | None = None) -> dict[str, Any]:
+        """The messages of one result, by output topic (labels excluded: see ``label_message``).
+
+        ``wanted`` limits the heavy outputs to topics someone subscribes to (None: all enabled).
+        """
+        from . import outputs
+        from .cloud import ns_to_stamp
+
+        header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, result.newest_stamp_ns),
+                         frame_id=result.frame_id)
+        inst = result.instances
+        out_cfg = self.cfg.output
+
+        def enabled(topic: str, flag: bool) -> bool:
+            return flag and (wanted is None or topic in wanted)
+
+        msgs = {TOPIC_INSTANCES: outputs.instance_array(
+            factory, inst, header, result.oldest_stamp_ns, result.model_name,
+            box_type=out_cfg.box_type)}
+        if enabled(TOPIC_CLOUD, out_cfg.publish_cloud):
+            msgs[TOPIC_CLOUD] = outputs.labelled_cloud(factory, inst, header)
+        if enabled(TOPIC_DETECTIONS, out_cfg.publish_detections):
+            msgs[TOPIC_DETECTIONS] = outputs.detections(factory, inst, header,
+                                                        box_type=out_cfg.box_type)
+        if enabled(TOPIC_MARKERS, out_cfg.publish_markers):
+            msgs[TOPIC_MARKERS] = outputs.markers(factory, inst, header,
+                                                  lifetime_s=out_cfg.marker_lifetime_s,
+                                                  box_type=out_cfg.box_type)
+        return msgs
+
+    def label_message(self, factory: Any, stamp_ns: int) -> Any:
+        """``vision_msgs/LabelInfo`` with the model's class table (latched by the node)."""
+        from . import outputs
+        from .cloud import ns_to_stamp
+
+        header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, stamp_ns),
+                         frame_id=self.cfg.input.fixed_frame)
+        return outputs.label_info(factory, self.segmenter.class_names, header,
+                                  self.cfg.segment.score_threshold)

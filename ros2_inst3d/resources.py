@@ -1,0 +1,38 @@
+"""Where the package's data folders (config/, msg/, launch/, rviz/, models/) are at run time.
+
+Three layouts exist: a source checkout or editable pip install (folders beside the Python
+package), a wheel/non-editable pip install (copied into ``ros2_inst3d/share/`` by setup.py), and a
+colcon install (``share/ros2_inst3d/`` found through the ament index).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@lru_cache(maxsize=None)
+def data_dir(kind: str) -> Path:
+    """The folder ``kind`` (e.g. ``"config"``) of this installation; raises if none has it."""
+    candidates = [PACKAGE_DIR.parent / kind, PACKAGE_DIR / "share" / kind]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "ros2_inst3d" / kind)
+    for path in candidates:
+        if path.is_dir():
+            return path
+    raise FileNotFoundError(
+        f"ros2_inst3d's '{kind}' folder was not found (looked in: "
+        f"{', '.join(str(c) for c in candidates)}); reinstall the package")
+
+
+def data_file(kind: str, name: str) -> Path:
+    """``data_dir(kind) / name``, with a clear error when it is missing."""
+    path = data_dir(kind) / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (installed {kind} files: "
+                                f"{', '.join(sorted(p.name for p in data_dir(kind).iterdir()))})")
+    return path

@@ -1,0 +1,143 @@
+"""`Segmenter`: config → model on a device; ``segment(xyz, rgb) -> Instances``.
+
+The one place where a cloud in the fixed frame becomes instances, shared by the node, the bag
+tool, the CLI and the benchmarks: ROI crop, point cap, the model, score/size/class filters and the
+score-ordered fusion of overlapping proposals into one instance id per point.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Protocol
+
+import numpy as np
+
+from .classes import SCANNET20_CLASSES, STUFF_CLASSES
+from .config import Config
+from .instances import Instances
+from .model.proposals import Proposals, paste_by_score
+from .voxelize import crop_roi
+
+log = logging.getLogger(__name__)
+
+
+class SegmentationError(RuntimeError):
+    """A cloud could not be segmented; ``reason`` is the diagnostics counter it goes to."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PointModel(Protocol):
+    name: str
+
+    def predict_points(self, xyz: np.ndarray, rgb: np.ndarray | None) -> Proposals: ...
+
+
+def build_point_model(cfg: Config) -> PointModel:
+    """The model named by ``cfg.model.name``, ready for inference."""
+    name = cfg.model.name
+    if name == "geometric":
+        from .model.geometric import GeometricSegmenter
+
+        return GeometricSegmenter(cfg.geometric)
+    from .model.registry import build_inference_model  # torch + spconv: imported only when needed
+
+    return build_inference_model(cfg.model)
+
+
+def subsample_indices(n: int, max_points: int) -> np.ndarray:
+    """Deterministic, evenly spread subset of ``range(n)`` with at most ``max_points`` entries."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_points).astype(np.int64))
+
+
+class Segmenter:
+    """Runs one configured method on clouds; keeps no state between calls but the model."""
+
+    def __init__(self, cfg: Config, model: PointModel | None = None) -> None:
+        self.cfg = cfg
+        self.model = model if model is not None else build_point_model(cfg)
+        self._model_name: str = self.model.name
+        self.class_names: tuple[str, ...] = tuple(getattr(self.model, "class_names",
+                                                          SCANNET20_CLASSES))
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    @property
+    def device(self) -> str:
+        return str(getattr(self.model, "device", "cpu"))
+
+    def close(self) -> None:
+        """Release the model (and its GPU memory) at shutdown."""
+        self.model = None  # type: ignore[assignment]
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def segment(self, xyz: np.ndarray, rgb: np.ndarray | None = None) -> Instances:
+        """Instances of ``xyz`` (N, 3) float32, metres, fixed frame (z up); ``rgb`` (N, 3) uint8.
+
+        The result refers to all N input points; points outside the ROI or removed by the point
+        cap get instance -1. Raises :class:`SegmentationError` for input it cannot use.
+        """
+        xyz = np.asarray(xyz, dtype=np.float32)
+        if xyz.ndim != 2 or xyz.shape[1] != 3:
+            raise SegmentationError("malformed", f"xyz must be (N, 3), got shape {xyz.shape}")
+        if rgb is not None:
+            rgb = np.asarray(rgb, dtype=np.uint8)
+            if rgb.shape != xyz.shape:
+                raise SegmentationError("malformed",
+                                        f"rgb shape {rgb.shape} does not match xyz {xyz.shape}")
+        if not np.isfinite(xyz).all():
+            raise SegmentationError("non_finite", "xyz holds NaN or inf; decode() drops those")
+        seg = self.cfg.segment
+        timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+        keep = np.flatnonzero(crop_roi(xyz, seg.roi_min, seg.roi_max))
+        keep = keep[subsample_indices(len(keep), seg.max_points)]
+        timing["crop"] = (time.perf_counter() - t0) * 1e3
+        if len(keep) == 0:
+            inst = Instances.empty(xyz, rgb, class_names=self.class_names)
+            inst.timing_ms.update(timing)
+            return inst
+        proposals = self.model.predict_points(xyz[keep], None if rgb is None else rgb[keep])
+        timing.update(proposals.timing_ms)
+        t1 = time.perf_counter()
+        proposals = self._filter(proposals)
+        owner = paste_by_score(len(keep), proposals)
+        point_instance = np.full(len(xyz), -1, dtype=np.int32)
+        point_instance[keep] = owner
+        point_class = np.full(len(xyz), -100, dtype=np.int32)
+        if proposals.point_class is not None:
+            point_class[keep] = proposals.point_class
+        timing["fusion"] = (time.perf_counter() - t1) * 1e3
+        timing["total"] = (time.perf_counter() - t0) * 1e3
+        return Instances(
+            xyz=xyz, rgb=rgb, point_instance=point_instance, point_class=point_class,
+            ids=np.arange(len(proposals), dtype=np.int32), class_ids=proposals.class_ids,
+            scores=proposals.scores, indices=[keep[ix] for ix in proposals.indices],
+            class_names=self.class_names, timing_ms=timing)
+
+    def _filter(self, p: Proposals) -> Proposals:
+        """Score, size, stuff and class-name filters; survivors keep their order, ids become 0..K-1."""
+        seg = self.cfg.segment
+        wanted = set(self.cfg.class_filter)
+        keep = [
+            k for k in range(len(p))
+            if p.scores[k] >= seg.score_threshold
+            and len(p.indices[k]) >= seg.min_points
+            and int(p.class_ids[k]) not in STUFF_CLASSES
+            and (not wanted or self._name(int(p.class_ids[k])) in wanted)
+        ]
+        return Proposals([p.indices[k] for k in keep], p.class_ids[keep], p.scores[keep],
+                         p.point_class, p.timing_ms)
+
+    def _name(self, class_id: int) -> str:
+        return self.class_names[class_id] if 0 <= class_id < len(self.class_names) else "unknown"
