@@ -94,32 +94,18 @@ def _uniform_subsample(n: int, keep: int) -> np.ndarray:
 class ScanAccumulator:
     """Sliding window of scans in the fixed frame.
 
-    window_s: time span in seconds (> 0; ``math.inf`` = no time limit).
+    window_s: time span in seconds (>= 0; 0 keeps only the newest stamp; ``math.inf`` = no limit).
     max_scans: most scans kept (>= 1).
     max_points: most points stored (>= 1); bounds memory.
     dedupe_voxel: voxel edge in metres for dedupe; 0 turns dedupe off.
 
+    The four limits are attributes that may be changed at any time (validated, applied at once).
     Stamps may arrive out of order within the window. A scan older than ``newest - window_s`` is
     refused and counted (``dropped_late_*``). A backwards time jump (bag loop) is the caller's to
     detect: call :meth:`clear`, as the node does.
     """
 
     def __init__(self, window_s: float, max_scans: int, max_points: int, dedupe_voxel: float = 0.0):
-        window_s = float(window_s)
-        if not window_s > 0.0:  # also rejects NaN
-            raise ValueError(f"window_s must be > 0 seconds (math.inf for no time limit), got {window_s}")
-        if isinstance(max_scans, bool) or int(max_scans) != max_scans or max_scans < 1:
-            raise ValueError(f"max_scans must be an integer >= 1, got {max_scans!r}")
-        if isinstance(max_points, bool) or int(max_points) != max_points or max_points < 1:
-            raise ValueError(f"max_points must be an integer >= 1, got {max_points!r}")
-        dedupe_voxel = float(dedupe_voxel)
-        if not (math.isfinite(dedupe_voxel) and dedupe_voxel >= 0.0):
-            raise ValueError(f"dedupe_voxel must be >= 0 metres (0 = off), got {dedupe_voxel}")
-        self.window_s = window_s
-        self.max_scans = int(max_scans)
-        self.max_points = int(max_points)
-        self.dedupe_voxel = dedupe_voxel
-        self._window_ns: int | None = None if math.isinf(window_s) else int(round(window_s * 1e9))
         self._scans: deque[_StoredScan] = deque()
         self._num_points = 0
         self._sequence = 0
@@ -130,6 +116,61 @@ class ScanAccumulator:
         self.dropped_duplicate_points = 0
         self.expired_scans = 0
         self.expired_points = 0
+        self.window_s = window_s
+        self.max_scans = max_scans
+        self.max_points = max_points
+        self.dedupe_voxel = dedupe_voxel
+
+    # Limits may change at runtime (node parameter callback): each setter validates the value
+    # and applies it to the stored scans at once.
+    @property
+    def window_s(self) -> float:
+        return self._window_s
+
+    @window_s.setter
+    def window_s(self, value: float) -> None:
+        window_s = float(value)
+        if not window_s >= 0.0:  # also rejects NaN
+            raise ValueError(f"window_s must be >= 0 seconds (math.inf for no time limit), got {value!r}")
+        self._window_s = window_s
+        self._window_ns: int | None = None if math.isinf(window_s) else int(round(window_s * 1e9))
+        self._enforce_limits()
+
+    @property
+    def max_scans(self) -> int:
+        return self._max_scans
+
+    @max_scans.setter
+    def max_scans(self, value: int) -> None:
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"max_scans must be an integer >= 1, got {value!r}")
+        self._max_scans = int(value)
+        self._enforce_limits()
+
+    @property
+    def max_points(self) -> int:
+        return self._max_points
+
+    @max_points.setter
+    def max_points(self, value: int) -> None:
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"max_points must be an integer >= 1, got {value!r}")
+        self._max_points = int(value)
+        self._enforce_limits()
+
+    @property
+    def dedupe_voxel(self) -> float:
+        """Dedupe voxel edge, metres (0 = off). A new value dedupes new scans fully and the
+        stored ones across scans; scans already stored keep what the old value removed."""
+        return self._dedupe_voxel
+
+    @dedupe_voxel.setter
+    def dedupe_voxel(self, value: float) -> None:
+        dedupe_voxel = float(value)
+        if not (math.isfinite(dedupe_voxel) and dedupe_voxel >= 0.0):
+            raise ValueError(f"dedupe_voxel must be >= 0 metres (0 = off), got {value!r}")
+        self._dedupe_voxel = dedupe_voxel
+        self._cache = None
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -206,6 +247,9 @@ class ScanAccumulator:
         return any(s is scan for s in self._scans)
 
     def _enforce_limits(self) -> None:
+        if not self._scans:
+            return
+        self._cache = None
         if self._window_ns is not None:
             horizon = self._scans[-1].stamp_ns - self._window_ns
             while self._scans[0].stamp_ns < horizon:

@@ -263,6 +263,20 @@ class StreamPipeline:
         """An unexpected exception a front end caught (kept running); counted by reason."""
         self.stats.segmentations_skipped[reason] += 1
 
+    def skip_message(self, topic: str, reason: str, detail: str = "",
+                     rec: ScanRecord | None = None) -> ScanRecord:
+        """Account for a scan a front end could not hand to ``ingest``, or that ``ingest`` raised on.
+
+        ``rec``: the still-pending record ``ingest`` made before it raised; None for a message
+        that never reached ``ingest`` (the bag tool: it did not deserialise), which gets a record.
+        """
+        if rec is None:
+            self.stats.scans_received += 1
+            rec = ScanRecord(self.stats.scans_received - 1, topic, -1)
+            if self.keep_records:
+                self.records.append(rec)
+        return self._skip(rec, reason, detail)
+
     def _skip(self, rec: ScanRecord, reason: str, detail: str = "") -> ScanRecord:
         rec.fate, rec.reason, rec.detail = "skipped", reason, detail
         self.stats.scans_skipped[reason] += 1

@@ -300,7 +300,7 @@ def quaternion_slerp(
     cos_angle = float(q0 @ q1)
     if abs(abs(cos_angle) - 1.0) < _EPS:
         return q0  # same rotation (q and -q included): nothing to interpolate
-    if False:
+    if shortestpath and cos_angle < 0.0:
         cos_angle = -cos_angle
         q1 = -q1
     angle = math.acos(min(1.0, max(-1.0, cos_angle))) + spin * math.pi
@@ -468,9 +468,14 @@ def apply_transform(matrix: Any, xyz: Any) -> np.ndarray:
     points = np.asarray(xyz)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"xyz must have shape (N, 3), got {points.shape}")
-    out = points.astype(np.float64) @ m[:3, :3].T
-    out += m[:3, 3]
-    return out.astype(np.float32)
+    columns = points.T.astype(np.float64)  # (3, N) contiguous rows
+    out = np.empty((points.shape[0], 3), dtype=np.float32)
+    for row in range(3):
+        # Three scaled column sums beat a (N, 3) @ (3, 3) matmul several times on numpy's BLAS path.
+        out[:, row] = (
+            columns[0] * m[row, 0] + columns[1] * m[row, 1] + columns[2] * m[row, 2] + m[row, 3]
+        )
+    return out
 
 
 def interpolate_transform(matrix0: Any, matrix1: Any, alpha: float) -> np.ndarray:

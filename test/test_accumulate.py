@@ -61,7 +61,7 @@ def reference_dedupe(stored_scans, size):
 
 def rows(cloud: AccumulatedCloud):
     return sorted(
-        (float(p[0]), float(p[1]), float(p[2]), int(s)) for p, s in zip(cloud.xyz, cloud.stamp_ns)
+        (float(p[0]), float(p[1]), float(p[2]), int(s)) for p, s in zip(cloud.xyz, cloud.stamp_ns, strict=True)
     )
 
 
@@ -114,7 +114,7 @@ def test_limits_hold_and_every_point_is_accounted_for(sequence, window_s, max_sc
         if not math.isinf(window_s):
             assert cloud.oldest_stamp_ns >= cloud.newest_stamp_ns - window_s * SECOND
         # Every point is one that was added with that stamp.
-        for p, s in zip(cloud.xyz.tolist(), cloud.stamp_ns.tolist()):
+        for p, s in zip(cloud.xyz.tolist(), cloud.stamp_ns.tolist(), strict=True):
             assert tuple(p) in points_by_stamp[s]
         if dedupe_voxel:
             keys = [voxel_key(p, dedupe_voxel) for p in cloud.xyz]
@@ -133,7 +133,8 @@ def test_dedupe_matches_slow_reference(stored, data):
     for i in order:
         xyz, rgb, intensity = stored[i]
         acc.add(xyz, rgb, intensity, stamps[i] * SECOND)
-    expected = reference_dedupe([(xyz, None, None, s * SECOND) for (xyz, _, _), s in zip(stored, stamps)], 0.1)
+    in_stamp_order = [(xyz, None, None, s * SECOND) for (xyz, _, _), s in zip(stored, stamps, strict=True)]
+    expected = reference_dedupe(in_stamp_order, 0.1)
     assert rows(acc.cloud()) == expected
 
 
@@ -265,7 +266,7 @@ def test_newer_scan_overwrites_occupied_voxels():
         [(*map(float, p), 2 * SECOND) for p in np.concatenate([wall + 0.02, chair_now])]
         + [(*map(float, chair_then[0]), 1 * SECOND)]
     )
-    colour_of = {tuple(p): tuple(c) for p, c in zip(cloud.xyz.tolist(), cloud.rgb.tolist())}
+    colour_of = {tuple(p): tuple(c) for p, c in zip(cloud.xyz.tolist(), cloud.rgb.tolist(), strict=True)}
     assert colour_of[tuple((wall[0] + 0.02).tolist())] == (0, 0, 255)
     assert colour_of[tuple(chair_then[0].tolist())] == (255, 0, 0)
 
@@ -334,6 +335,30 @@ def test_cloud_is_cached_until_the_next_add_and_copies_input():
     assert acc.cloud() is not first and acc.cloud().num_points == 5
 
 
+def test_limits_changed_at_runtime_apply_at_once():
+    acc = ScanAccumulator(window_s=10.0, max_scans=10, max_points=1000, dedupe_voxel=0.0)
+    for t in range(6):
+        acc.add(cube(50, seed=t), None, None, t * SECOND)
+    first = acc.cloud()
+    acc.max_points = 200
+    assert acc.num_points == 200 and acc.dropped_budget_points == 100
+    assert acc.cloud() is not first and acc.cloud().oldest_stamp_ns == 2 * SECOND
+    acc.max_scans = 3
+    assert acc.num_scans == 3 and acc.oldest_stamp_ns == 3 * SECOND
+    acc.window_s = 1.0
+    assert acc.num_scans == 2 and acc.oldest_stamp_ns == 4 * SECOND
+    acc.window_s = 0.0  # only the newest stamp
+    assert acc.num_scans == 1 and acc.oldest_stamp_ns == 5 * SECOND
+    acc.add(cube(50, seed=9), None, None, 5 * SECOND)  # same stamp: kept
+    assert acc.num_scans == 2
+    acc.add(np.full((1, 3), 0.5, np.float32), None, None, 5 * SECOND)
+    acc.dedupe_voxel = 10.0  # one voxel holds everything: the newest arrival wins
+    np.testing.assert_array_equal(acc.cloud().xyz, [[0.5, 0.5, 0.5]])
+    with pytest.raises(ValueError, match="max_points"):
+        acc.max_points = 0
+    assert acc.max_points == 200
+
+
 def test_empty_scans_still_count_and_advance_time():
     acc = ScanAccumulator(window_s=1.0, max_scans=10, max_points=100)
     acc.add(cube(3), None, None, 0)
@@ -344,7 +369,7 @@ def test_empty_scans_still_count_and_advance_time():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(window_s=0.0, max_scans=1, max_points=1), "window_s"),
+        (dict(window_s=-1.0, max_scans=1, max_points=1), "window_s"),
         (dict(window_s=float("nan"), max_scans=1, max_points=1), "window_s"),
         (dict(window_s=1.0, max_scans=0, max_points=1), "max_scans"),
         (dict(window_s=1.0, max_scans=1.5, max_points=1), "max_scans"),

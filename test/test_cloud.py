@@ -392,7 +392,8 @@ def test_short_data_counts_row_padding(store):
 
 
 @pytest.mark.parametrize("fields,point_step,pattern", [
-    ([("x", 0, FLOAT32, 1), ("y", 2, FLOAT32, 1), ("z", 8, FLOAT32, 1)], 12, "'x' .* 'y' .* overlap"),
+    ([("x", 0, FLOAT32, 1), ("y", 2, FLOAT32, 1), ("z", 8, FLOAT32, 1)], 12,
+     "'x' .* 'y' .* overlap"),
     ([("x", 0, FLOAT32, 1), ("y", 4, FLOAT32, 1), ("z", 8, FLOAT32, 1),
       ("normal", 8, FLOAT32, 3)], 24, "overlap"),
     (XYZ_F32 + [("intensity", 12, FLOAT32, 1)], 14, "'intensity' .* past point_step 14"),
@@ -493,11 +494,14 @@ def test_encode_labelled_cloud_layout_and_values(factory):
     np.testing.assert_array_equal(scan.rgb, rgb)
 
 
-def test_encode_labelled_cloud_is_dense_is_truthful(factory):
-    xyz = np.float32([[0, 0, 0], [np.inf, 0, 0]])
-    msg = encode(factory, header(factory), xyz, np.zeros((2, 3), np.uint8), [1, 2], [3, 4],
-                 [0.5, 0.5])
+@pytest.mark.parametrize("bad", [np.inf, np.nan, 1e300])  # 1e300 is inf as FLOAT32
+def test_encode_labelled_cloud_is_dense_is_truthful(factory, bad):
+    xyz = np.float64([[0, 0, 0], [bad, 0, 0]])
+    args = (np.zeros((2, 3), np.uint8), [1, 2], [3, 4], [0.5, 0.5])
+    assert encode(factory, header(factory), xyz[:1], *(a[:1] for a in args)).is_dense is True
+    msg = encode(factory, header(factory), xyz, *args)
     assert msg.is_dense is False
+    assert decode(msg).dropped_non_finite == 1
 
 
 def test_encode_empty_clouds(factory):

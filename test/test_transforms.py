@@ -297,7 +297,9 @@ def test_transform_msg_to_matrix_with_rosbags_messages():
     Vector3 = store.types["geometry_msgs/msg/Vector3"]
     Quaternion = store.types["geometry_msgs/msg/Quaternion"]
     Transform = store.types["geometry_msgs/msg/Transform"]
-    msg = Transform(translation=Vector3(x=1.0, y=2.0, z=3.0), rotation=Quaternion(x=0.0, y=0.0, z=SQRT_HALF, w=SQRT_HALF))
+    msg = Transform(
+        translation=Vector3(x=1.0, y=2.0, z=3.0), rotation=Quaternion(x=0.0, y=0.0, z=SQRT_HALF, w=SQRT_HALF)
+    )
     expected = np.array([[0, -1, 0, 1], [1, 0, 0, 2], [0, 0, 1, 3], [0, 0, 0, 1]], dtype=float)
     np.testing.assert_allclose(tf.transform_msg_to_matrix(msg), expected, atol=1e-15)
 

@@ -18,7 +18,7 @@ PROPERTY = settings(max_examples=80, deadline=None)
 lattice_clouds = hnp.arrays(
     np.float32,
     st.tuples(st.integers(0, 60), st.just(3)),
-    elements=st.integers(-20, 20).map(lambda v: v * 0.05),
+    elements=st.integers(-20, 20).map(lambda v: float(np.float32(v * 0.05))),
 )
 free_clouds = hnp.arrays(
     np.float64,
@@ -181,7 +181,9 @@ def test_bad_clouds_are_rejected():
 
 
 def test_voxel_grid_is_the_documented_dataclass():
-    grid = VoxelGrid(coords=np.zeros((1, 3), np.int32), point_to_voxel=np.zeros(2, np.int64), voxel_size=0.1, origin=np.zeros(3))
+    grid = VoxelGrid(
+        coords=np.zeros((1, 3), np.int32), point_to_voxel=np.zeros(2, np.int64), voxel_size=0.1, origin=np.zeros(3)
+    )
     assert grid.num_voxels == 1 and grid.num_points == 2
     np.testing.assert_array_equal(grid.voxel_counts(), [2])
 
@@ -198,7 +200,7 @@ bounds = st.lists(st.one_of(st.none(), st.integers(-20, 20).map(lambda v: v * 0.
 def test_crop_roi_matches_loop(xyz, low, high):
     lo = [None] * 3 if low is None else low
     hi = [None] * 3 if high is None else high
-    if any(a is not None and b is not None and a >= b for a, b in zip(lo, hi)):
+    if any(a is not None and b is not None and a >= b for a, b in zip(lo, hi, strict=True)):
         with pytest.raises(ValueError, match="ROI is empty"):
             crop_roi(xyz, low, high)
         return

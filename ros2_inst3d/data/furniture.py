@@ -16,10 +16,10 @@ Class ids are the contiguous ScanNet-20 indices of :mod:`ros2_inst3d.classes`. S
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -1223,7 +1223,7 @@ MESHES: tuple[MeshSpec, ...] = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_mesh(file: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read one mesh of ``MESH_DIR``: ``(vertices (V,3) float64, triangles (T,3) int64,
     part (T,) int64)``, ``part`` being the connected component of each triangle."""

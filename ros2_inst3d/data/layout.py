@@ -128,13 +128,13 @@ def make_room(rng: np.random.Generator, size_range=(3.0, 10.0), l_shape_prob: fl
         polygon, rects = _l_shape(w, l, notch)
     area = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in rects)
     if kind is None:
-        if area < 9.0 and rng.random() < 0.5:
-            kind = "bathroom"
-        else:
-            weights = np.array([1.0, 1.0, 1.0, 0.8, 0.8, 0.6, 0.5, 0.0, 0.4])
-            if area < 16:
-                weights[5] = weights[6] = 0.1
-            kind = ROOM_KINDS[int(rng.choice(len(ROOM_KINDS), p=weights / weights.sum()))]
+        # living, bedroom, office, dining, kitchen, conference, classroom, bathroom, storage
+        weights = np.array([1.0, 1.0, 1.0, 0.8, 0.8, 0.6, 0.5, 0.0, 0.4])
+        if area < 16:
+            weights[5] = weights[6] = 0.1
+        if area < 20:
+            weights[7] = 3.0 if area < 10 else 0.8
+        kind = ROOM_KINDS[int(rng.choice(len(ROOM_KINDS), p=weights / weights.sum()))]
     elif kind not in ROOM_KINDS:
         raise ValueError(f"unknown room kind {kind!r}; choose one of {ROOM_KINDS}")
     room = Room(kind, polygon, rects, notch, height)
@@ -287,9 +287,8 @@ class Layout:
         t = CONTACT_TOLERANCE
         if np.any(footprint < lo - t) or np.any(footprint > hi + t):
             return False
-        if self.room.notch is not None and polygons_overlap(footprint, _rect(*self.room.notch)):
-            return False
-        return True
+        return self.room.notch is None or not polygons_overlap(footprint,
+                                                               _rect(*self.room.notch))
 
     def collides(self, footprint: np.ndarray, z: tuple[float, float],
                  ignore: tuple[Placed, ...] = ()) -> bool:
@@ -901,7 +900,7 @@ def _decor(lay: Layout) -> list[Placed]:
     for o in list(lay.room.openings):
         if o.kind != "window" or rng.random() < 0.45:
             continue
-        p0, t, length, n = lay.room.wall(o.wall)
+        length = lay.room.wall(o.wall)[2]
         top = min(lay.room.height - 0.05, o.z1 + rng.uniform(0.1, 0.3))
         bottom = 0.02 if rng.random() < 0.5 else o.z0 - rng.uniform(0.0, 0.1)
         for side in (-1, 1):

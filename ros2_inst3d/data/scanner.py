@@ -22,6 +22,7 @@ geometry per object), so labels are exact before noise moves the points.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -246,7 +247,8 @@ def _occupancy(room, obstacles: list[np.ndarray], res: float):
             continue
         px, py = np.meshgrid(xs[i0:i1], ys[j0:j1], indexing="xy")
         inside = np.ones(px.shape, dtype=bool)
-        orient = np.sign(np.cross(poly[1] - poly[0], poly[2] - poly[1]))
+        e0, e1 = poly[1] - poly[0], poly[2] - poly[1]
+        orient = np.sign(e0[0] * e1[1] - e0[1] * e1[0])
         for k in range(len(poly)):
             a, b = poly[k], poly[(k + 1) % len(poly)]
             cross = (b[0] - a[0]) * (py - a[1]) - (b[1] - a[1]) * (px - a[0])
@@ -272,7 +274,8 @@ def plan_trajectory(room, obstacles: list[np.ndarray], rng: np.random.Generator,
 
     res = 0.1
     free, origin, res = _occupancy(room, obstacles, res)
-    clearance = ndimage.distance_transform_edt(free) * res
+    # Pad with occupied cells: outside the grid is outside the room.
+    clearance = ndimage.distance_transform_edt(np.pad(free, 1))[1:-1, 1:-1] * res
     ok = clearance >= robot_radius
     if not ok.any():
         ok = clearance >= min(robot_radius, 0.5 * float(clearance.max()))
@@ -326,7 +329,7 @@ def plan_trajectory(room, obstacles: list[np.ndarray], rng: np.random.Generator,
     graph = coo_matrix((np.concatenate([w, w]), (np.concatenate([r, c]), np.concatenate([c, r]))),
                        shape=(len(cells), len(cells))).tocsr()
     path = [order[0]]
-    for a_idx, b_idx in zip(order[:-1], order[1:]):
+    for a_idx, b_idx in itertools.pairwise(order):
         _, pred = dijkstra(graph, indices=a_idx, return_predecessors=True)
         seg = [b_idx]
         while seg[-1] != a_idx and pred[seg[-1]] >= 0:
@@ -345,8 +348,7 @@ def plan_trajectory(room, obstacles: list[np.ndarray], rng: np.random.Generator,
     spin = 0 if lidar else 6
     n_path = max(1, int(length / pose_spacing) + 1)
     budget = max(1, max_poses - spin * len(order))
-    if n_path > budget:
-        n_path = budget
+    n_path = min(n_path, budget)
     s_samples = np.linspace(0.0, length, n_path) if length > 0 else np.zeros(1)
     events = [(s, "path") for s in s_samples]
     if spin:
@@ -403,8 +405,9 @@ class RawScans:
     """The points of every pose, concatenated.
 
     xyz_sensor: (P, 3) float32 sensor frame; xyz_room: (P, 3) float32 room frame (metres);
-    rgb: (P, 3) float32 in [0, 1]; obj: (P,) int32 object index; offsets: (S + 1,) int64, pose s
-    owns points offsets[s]:offsets[s+1]; num_rays: rays cast.
+    rgb: (P, 3) float32 in [0, 1]; obj: (P,) int32 object index, or ``World.num_objects`` for a
+    flying pixel (on no surface); offsets: (S + 1,) int64, pose s owns points
+    offsets[s]:offsets[s+1]; num_rays: rays cast.
     """
 
     xyz_sensor: np.ndarray
@@ -415,6 +418,22 @@ class RawScans:
     num_rays: int
 
 
+def sensor_rays(traj: Trajectory, sensor: CameraModel | LidarModel,
+                rng: np.random.Generator) -> np.ndarray:
+    """(S, R, 6) float32 rays (origin, unit direction; room frame) of every pose, R rays per pose
+    in the order of ``sensor.directions()`` flattened."""
+    flat_dirs = sensor.directions().reshape(-1, 3)
+    rot = traj.poses[:, :3, :3]                  # (S, 3, 3)
+    n_pose = len(traj.poses)
+    if isinstance(sensor, LidarModel):  # each revolution starts at a different azimuth
+        shift = rng.uniform(0, 2 * math.pi / sensor.azimuth_steps, n_pose)
+        rot = rot @ np.stack([fm.rot_z(a) for a in shift])
+    rays = np.empty((n_pose, len(flat_dirs), 6), dtype=np.float32)
+    rays[:, :, :3] = traj.poses[:, None, :3, 3]
+    rays[:, :, 3:] = flat_dirs.astype(np.float32) @ rot.transpose(0, 2, 1).astype(np.float32)
+    return rays
+
+
 def scan(world: World, traj: Trajectory, sensor: CameraModel | LidarModel,
          rng: np.random.Generator, threads: int = 0) -> RawScans:
     """Cast every pose's rays at once and turn the hits into noisy coloured points."""
@@ -423,15 +442,9 @@ def scan(world: World, traj: Trajectory, sensor: CameraModel | LidarModel,
     dirs_sensor = sensor.directions()            # (H, W, 3)
     grid_shape = dirs_sensor.shape[:2]
     flat_dirs = dirs_sensor.reshape(-1, 3)
-    rot = traj.poses[:, :3, :3]                  # (S, 3, 3)
     origin = traj.poses[:, :3, 3]
     n_pose = len(traj.poses)
-    if isinstance(sensor, LidarModel):  # each revolution starts at a different azimuth
-        shift = rng.uniform(0, 2 * math.pi / sensor.azimuth_steps, n_pose)
-        rot = rot @ np.stack([fm.rot_z(a) for a in shift])
-    rays = np.empty((n_pose, len(flat_dirs), 6), dtype=np.float32)
-    rays[:, :, :3] = origin[:, None, :]
-    rays[:, :, 3:] = flat_dirs.astype(np.float32) @ rot.transpose(0, 2, 1).astype(np.float32)
+    rays = sensor_rays(traj, sensor, rng)
     hits = world.scene.cast_rays(o3d.core.Tensor(rays), nthreads=threads)
     t = hits["t_hit"].numpy()                    # (S, H*W) float32, metres (unit directions)
     valid = np.isfinite(t) & (t >= sensor.min_range) & (t <= sensor.max_range)
@@ -439,7 +452,8 @@ def scan(world: World, traj: Trajectory, sensor: CameraModel | LidarModel,
     if isinstance(sensor, CameraModel):
         dz = flat_dirs[:, 2].astype(np.float32)  # cos of the angle to the optical axis
         depth = np.where(valid, t * dz, np.float32(np.nan)).reshape(n_pose, *grid_shape)
-        depth = _edge_artefacts(depth, sensor, rng).reshape(n_pose, -1)
+        depth, flying = _edge_artefacts(depth, sensor, rng)
+        depth, flying = depth.reshape(n_pose, -1), flying.reshape(n_pose, -1)
         valid &= np.isfinite(depth)
     s_idx, r_idx = np.nonzero(valid)
     r_true = t[s_idx, r_idx].astype(np.float64)
@@ -463,6 +477,9 @@ def scan(world: World, traj: Trajectory, sensor: CameraModel | LidarModel,
     tri = world.tri_offset[obj] + hits["primitive_ids"].numpy()[s_idx, r_idx].astype(np.int64)
     true_xyz = origin[s_idx] + d_room * r_true[:, None]
     color = surface_colors(world, obj, tri, true_xyz, normal, d_room)
+    if isinstance(sensor, CameraModel):
+        # Flying pixels float between two surfaces and belong to neither.
+        obj[flying[s_idx, r_idx]] = world.num_objects
     gain = rng.uniform(0.9, 1.1, (n_pose, 1)) * rng.uniform(0.97, 1.03, (n_pose, 3))
     color = color * gain[s_idx] + rng.normal(0.0, 0.015, color.shape)
     offsets = np.zeros(n_pose + 1, dtype=np.int64)
@@ -472,9 +489,10 @@ def scan(world: World, traj: Trajectory, sensor: CameraModel | LidarModel,
                     int(n_pose * len(flat_dirs)))
 
 
-def _edge_artefacts(depth: np.ndarray, cam: CameraModel, rng: np.random.Generator) -> np.ndarray:
+def _edge_artefacts(depth: np.ndarray, cam: CameraModel, rng: np.random.Generator
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Depth images (S, H, W) with NaN for no return: drop some pixels at depth discontinuities
-    and turn others into flying pixels between the two surfaces."""
+    and turn others into flying pixels between the two surfaces. Returns (depth, flying mask)."""
     # Edge padding: the image border is not a depth discontinuity.
     padded = np.pad(depth, ((0, 0), (1, 1), (1, 1)), mode="edge")
     centre = padded[:, 1:-1, 1:-1]
@@ -496,4 +514,4 @@ def _edge_artefacts(depth: np.ndarray, cam: CameraModel, rng: np.random.Generato
         target = np.take_along_axis(neighbours, which[None], axis=0)[0]
         mix = rng.random(depth.shape)
         out[flying] = centre[flying] + mix[flying] * (target[flying] - centre[flying])
-    return out
+    return out, flying

@@ -147,8 +147,9 @@ class SceneParams:
     def small(cls, **overrides: Any) -> SceneParams:
         """A cheap preset for tests and smoke runs: 3-5 m rooms, a 96 x 72 camera, <= 24 poses,
         4 cm voxels (about 10-25 k points per scene)."""
-        base = dict(room_size=(3.0, 5.0), image_size=(96, 72), max_poses=24, voxel_size=0.04,
-                    pose_spacing=0.5, min_instance_points=10)
+        base: dict[str, Any] = {"room_size": (3.0, 5.0), "image_size": (96, 72), "max_poses": 24,
+                                "voxel_size": 0.04, "pose_spacing": 0.5,
+                                "min_instance_points": 10}
         base.update(overrides)
         return cls(**base)
 
@@ -310,6 +311,73 @@ def _to_uint8(rgb01: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgb01 * 255.0), 0, 255).astype(np.uint8)
 
 
+@dataclass
+class FurnishedRoom:
+    """The geometry of a scene before scanning.
+
+    room: the ``layout.Room``; floor, walls: their ``furniture.Model`` (room frame); objects: the
+    placed ``layout.Placed`` things. Object index o (the ray-casting geometry id) is 0 for the
+    floor, 1 for the walls and 2 + k for ``objects[k]``; the last index marks flying pixels.
+    """
+
+    room: Any
+    floor: Any
+    walls: Any
+    objects: list
+
+    @property
+    def semantic_of(self) -> np.ndarray:
+        """(O + 1,) int64 class per object index (IGNORE_LABEL for clutter), and IGNORE_LABEL
+        for index O, the scanner's "no surface" (flying pixels)."""
+        return np.array([self.floor.class_id, self.walls.class_id]
+                        + [o.semantic for o in self.objects] + [IGNORE_LABEL], dtype=np.int64)
+
+    def surfaces(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per object index: (vertices (V, 3) float32 room frame, triangles (T, 3) int32,
+        tri_color (T, 3) float32, tri_texture (T,) uint8)."""
+        out = [(m.vertices, m.triangles, m.tri_color, m.tri_texture)
+               for m in (self.floor, self.walls)]
+        out += [(o.vertices(), o.model.triangles, o.model.tri_color, o.model.tri_texture)
+                for o in self.objects]
+        return out
+
+
+def _streams(seed: int) -> list[np.random.Generator]:
+    """Independent random streams per stage (room, layout, world, path, sensor), so a change in
+    one stage leaves the others' draws alone."""
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(5)]
+
+
+def furnish_room(seed: int, params: SceneParams | None = None) -> FurnishedRoom:
+    """The room and furniture of scene ``seed`` (what ``generate_scene`` scans)."""
+    from . import layout as lay_mod
+
+    params = params or SceneParams()
+    rng_room, rng_layout = _streams(seed)[:2]
+    room = lay_mod.make_room(rng_room, params.room_size, params.l_shape_prob, params.wall_height,
+                             params.room_kind)
+    layout = lay_mod.furnish(room, rng_layout, params.mesh_prob, params.clutter_density,
+                             params.fill)
+    floor, walls = lay_mod.room_models(room, rng_layout)
+    return FurnishedRoom(room, floor, walls, layout.objects)
+
+
+def _sensor_and_trajectory(scene_geo: FurnishedRoom, params: SceneParams,
+                           rng: np.random.Generator):
+    from . import scanner
+
+    lidar = params.sensor == "lidar"
+    sensor = params.lidar() if lidar else params.camera()
+    obstacles = [o.footprint for o in scene_geo.objects if o.obstacle]
+    # A LiDAR sees all around: it needs fewer, sparser poses than a camera for the same cover.
+    traj = scanner.plan_trajectory(scene_geo.room, obstacles, rng, lidar,
+                                   params.pose_spacing * (2.5 if lidar else 1.0),
+                                   max(1, params.max_poses // 2) if lidar else params.max_poses)
+    return sensor, traj
+
+
 def generate_scene(seed: int, params: SceneParams | None = None, *, keep_sequence: bool = False,
                    threads: int = 0) -> Scene:
     """Generate, scan and label one scene; deterministic from ``seed`` and ``params``.
@@ -317,41 +385,21 @@ def generate_scene(seed: int, params: SceneParams | None = None, *, keep_sequenc
     keep_sequence: also return the raw per-pose scans (``Scene.sequence``). threads: ray-casting
     threads (0: all cores); it does not change the result.
     """
-    from . import layout as lay_mod
     from . import scanner
 
     params = params or SceneParams()
     seed = int(seed)
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
-    # Independent streams per stage, so a change in one stage leaves the others' draws alone.
-    rng_room, rng_layout, rng_world, rng_path, rng_sensor = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5))
-    room = lay_mod.make_room(rng_room, params.room_size, params.l_shape_prob, params.wall_height,
-                             params.room_kind)
-    layout = lay_mod.furnish(room, rng_layout, params.mesh_prob, params.clutter_density,
-                             params.fill)
-    floor, walls = lay_mod.room_models(room, rng_layout)
-    objects = layout.objects
+    rng_world, rng_path, rng_sensor = _streams(seed)[2:]
+    scene_geo = furnish_room(seed, params)
+    room, objects = scene_geo.room, scene_geo.objects
     timing["layout"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    surfaces = [(floor.vertices, floor.triangles, floor.tri_color, floor.tri_texture),
-                (walls.vertices, walls.triangles, walls.tri_color, walls.tri_texture)]
-    surfaces += [(o.vertices(), o.model.triangles, o.model.tri_color, o.model.tri_texture)
-                 for o in objects]
-    world = scanner.build_world(surfaces, rng_world)
-    semantic_of = np.array([floor.class_id, walls.class_id] + [o.semantic for o in objects],
-                           dtype=np.int64)
-    lidar = params.sensor == "lidar"
-    sensor = params.lidar() if lidar else params.camera()
-    obstacles = [o.footprint for o in objects if o.obstacle]
-    # A LiDAR sees all around: it needs fewer, sparser poses than a camera for the same cover.
-    traj = scanner.plan_trajectory(room, obstacles, rng_path, lidar,
-                                   params.pose_spacing * (2.5 if lidar else 1.0),
-                                   max(1, params.max_poses // 2) if lidar else params.max_poses)
+    world = scanner.build_world(scene_geo.surfaces(), rng_world)
+    semantic_of = scene_geo.semantic_of
+    sensor, traj = _sensor_and_trajectory(scene_geo, params, rng_path)
     timing["plan"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -412,7 +460,9 @@ def generate_scene(seed: int, params: SceneParams | None = None, *, keep_sequenc
         "voxel_size": params.voxel_size,
         "instances": instances_meta,
         "num_placed_objects": len(objects),
-        "num_ignored_objects_seen": int(np.count_nonzero((counts > 0) & (sem_of == IGNORE_LABEL))),
+        "num_ignored_objects_seen": int(np.count_nonzero((counts[:-1] > 0)
+                                                         & (sem_of[:-1] == IGNORE_LABEL))),
+        "num_flying_points": int(counts[-1]),
     }
     sequence = None
     if keep_sequence:
@@ -541,3 +591,59 @@ def gen_data_main(args) -> int:
     print(f"wrote {len(paths)} scenes to {args.outdir} in {dt:.1f} s "
           f"({dt / max(len(paths), 1):.2f} s/scene)")
     return 0
+
+
+def raycast_baseline(seed: int, params: SceneParams | None = None, threads: int = 1):
+    """The bare ray casting of scene ``seed``: a zero-argument callable that casts exactly the
+    rays ``generate_scene`` casts (same world, trajectory and sensor) and nothing else. The
+    benchmark's baseline: generator time / this time is the cost of everything around the ray
+    casting (layout, noise, colour, voxelization, labels)."""
+    import open3d as o3d
+
+    from . import scanner
+
+    params = params or SceneParams()
+    rng_world, rng_path, rng_sensor = _streams(seed)[2:]
+    scene_geo = furnish_room(seed, params)
+    world = scanner.build_world(scene_geo.surfaces(), rng_world)
+    sensor, traj = _sensor_and_trajectory(scene_geo, params, rng_path)
+    rays = o3d.core.Tensor(scanner.sensor_rays(traj, sensor, rng_sensor))
+    return lambda: world.scene.cast_rays(rays, nthreads=threads)
+
+
+def benchmark_generator(num_scenes: int = 5, seed: int = 0, params: SceneParams | None = None,
+                        threads: int = 1) -> dict[str, Any]:
+    """Time ``generate_scene`` over seeds ``seed .. seed + num_scenes - 1`` against the bare ray
+    casting of the same rays (``raycast_baseline``), both on ``threads`` ray-casting threads
+    (numpy itself runs on one core).
+
+    Returns ``{'scenes', 'seconds_per_scene', 'points_per_scene', 'rays_per_scene',
+    'raycast_seconds_per_scene', 'ratio', 'per_scene': [...]}`` with wall-clock seconds (means
+    over scenes) and ``ratio = seconds_per_scene / raycast_seconds_per_scene``.
+    """
+    params = params or SceneParams()
+    generate_scene(seed, params, threads=threads)  # warm-up: imports, mesh files, caches
+    rows = []
+    for s in range(seed, seed + num_scenes):
+        cast = raycast_baseline(s, params, threads)
+        cast()
+        t = time.perf_counter()
+        cast()
+        t_cast = time.perf_counter() - t
+        t = time.perf_counter()
+        scene = generate_scene(s, params, threads=threads)
+        t_gen = time.perf_counter() - t
+        rows.append({"seed": s, "kind": scene.meta["room"]["kind"], "points": scene.num_points,
+                     "rays": scene.meta["num_rays"], "seconds": t_gen, "raycast_seconds": t_cast,
+                     "stages": {k: round(v, 4) for k, v in scene.timing_s.items()}})
+    sec = float(np.mean([r["seconds"] for r in rows]))
+    cast_sec = float(np.mean([r["raycast_seconds"] for r in rows]))
+    return {
+        "scenes": num_scenes,
+        "seconds_per_scene": sec,
+        "points_per_scene": float(np.mean([r["points"] for r in rows])),
+        "rays_per_scene": float(np.mean([r["rays"] for r in rows])),
+        "raycast_seconds_per_scene": cast_sec,
+        "ratio": sec / cast_sec,
+        "per_scene": rows,
+    }

@@ -103,8 +103,11 @@ def _intersections(a: _MaskSource, b: _MaskSource | None, num_points: int | None
         block_a = a.chunk(p0, p1)
         block_b = block_a if b is None else other.chunk(p0, p1)
         inter += (block_a @ block_b.T).to(torch.float64)
-        area_a += block_a.sum(1, dtype=torch.float64)
-        area_b += block_b.sum(1, dtype=torch.float64)
+        area_a += block_a.sum(1).to(torch.float64)  # float32 sums of 0/1: exact below 2^24
+        if b is not None:
+            area_b += block_b.sum(1).to(torch.float64)
+    if b is None:
+        area_b = area_a
     return inter, area_a, area_b
 
 

@@ -124,6 +124,16 @@ def _ball_query_cpu(xyz: torch.Tensor, query: torch.Tensor, offsets: torch.Tenso
     points = xyz.numpy()
     queries = query.numpy()
     candidate_radius = radius * (1.0 + _CANDIDATE_SLACK)
+    r2 = np.float32(radius_squared_f32(radius))
+
+    def within(q_rows: np.ndarray, p_rows: np.ndarray) -> np.ndarray:
+        # float32, ((dx*dx + dy*dy) + dz*dz), one rounding per operation: the CUDA kernel's rule.
+        dist2 = np.zeros(q_rows.shape[0], dtype=np.float32)
+        for axis in range(3):
+            d = queries[q_rows, axis] - points[p_rows, axis]
+            dist2 += d * d
+        return dist2 < r2
+
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     for b in range(offsets.numel() - 1):
@@ -132,25 +142,25 @@ def _ball_query_cpu(xyz: torch.Tensor, query: torch.Tensor, offsets: torch.Tenso
         if p0 == p1 or q0 == q1:
             continue
         tree = cKDTree(points[p0:p1])
-        if self_query:
-            pairs = tree.query_pairs(candidate_radius, output_type="ndarray").astype(np.int64)
-            own = np.arange(p1 - p0, dtype=np.int64)
-            rows.append(np.concatenate([pairs[:, 0], pairs[:, 1], own]) + q0)
-            cols.append(np.concatenate([pairs[:, 1], pairs[:, 0], own]) + p0)
+        if self_query:  # each unordered pair once, then both directions and the point itself
+            pairs = tree.query_pairs(candidate_radius, output_type="ndarray").astype(np.int64) + p0
+            pairs = pairs[within(pairs[:, 0], pairs[:, 1])]
+            own = np.arange(p0, p1, dtype=np.int64)
+            rows.append(np.concatenate([pairs[:, 0], pairs[:, 1], own]))
+            cols.append(np.concatenate([pairs[:, 1], pairs[:, 0], own]))
         else:
             found = cKDTree(queries[q0:q1]).sparse_distance_matrix(
                 tree, candidate_radius, output_type="ndarray")
-            rows.append(found["i"].astype(np.int64) + q0)
-            cols.append(found["j"].astype(np.int64) + p0)
+            row = found["i"].astype(np.int64) + q0
+            col = found["j"].astype(np.int64) + p0
+            hit = within(row, col)
+            rows.append(row[hit])
+            cols.append(col[hit])
     row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
 
-    diff = queries[row] - points[col]  # float32, same rounding as the CUDA kernel
-    dist2 = diff[:, 0] * diff[:, 0] + diff[:, 1] * diff[:, 1]
-    dist2 = dist2 + diff[:, 2] * diff[:, 2]
-    hit = dist2 < np.float32(radius_squared_f32(radius))
     num_points = points.shape[0]
-    key = np.sort(row[hit] * num_points + col[hit])
+    key = np.sort(row * num_points + col)
     row = key // num_points
     col = key - row * num_points
 

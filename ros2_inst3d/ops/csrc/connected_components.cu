@@ -1,43 +1,12 @@
-// Connected components of a neighbour graph by lock-free union-find.
+// Connected components of a neighbour graph by lock-free union-find (connected_components.cuh).
 // Contract and CPU twin: ros2_inst3d/ops/clustering.py.
-//
-// Only roots are ever re-parented, always under a smaller root (atomicCAS), so parents strictly
-// decrease along every chain and the final root of a component is its smallest point index:
-// the canonical component id, whatever the order in which threads ran.
 #include "common.cuh"
+#include "connected_components.cuh"
 
 namespace inst3d {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ int32_t find_root(const int32_t* parent, int32_t x) {
-  // volatile: re-read parents other threads may have hooked meanwhile. A stale read is harmless:
-  // it only yields an older ancestor, and the atomicCAS in unite() rechecks it.
-  const volatile int32_t* p = parent;
-  int32_t up = p[x];
-  while (up != x) {
-    x = up;
-    up = p[x];
-  }
-  return x;
-}
-
-__device__ __forceinline__ void unite(int32_t* parent, int32_t a, int32_t b) {
-  while (true) {
-    a = find_root(parent, a);
-    b = find_root(parent, b);
-    if (a == b) return;
-    if (a < b) {
-      const int32_t t = a;
-      a = b;
-      b = t;
-    }
-    const int32_t seen = atomicCAS(parent + a, a, b);  // hook the larger root under the smaller
-    if (seen == a) return;
-    a = seen;  // a stopped being a root meanwhile; retry from its new parent
-  }
-}
 
 __global__ void init_parent_kernel(int32_t* parent, int64_t num_points) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;

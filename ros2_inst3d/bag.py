@@ -1,0 +1,681 @@
+"""Offline front end: rosbag2 in → the node's pipeline → rosbag2 out, with ``rosbags`` (no ROS).
+
+:func:`segment_bag` replays a bag through the same :class:`~ros2_inst3d.pipeline.StreamPipeline`
+the node runs, in bag time:
+
+* PointCloud2 topics are ingested in bag order, ``/tf`` and ``/tf_static`` go into a
+  :class:`~ros2_inst3d.tf_buffer.TfBuffer`. A scan is ingested once the bag has moved ``tf_wait_s``
+  past it, so the ``/tf`` samples after its stamp (needed to interpolate) are in the buffer: the
+  live node's ``tf_timeout_s`` wait, without wall-clock time.
+* The segmentation trigger runs on bag time (``poll(receive time)`` after every scan); a last
+  segmentation covers scans still pending at the end, then every scan has a fate.
+* The output bag (rosbag2 metadata version 8, which Humble opens) holds every input connection
+  re-written byte for byte with its type, definition and QoS, plus the node's output topics
+  under ``/`` with their message definitions, so it is self-describing. ``instances/labels`` is
+  written once, with the transient-local QoS the node latches it with.
+* ``OUT/summary.json`` accounts for every input scan: processed (newest scan of a result), merged
+  (older scans of a result) or skipped with a reason; the three add up to the scans read.
+
+:func:`write_bag` and :func:`write_scan_bag` write test bags (a moving sensor with TF).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import logging
+import math
+from collections import Counter, deque
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .cloud import encode_xyz, ns_to_stamp
+from .config import Config
+from .msgs import MessageFactory, make_typestore
+from .pipeline import OUTPUT_TYPES, TOPIC_LABELS, ScanRecord, StreamPipeline
+from .tf_buffer import TfBuffer
+from .transforms import matrix_to_transform
+
+if TYPE_CHECKING:
+    from rosbags.interfaces import Qos
+
+log = logging.getLogger(__name__)
+
+POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
+TFMESSAGE = "tf2_msgs/msg/TFMessage"
+TF_TOPIC = "/tf"
+TF_STATIC_TOPIC = "/tf_static"
+# rosbag2 metadata version written: Humble reads v8 (its QoS field is a string there), not v9.
+BAG_VERSION = 8
+STORAGES = ("sqlite3", "mcap")
+DISTROS = ("humble", "jazzy")
+# The ROS distro recorded in a bag's metadata -> the typestore whose definitions match it.
+_DISTRO_OF_BAG = {"humble": "humble", "iron": "jazzy", "jazzy": "jazzy", "kilted": "jazzy",
+                  "rolling": "jazzy"}
+DEFAULT_TF_WAIT_S = 0.5
+SUMMARY_FILE = "summary.json"
+NS_PER_S = 1_000_000_000
+
+
+class BagError(ValueError):
+    """A bag (or an argument) the bag tool cannot use; the message says why and what to change."""
+
+
+def output_topic(name: str) -> str:
+    """The bag topic of a node output: the node's names are relative, the bag's are absolute."""
+    return "/" + name
+
+
+def _absolute(topic: str) -> str:
+    return topic if topic.startswith("/") else "/" + topic
+
+
+def _qos(durability: str, depth: int) -> "Qos":
+    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
+                                    QosReliability, QosTime)
+
+    zero = QosTime(0, 0)  # "unspecified": no deadline, lifespan or lease
+    return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE,
+               QosDurability[durability], zero, zero, QosLiveliness.AUTOMATIC, zero, False)
+
+
+def output_qos(topic_name: str) -> "Qos":
+    """The QoS the node offers on an output topic (reliable; labels latched: transient local)."""
+    if topic_name == TOPIC_LABELS:
+        return _qos("TRANSIENT_LOCAL", 1)
+    return _qos("VOLATILE", 2)
+
+
+def _storage_plugin(storage: str):
+    from rosbags.rosbag2 import StoragePlugin
+
+    if storage not in STORAGES:
+        raise BagError(f"unknown storage {storage!r}; choose one of {', '.join(STORAGES)}")
+    return StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+
+
+def input_storage(path: Path) -> str:
+    """'mcap' or 'sqlite3': the storage of the bag at ``path`` (a bag directory or its file)."""
+    if path.is_file():
+        return "mcap" if path.suffix == ".mcap" else "sqlite3"
+    return "mcap" if any(path.glob("*.mcap")) else "sqlite3"
+
+
+# ----------------------------------------------------------------------------------------------
+# segment a bag
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _HeldScan:
+    """A PointCloud2 read from the bag, waiting for the TF data after it."""
+
+    bag_time_ns: int
+    topic: str
+    msg: Any          # the deserialised message, or None when it did not deserialise
+    error: str = ""
+
+
+class _OrderedWrites:
+    """Writes to the output bag in timestamp order (results are produced ``tf_wait`` late)."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+        self._heap: list[tuple[int, int, Any, Any]] = []
+        self._seq = 0
+        self.counts: Counter = Counter()
+
+    def push(self, time_ns: int, connection: Any, data: Any) -> None:
+        heapq.heappush(self._heap, (time_ns, self._seq, connection, data))
+        self._seq += 1
+
+    def flush(self, until_ns: float = math.inf) -> None:
+        while self._heap and self._heap[0][0] <= until_ns:
+            time_ns, _, connection, data = heapq.heappop(self._heap)
+            self.writer.write(connection, time_ns, data)
+            self.counts[connection.topic] += 1
+
+
+def segment_bag(
+    in_path: str | Path,
+    out_path: str | Path,
+    cfg: Config,
+    topics: Sequence[str] | None = None,
+    fixed_frame: str | None = None,
+    *,
+    distro: str | None = None,
+    storage: str | None = None,
+    limit: int | None = None,
+    tf_wait_s: float = DEFAULT_TF_WAIT_S,
+    segmenter: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Segment the PointCloud2 topics of a rosbag2 and write the results to a new rosbag2.
+
+    in_path: rosbag2 directory (or its ``.mcap`` / ``.db3`` file), sqlite3 or MCAP storage.
+    out_path: output bag directory; must not exist. ``summary.json`` is written into it.
+    cfg: the node's configuration (accumulation, trigger, model, outputs).
+    topics: PointCloud2 topics to segment (``/points`` or ``points``); None: every PointCloud2
+        topic except our own output topics.
+    fixed_frame: overrides ``cfg.input.fixed_frame``. Scans already in it need no TF.
+    distro: 'humble' or 'jazzy' message definitions for the outputs; None: the input bag's
+        ``ros_distro`` when its metadata has one, else humble.
+    storage: 'sqlite3' or 'mcap' for the output; None: the input's.
+    limit: read only the first ``limit`` scans (the input is copied up to there).
+    tf_wait_s: bag time a scan waits for the TF data after its stamp before it is ingested.
+    segmenter: a ready :class:`~ros2_inst3d.segmenter.Segmenter` (None: built from ``cfg``).
+    progress: show a tqdm bar over the bag's messages.
+
+    Returns the summary (also written to ``out_path/summary.json``): counts of processed, merged
+    and skipped scans by reason, every scan's record, the segmentations, messages written per
+    topic, and input topics that could not be copied (with why).
+    Raises BagError for unusable input (no PointCloud2 topic, a named topic missing, ROS 1 bag,
+    output exists) and FileNotFoundError when ``in_path`` does not exist.
+    """
+    from rosbags.highlevel import AnyReader, AnyReaderError
+    from tqdm import tqdm
+
+    in_path, out_path = Path(in_path), Path(out_path)
+    if not in_path.exists():
+        raise FileNotFoundError(f"input bag {in_path} does not exist")
+    if out_path.exists():
+        raise BagError(f"output bag {out_path} exists already; remove it or choose another path")
+    if distro is not None and distro not in DISTROS:
+        raise BagError(f"unknown distro {distro!r}; choose one of {', '.join(DISTROS)}")
+    if limit is not None and limit < 1:
+        raise BagError(f"limit must be >= 1 scan, got {limit}")
+    if not tf_wait_s >= 0:
+        raise BagError(f"tf_wait_s must be >= 0 seconds, got {tf_wait_s}")
+    if fixed_frame:
+        cfg = cfg.replace(**{"input.fixed_frame": fixed_frame})
+    storage = storage or input_storage(in_path)
+    plugin = _storage_plugin(storage)
+
+    # Bags without embedded definitions (Humble's sqlite3) are read with the given distro's types.
+    reader = AnyReader([in_path], default_typestore=make_typestore(distro or "humble"))
+    try:
+        reader.open()
+    except AnyReaderError as exc:
+        raise BagError(f"cannot open {in_path} as a rosbag2: {exc}") from None
+    try:
+        if not reader.is2:
+            raise BagError(f"{in_path} is a ROS 1 bag; convert it first (rosbags-convert)")
+        bag_distro = recorded_distro(in_path, reader.readers[0].ros_distro)
+        if distro is None:
+            distro = _choose_distro(reader.typestore, bag_distro)
+        selected = _select_topics(reader, topics)
+        run = _BagRun(reader, out_path, plugin, cfg, distro, selected, limit, tf_wait_s,
+                      segmenter)
+        with tqdm(total=reader.message_count, unit="msg", disable=not progress,
+                  desc=in_path.name) as bar:
+            run.process(bar)
+    finally:
+        reader.close()
+    summary = run.summary(in_path, storage, bag_distro)
+    _write_json(out_path / SUMMARY_FILE, summary)
+    return summary
+
+
+def recorded_distro(path: Path, metadata_distro: str | None) -> str | None:
+    """The ROS distro that recorded the bag, lower case, or None when the bag does not say.
+
+    rosbag2 metadata has ``ros_distro`` since version 8; older sqlite3 bags (Humble writes v5)
+    keep it in the database's ``schema`` table. rosbags-written bags say ``rosbags``: unknown.
+    """
+    if metadata_distro and metadata_distro.lower() != "rosbags":
+        return metadata_distro.lower()
+    files = [path] if path.is_file() else sorted(path.glob("*.db3"))
+    if not files or files[0].suffix != ".db3":
+        return None
+    import sqlite3
+
+    try:
+        with closing(sqlite3.connect(f"{files[0].resolve().as_uri()}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT ros_distro FROM schema").fetchone()
+    except sqlite3.Error:  # no schema table (older rosbag2): the bag does not say
+        return None
+    found = str(row[0]).lower() if row and row[0] else None
+    return None if found == "rosbags" else found
+
+
+def _choose_distro(input_types: Any, recorded: str | None) -> str:
+    """The recorded distro's definitions, unless the input defines an output type differently
+    (a bag stores one definition per type), in which case the distro that agrees with it."""
+    preferred = _DISTRO_OF_BAG.get(recorded or "", "humble")
+    for candidate in (preferred, *[d for d in DISTROS if d != preferred]):
+        if not _conflicting_types(input_types, make_typestore(candidate)):
+            return candidate
+    return preferred  # every candidate conflicts: the connection check explains
+
+
+def _conflicting_types(input_types: Any, output_types: Any) -> list[str]:
+    """Output message types the input bag defines differently from ``output_types``."""
+    return [msgtype for msgtype in sorted(set(OUTPUT_TYPES.values()))
+            if msgtype in input_types.fielddefs
+            and input_types.generate_msgdef(msgtype, ros_version=2)[0]
+            != output_types.generate_msgdef(msgtype, ros_version=2)[0]]
+
+
+def _select_topics(reader: Any, topics: Sequence[str] | None) -> list[str]:
+    ours = {output_topic(name) for name in OUTPUT_TYPES}
+    clouds = sorted(t for t, info in reader.topics.items()
+                    if info.msgtype == POINTCLOUD2 and t not in ours)
+    everything = ", ".join(f"{t} ({info.msgtype})" for t, info in sorted(reader.topics.items()))
+    if topics is None:
+        if not clouds:
+            raise BagError(
+                f"the bag has no {POINTCLOUD2} topic to segment; it holds: {everything or 'nothing'}"
+                ". Decode raw sensor packets into PointCloud2 first (e.g. play the bag into the "
+                "driver's decoder and record its cloud topic)")
+        return clouds
+    wanted = [_absolute(t) for t in topics]
+    missing = [t for t in wanted if t not in clouds]
+    if missing:
+        raise BagError(
+            f"topic(s) {', '.join(missing)} not found as {POINTCLOUD2} in the bag; its "
+            f"PointCloud2 topics: {', '.join(clouds) or 'none'} (all topics: {everything})")
+    return list(dict.fromkeys(wanted))
+
+
+class _BagRun:
+    """One pass over the input bag: copy, TF, ingest, segment, write."""
+
+    def __init__(self, reader: Any, out_path: Path, plugin: Any, cfg: Config, distro: str,
+                 topics: list[str], limit: int | None, tf_wait_s: float, segmenter: Any) -> None:
+        from .segmenter import Segmenter
+
+        self.reader = reader
+        self.out_path = out_path
+        self.plugin = plugin
+        self.cfg = cfg
+        self.distro = distro
+        self.topics = topics
+        self.limit = limit
+        self.wait_ns = int(round(tf_wait_s * NS_PER_S))
+        self.store = make_typestore(distro)
+        self.factory = MessageFactory.for_rosbags(self.store)
+        self.segmenter = segmenter if segmenter is not None else Segmenter(cfg)
+        self.pipeline = StreamPipeline(cfg, self.segmenter, keep_records=True)
+        # The cache covers the window plus how far ingestion lags behind the newest TF data.
+        self.tf = TfBuffer(cache_s=max(10.0, cfg.accumulate.window_s + 2 * tf_wait_s + 1.0))
+        self.held: deque[_HeldScan] = deque()
+        self.bag_time_of: dict[int, int] = {}   # scan index -> bag receive time
+        self.segmentations: list[dict[str, Any]] = []
+        self.not_copied: dict[str, str] = {}
+        self.tf_undecodable = 0
+        self.scans_read = 0
+        self.last_scan_ns: int | None = None
+        self.truncated_at_ns: int | None = None
+        self.writes: _OrderedWrites | None = None
+        self.out_connections: dict[str, Any] = {}
+
+    # ---- output bag ------------------------------------------------------------------------
+    def _add_connections(self, writer: Any) -> dict[int, Any]:
+        """Output connections of every copyable input connection (by id), and of our outputs."""
+        ours = {output_topic(name): name for name in OUTPUT_TYPES}
+        copies: dict[int, Any] = {}
+        for conn in self.reader.connections:
+            if conn.topic in ours:
+                self.not_copied[conn.topic] = (
+                    "replaced: the output topic of the same name is written by this run")
+                continue
+            if conn.msgtype not in self.reader.typestore.fielddefs:
+                self.not_copied[conn.topic] = (
+                    f"type {conn.msgtype} has no definition in the input bag (nor in the "
+                    f"{self.distro} typestore), and a rosbag2 connection needs one")
+                log.warning("input topic %s not copied: %s", conn.topic,
+                            self.not_copied[conn.topic])
+                continue
+            qos = list(conn.ext.offered_qos_profiles)
+            if not qos and conn.topic == TF_STATIC_TOPIC:
+                qos = [_qos("TRANSIENT_LOCAL", 1)]   # so ros2 bag play latches it
+            copies[conn.id] = writer.add_connection(
+                conn.topic, conn.msgtype, typestore=self.reader.typestore,
+                serialization_format=conn.ext.serialization_format, offered_qos_profiles=qos)
+        for topic, name in ours.items():
+            self.out_connections[name] = writer.add_connection(
+                topic, OUTPUT_TYPES[name], typestore=self.store,
+                offered_qos_profiles=[output_qos(name)])
+        return copies
+
+    def _write_output(self, time_ns: int, name: str, msg: Any) -> None:
+        assert self.writes is not None
+        data = self.store.serialize_cdr(msg, OUTPUT_TYPES[name])
+        self.writes.push(time_ns, self.out_connections[name], data)
+
+    # ---- the pass ---------------------------------------------------------------------------
+    def process(self, bar: Any) -> None:
+        from rosbags.rosbag2 import Writer
+
+        conflicts = _conflicting_types(self.reader.typestore, self.store)
+        if conflicts:
+            # A bag stores one definition per type, so the input's and ours must agree.
+            raise BagError(
+                f"the input bag defines {', '.join(conflicts)} differently from the "
+                f"{self.distro} definitions the outputs would use; choose the bag's distro "
+                f"(--distro {' or '.join(d for d in DISTROS if d != self.distro)})")
+        writer = Writer(self.out_path, version=BAG_VERSION, storage_plugin=self.plugin)
+        with writer:
+            copies = self._add_connections(writer)
+            self.writes = _OrderedWrites(writer)
+            start_ns = self.reader.start_time
+            self._write_output(start_ns, TOPIC_LABELS,
+                               self.pipeline.label_message(self.factory, start_ns))
+            for conn, time_ns, raw in self.reader.messages():
+                if self._limit_reached(time_ns):
+                    self.truncated_at_ns = time_ns
+                    break
+                bar.update(1)
+                copy = copies.get(conn.id)
+                if copy is not None:
+                    self.writes.push(time_ns, copy, raw)
+                if conn.topic in (TF_TOPIC, TF_STATIC_TOPIC) and conn.msgtype == TFMESSAGE:
+                    self._add_tf(conn, raw)
+                elif conn.topic in self.topics and conn.msgtype == POINTCLOUD2 and (
+                        self.limit is None or self.scans_read < self.limit):
+                    self._hold(conn, time_ns, raw)
+                self._ingest_held(time_ns - self.wait_ns)
+                self.writes.flush(time_ns - self.wait_ns)
+            self._ingest_held(math.inf)
+            if any(rec.fate == "pending" for rec in self.pipeline.records):
+                self._segment(self.last_scan_ns if self.last_scan_ns is not None else start_ns)
+            self.pipeline.finish()
+            self.writes.flush()
+
+    def _limit_reached(self, time_ns: int) -> bool:
+        # Keep reading TF for tf_wait after the last scan, so it can still be interpolated.
+        return (self.limit is not None and self.scans_read >= self.limit
+                and self.last_scan_ns is not None and time_ns > self.last_scan_ns + self.wait_ns)
+
+    def _add_tf(self, conn: Any, raw: Any) -> None:
+        try:
+            msg = self.reader.deserialize(raw, conn.msgtype)
+        except Exception as exc:  # noqa: BLE001 - a corrupt message must not end the run
+            self.tf_undecodable += 1
+            log.warning("a %s message did not deserialise and was ignored: %s", conn.topic, exc)
+            return
+        self.tf.add_message(msg, static=conn.topic == TF_STATIC_TOPIC)
+
+    def _hold(self, conn: Any, time_ns: int, raw: Any) -> None:
+        self.scans_read += 1
+        self.last_scan_ns = time_ns
+        try:
+            msg = self.reader.deserialize(raw, conn.msgtype)
+        except Exception as exc:  # noqa: BLE001 - counted as an undecodable scan
+            self.held.append(_HeldScan(time_ns, conn.topic, None,
+                                       f"{type(exc).__name__}: {exc}"))
+            return
+        self.held.append(_HeldScan(time_ns, conn.topic, msg))
+
+    def _ingest_held(self, until_ns: float) -> None:
+        pipeline = self.pipeline
+        while self.held and self.held[0].bag_time_ns <= until_ns:
+            scan = self.held.popleft()
+            if scan.msg is None:
+                rec = pipeline.skip_message(scan.topic, "undecodable", scan.error)
+            else:
+                try:
+                    rec = pipeline.ingest(scan.topic, scan.msg, self.tf.lookup)
+                except Exception as exc:  # noqa: BLE001 - one bad scan must not end the run
+                    log.error("scan on %s at %.3f s failed: %r", scan.topic,
+                              scan.bag_time_ns / NS_PER_S, exc)
+                    rec = pipeline.skip_message(scan.topic, "ingest_error", repr(exc),
+                                                rec=_dangling_record(pipeline))
+            self.bag_time_of[rec.index] = scan.bag_time_ns
+            if pipeline.trigger.poll(scan.bag_time_ns / NS_PER_S):
+                self._segment(scan.bag_time_ns)
+
+    def _segment(self, time_ns: int) -> None:
+        result = self.pipeline.segment()
+        if result is None:
+            return
+        msgs = self.pipeline.output_messages(self.factory, result)
+        for name, msg in msgs.items():
+            self._write_output(time_ns, name, msg)
+        inst = result.instances
+        self.segmentations.append({
+            "bag_time_ns": time_ns, "stamp_ns": result.newest_stamp_ns,
+            "oldest_stamp_ns": result.oldest_stamp_ns, "num_scans": result.num_scans,
+            "scan_indices": list(result.scan_indices), "num_points": int(len(inst.xyz)),
+            "num_instances": int(inst.num_instances),
+            "classes": [inst.class_names[c] if 0 <= c < len(inst.class_names) else "unknown"
+                        for c in inst.class_ids.tolist()],
+        })
+
+    # ---- account ----------------------------------------------------------------------------
+    def summary(self, in_path: Path, storage: str, bag_distro: str | None) -> dict[str, Any]:
+        records = self.pipeline.records
+        fates = Counter(rec.fate for rec in records)
+        skipped = Counter(rec.reason for rec in records if rec.fate == "skipped")
+        total = fates["processed"] + fates["merged"] + fates["skipped"]
+        if total != len(records) or len(records) != self.scans_read:
+            # The invariant the summary exists for; a break is a bug, never bad input.
+            raise RuntimeError(
+                f"scan account does not add up: {self.scans_read} scans read, {len(records)} "
+                f"records, fates {dict(fates)}")
+        assert self.writes is not None
+        return {
+            "input": str(in_path), "output": str(self.out_path),
+            "storage": storage, "rosbag2_version": BAG_VERSION,
+            "distro": self.distro, "input_ros_distro": bag_distro,
+            "fixed_frame": self.cfg.input.fixed_frame, "model": self.segmenter.model_name,
+            "topics": self.topics, "limit": self.limit, "truncated_at_ns": self.truncated_at_ns,
+            "scans": {"total": len(records), "processed": fates["processed"],
+                      "merged": fates["merged"], "skipped": fates["skipped"],
+                      "skipped_by_reason": dict(sorted(skipped.items()))},
+            "segmentations": self.segmentations,
+            "messages_written": dict(sorted(self.writes.counts.items())),
+            "not_copied": self.not_copied,
+            "tf": {"frames": self.tf.frames,
+                   "edges": [{"parent": p, "child": c, "static": s, "samples": n}
+                             for p, c, s, n in self.tf.edges()],
+                   "rejected": dict(self.tf.rejected), "undecodable": self.tf_undecodable},
+            "stats": self.pipeline.stats.as_dict(),
+            "records": [_record_dict(rec, self.bag_time_of.get(rec.index)) for rec in records],
+        }
+
+
+def _dangling_record(pipeline: StreamPipeline) -> ScanRecord | None:
+    """The record ``ingest`` created before it raised, if it is still pending."""
+    if pipeline.records and pipeline.records[-1].fate == "pending" and \
+            pipeline.records[-1].index == pipeline.stats.scans_received - 1:
+        return pipeline.records[-1]
+    return None
+
+
+def _record_dict(rec: ScanRecord, bag_time_ns: int | None) -> dict[str, Any]:
+    return {"index": rec.index, "topic": rec.topic, "bag_time_ns": bag_time_ns,
+            "stamp_ns": rec.stamp_ns, "fate": rec.fate, "reason": rec.reason,
+            "detail": rec.detail}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None   # JSON has no NaN
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value
+
+
+def _write_json(path: Path, summary: dict[str, Any]) -> None:
+    path.write_text(json.dumps(_json_safe(summary), indent=1, allow_nan=False) + "\n",
+                    encoding="utf-8")
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The human-readable account of a :func:`segment_bag` run (what ``ros2-inst3d bag`` prints)."""
+    scans = summary["scans"]
+    lines = [
+        f"bag {summary['input']} -> {summary['output']} ({summary['storage']}, rosbag2 "
+        f"v{summary['rosbag2_version']}, {summary['distro']} definitions, model "
+        f"{summary['model']}, fixed frame {summary['fixed_frame']!r})",
+        f"input scans on {', '.join(summary['topics'])}: {scans['total']} = "
+        f"{scans['processed']} processed + {scans['merged']} merged + {scans['skipped']} skipped",
+    ]
+    if scans["skipped_by_reason"]:
+        lines.append("  skipped: " + ", ".join(f"{reason} {count}" for reason, count
+                                               in scans["skipped_by_reason"].items()))
+        for rec in summary["records"]:
+            if rec["fate"] == "skipped" and rec["detail"]:
+                lines.append(f"    scan {rec['index']} ({rec['topic']}): {rec['reason']}: "
+                             f"{rec['detail']}")
+    segs = summary["segmentations"]
+    lines.append(f"segmentations: {len(segs)}" + (
+        " (instances: " + ", ".join(str(s["num_instances"]) for s in segs) + ")" if segs else ""))
+    lines.append("written: " + ", ".join(f"{t} {n}" for t, n in
+                                         summary["messages_written"].items()))
+    for topic, why in summary["not_copied"].items():
+        lines.append(f"not copied: {topic}: {why}")
+    if summary["limit"] is not None:
+        lines.append(f"limited to the first {summary['limit']} scans")
+    lines.append(f"account: {Path(summary['output']) / SUMMARY_FILE}")
+    return "\n".join(lines)
+
+
+def bag_main(args: argparse.Namespace, cfg: Config) -> int:
+    """``ros2-inst3d bag IN OUT [-c CONFIG] [--topics T ...] [--fixed-frame F] [--distro D]
+    [--storage S] [--limit N] [--tf-wait S] [--no-progress]``: segment, print the account.
+
+    ``args``: ``input``, ``output`` (Path), ``topics`` (list or None), ``fixed_frame``, ``distro``,
+    ``storage``, ``limit`` (None or int), ``tf_wait`` (float, seconds), ``no_progress`` (bool);
+    missing attributes take the defaults. ``cfg``: the loaded configuration.
+    """
+    summary = segment_bag(
+        args.input, args.output, cfg, topics=getattr(args, "topics", None),
+        fixed_frame=getattr(args, "fixed_frame", None), distro=getattr(args, "distro", None),
+        storage=getattr(args, "storage", None), limit=getattr(args, "limit", None),
+        tf_wait_s=getattr(args, "tf_wait", None) or DEFAULT_TF_WAIT_S,
+        progress=not getattr(args, "no_progress", False))
+    print(format_summary(summary))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# writing test bags
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BagMessage:
+    """One message for :func:`write_bag`.
+
+    msg: a message object of the typestore, or ``bytes`` written unchanged (e.g. corrupt data).
+    time_ns: bag (receive) time, integer nanoseconds.
+    """
+
+    topic: str
+    msgtype: str
+    time_ns: int
+    msg: Any
+
+
+def write_bag(path: str | Path, messages: Iterable[BagMessage], *, storage: str = "mcap",
+              distro: str = "humble", qos: dict[str, Sequence["Qos"]] | None = None) -> Path:
+    """Write ``messages`` to a new rosbag2 (metadata v8) with the ``distro`` typestore (ours added).
+
+    One connection per (topic, type), added on first use; ``/tf_static`` is offered
+    transient-local unless ``qos`` says otherwise (``qos``: topic -> offered QoS profiles).
+    """
+    from rosbags.rosbag2 import Writer
+
+    path = Path(path)
+    store = make_typestore(distro)
+    qos = dict(qos or {})
+    qos.setdefault(TF_STATIC_TOPIC, [_qos("TRANSIENT_LOCAL", 1)])
+    connections: dict[tuple[str, str], Any] = {}
+    with Writer(path, version=BAG_VERSION, storage_plugin=_storage_plugin(storage)) as writer:
+        for item in messages:
+            key = (item.topic, item.msgtype)
+            conn = connections.get(key)
+            if conn is None:
+                conn = connections[key] = writer.add_connection(
+                    item.topic, item.msgtype, typestore=store,
+                    offered_qos_profiles=list(qos.get(item.topic, ())))
+            data = item.msg if isinstance(item.msg, (bytes, bytearray, memoryview)) else \
+                store.serialize_cdr(item.msg, item.msgtype)
+            writer.write(conn, int(item.time_ns), data)
+    return path
+
+
+def tf_message(factory: MessageFactory,
+               transforms: Iterable[tuple[str, str, int, np.ndarray]]) -> Any:
+    """``tf2_msgs/msg/TFMessage`` of ``(parent, child, stamp_ns, matrix (4, 4))`` tuples.
+
+    ``matrix`` is the pose of ``child`` in ``parent`` (``p_parent = matrix @ p_child``).
+    """
+    items = []
+    for parent, child, stamp_ns, matrix in transforms:
+        t, q = matrix_to_transform(matrix)
+        header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, stamp_ns),
+                         frame_id=parent)
+        transform = factory(
+            "geometry_msgs/msg/Transform",
+            translation=factory("geometry_msgs/msg/Vector3", x=float(t[0]), y=float(t[1]),
+                                z=float(t[2])),
+            rotation=factory("geometry_msgs/msg/Quaternion", x=float(q[0]), y=float(q[1]),
+                             z=float(q[2]), w=float(q[3])))
+        items.append(factory("geometry_msgs/msg/TransformStamped", header=header,
+                             child_frame_id=child, transform=transform))
+    return factory(TFMESSAGE, transforms=items)
+
+
+def write_scan_bag(
+    path: str | Path,
+    scans: Sequence[np.ndarray],
+    stamps_ns: Sequence[int],
+    sensor_pose: Callable[[int], np.ndarray],
+    tf_stamps_ns: Sequence[int],
+    *,
+    map_to_odom: np.ndarray | None = None,
+    frame: str = "sensor",
+    odom_frame: str = "odom",
+    fixed_frame: str = "map",
+    topic: str = "/points",
+    rgbs: Sequence[np.ndarray | None] | None = None,
+    cloud_latency_ns: int = 30_000_000,
+    tf_latency_ns: int = 2_000_000,
+    extra: Iterable[BagMessage] = (),
+    storage: str = "mcap",
+    distro: str = "humble",
+) -> Path:
+    """A bag of a moving sensor: clouds, ``/tf`` odom→sensor and ``/tf_static`` map→odom.
+
+    scans: (N_i, 3) float32 points in the sensor frame, metres; ``rgbs``: matching (N_i, 3)
+        uint8 colours or None.
+    stamps_ns: header stamp of each scan; it is received ``cloud_latency_ns`` later (bag time).
+    sensor_pose: ``stamp_ns -> (4, 4)`` pose of the sensor in ``odom_frame`` (T_odom_sensor),
+        sampled at ``tf_stamps_ns`` (received ``tf_latency_ns`` later). A lookup interpolates
+        between these samples, so the rate and phase of ``tf_stamps_ns`` against the scan stamps
+        decide how much interpolation matters.
+    map_to_odom: static (4, 4) pose of odom in ``fixed_frame`` (identity when None), written once
+        at the start.
+    extra: further messages (e.g. malformed clouds), merged by time.
+    """
+    if len(scans) != len(stamps_ns):
+        raise ValueError(f"{len(scans)} scans but {len(stamps_ns)} stamps")
+    factory = MessageFactory.for_rosbags(make_typestore(distro))
+    rgbs = list(rgbs) if rgbs is not None else [None] * len(scans)
+    first_ns = min([*stamps_ns, *tf_stamps_ns])
+    items = [BagMessage(TF_STATIC_TOPIC, TFMESSAGE, first_ns, tf_message(
+        factory, [(fixed_frame, odom_frame, first_ns,
+                   np.identity(4) if map_to_odom is None else map_to_odom)]))]
+    for stamp in tf_stamps_ns:
+        items.append(BagMessage(TF_TOPIC, TFMESSAGE, int(stamp) + tf_latency_ns, tf_message(
+            factory, [(odom_frame, frame, int(stamp), sensor_pose(int(stamp)))])))
+    for xyz, rgb, stamp in zip(scans, rgbs, stamps_ns):
+        header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, int(stamp)),
+                         frame_id=frame)
+        items.append(BagMessage(topic, POINTCLOUD2, int(stamp) + cloud_latency_ns,
+                                encode_xyz(factory, header, xyz, rgb)))
+    items.extend(extra)
+    items.sort(key=lambda m: m.time_ns)
+    return write_bag(path, items, storage=storage, distro=distro)

@@ -1,0 +1,284 @@
+"""The sparse-convolution U-Net shared by PointGroup, HAIS, SoftGroup and ISBNet.
+
+Module and parameter names are the official ones (research/official-models.md §1), so the
+released checkpoints load with ``strict=True``: ``input_conv`` → ``unet`` (a recursive
+:class:`UBlock`) → ``output_layer``. The sparse convolutions are spconv 2.x modules; their
+weights use spconv 2's ``[out, kx, ky, kz, in]`` layout (``checkpoint.py`` converts spconv 1
+files).
+
+Numerics the official checkpoints depend on, all reproduced here because the modules *are*
+spconv's (checked against ``shared/reference/*_pointwise.npz`` by ``test/test_backbone.py``):
+
+* SubMConv3d is a correlation over the 3x3x3 neighbourhood in ``(x, y, z)`` index order;
+* the k=2/s=2 down convolution drops voxels at coordinate ``S - 1`` when a level's size ``S`` is
+  odd, and the paired inverse convolution gives them a zero decoder contribution;
+* skip connections concatenate ``[skip, decoder]``; every BatchNorm uses ``eps = 1e-4``;
+* sparse convolutions keep the voxel order of their input, so per-voxel outputs line up with the
+  input rows and ``feats[point_to_voxel]`` maps them back to points.
+
+spconv's CPU kernels give wrong, run-to-run different results with more than one torch thread
+(reference/README.md §2.4: errors up to 0.9). :func:`single_threaded_spconv` runs the sparse part
+on CPU with one thread, one call at a time. On 2 cores a pure-torch gather/GEMM/scatter
+implementation of the same convolutions was no faster with 2 threads than spconv with one, and
+far slower when other processes compete for the cores (OpenMP barriers), so spconv it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import spconv.pytorch as spconv
+import torch
+from torch import nn
+
+BN_EPS = 1e-4        # backbone, point-wise MLPs, SoftGroup's tiny U-Net (official norm_fn)
+BN_MOMENTUM = 0.1
+
+norm_fn = functools.partial(nn.BatchNorm1d, eps=BN_EPS, momentum=BN_MOMENTUM)
+"""BatchNorm of the backbone and point-wise heads: ``norm_fn(channels)``."""
+
+_SPCONV_CPU_LOCK = threading.RLock()
+
+
+@contextmanager
+def single_threaded_spconv(device: torch.device | str) -> Iterator[None]:
+    """Run spconv CPU work inside with one torch thread, one call at a time; no-op off CPU.
+
+    spconv 2.3.x's CPU gather/scatter races with several torch threads (traveller59/spconv#679;
+    measured errors up to 0.9). The thread count is process-wide, so the block holds a lock:
+    other threads' spconv CPU calls wait, and the previous count is restored on exit (also on
+    error). Re-entrant within one thread.
+    """
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    with _SPCONV_CPU_LOCK:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+
+class PointwiseSparseConv(spconv.SparseConv3d):
+    """Bias-free 1x1x1 sparse convolution computed as ``features @ W.view(out, in).T``.
+
+    Official name ``Custom1x1Subm3d`` (SoftGroup/ISBNet); PointGroup/HAIS use
+    ``SubMConv3d(kernel_size=1)``, which computes the same thing with the same weight shape
+    ``[out, 1, 1, 1, in]``. It keeps the voxel set and order of its input.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=1, bias=False)
+
+    def forward(self, x: spconv.SparseConvTensor) -> spconv.SparseConvTensor:
+        weight = self.weight.view(self.out_channels, self.in_channels)
+        return x.replace_feature(torch.mm(x.features, weight.T))
+
+
+class ResidualBlock(spconv.SparseModule):
+    """Pre-activation residual block: ``[BN, ReLU, SubM3, BN, ReLU, SubM3](x) + i_branch(x)``.
+
+    ``i_branch`` is the identity when ``in_channels == out_channels``, else a 1x1 projection.
+    State-dict names: ``conv_branch.{0,2,3,5}``, ``i_branch.0``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, indice_key: str) -> None:
+        super().__init__()
+        if in_channels == out_channels:
+            self.i_branch = spconv.SparseSequential(nn.Identity())
+        else:
+            self.i_branch = spconv.SparseSequential(PointwiseSparseConv(in_channels, out_channels))
+        self.conv_branch = spconv.SparseSequential(
+            norm_fn(in_channels), nn.ReLU(),
+            spconv.SubMConv3d(in_channels, out_channels, kernel_size=3, padding=1, bias=False,
+                              indice_key=indice_key),
+            norm_fn(out_channels), nn.ReLU(),
+            spconv.SubMConv3d(out_channels, out_channels, kernel_size=3, padding=1, bias=False,
+                              indice_key=indice_key))
+
+    def forward(self, x: spconv.SparseConvTensor) -> spconv.SparseConvTensor:
+        out = self.conv_branch(x)
+        return out.replace_feature(out.features + self.i_branch(x).features)
+
+
+class UBlock(nn.Module):
+    """One U-Net level and (recursively) everything below it.
+
+    planes: channel count per level, e.g. ``[32, 64, ..., 224]``. Level ``l`` (``indice_key_id``)
+    runs ``blocks`` (``block_reps`` residual blocks), then, if a deeper level exists, ``conv``
+    (BN, ReLU, k2/s2 SparseConv3d), ``u`` (the next level), ``deconv`` (BN, ReLU,
+    SparseInverseConv3d back onto this level's voxels), ``cat([skip, decoder])`` and
+    ``blocks_tail`` (first block ``2c → c``).
+    """
+
+    def __init__(self, planes: Sequence[int], block_reps: int = 2, indice_key_id: int = 1) -> None:
+        super().__init__()
+        self.planes = [int(p) for p in planes]
+        if not self.planes or min(self.planes) <= 0:
+            raise ValueError(f"UBlock needs at least one positive channel count, got {planes}")
+        c = self.planes[0]
+        subm_key = f"subm{indice_key_id}"
+        self.blocks = spconv.SparseSequential(OrderedDict(
+            (f"block{i}", ResidualBlock(c, c, subm_key)) for i in range(block_reps)))
+        if len(self.planes) > 1:
+            c_next = self.planes[1]
+            down_key = f"spconv{indice_key_id}"
+            self.conv = spconv.SparseSequential(
+                norm_fn(c), nn.ReLU(),
+                spconv.SparseConv3d(c, c_next, kernel_size=2, stride=2, bias=False,
+                                    indice_key=down_key))
+            self.u = UBlock(self.planes[1:], block_reps, indice_key_id + 1)
+            self.deconv = spconv.SparseSequential(
+                norm_fn(c_next), nn.ReLU(),
+                spconv.SparseInverseConv3d(c_next, c, kernel_size=2, bias=False,
+                                           indice_key=down_key))
+            self.blocks_tail = spconv.SparseSequential(OrderedDict(
+                (f"block{i}", ResidualBlock(c * (2 - min(i, 1)), c, subm_key))
+                for i in range(block_reps)))
+
+    def forward(self, x: spconv.SparseConvTensor) -> spconv.SparseConvTensor:
+        out = self.blocks(x)
+        if len(self.planes) > 1:
+            decoded = self.deconv(self.u(self.conv(out)))
+            out = out.replace_feature(torch.cat((out.features, decoded.features), dim=1))
+            out = self.blocks_tail(out)
+        return out
+
+
+def unet_planes(channels: int, num_blocks: int) -> list[int]:
+    """Channels per U-Net level: ``[C, 2C, ..., num_blocks*C]`` (the official ``block_channels``)."""
+    return [channels * (i + 1) for i in range(num_blocks)]
+
+
+class MLP(nn.Sequential):
+    """``Linear(c, c) → [BN] → ReLU → ... → Linear(c, out)``: SoftGroup/ISBNet's point-wise heads.
+
+    With ``norm=True`` the state-dict indices are ``0`` (Linear), ``1`` (BN, eps 1e-4), ``3``
+    (Linear); with ``norm=False`` they are ``0`` and ``2``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, norm: bool = True,
+                 num_layers: int = 2) -> None:
+        layers: list[nn.Module] = []
+        for _ in range(num_layers - 1):
+            layers.append(nn.Linear(in_channels, in_channels))
+            if norm:
+                layers.append(norm_fn(in_channels))
+            layers.append(nn.ReLU())
+        layers.append(nn.Linear(in_channels, out_channels))
+        super().__init__(*layers)
+
+
+def voxels_to_points(voxel_values: torch.Tensor, point_to_voxel: torch.Tensor) -> torch.Tensor:
+    """(N, ...) rows of ``voxel_values`` (M, ...) for every point; ``point_to_voxel``: (N,) int."""
+    index = torch.as_tensor(point_to_voxel, device=voxel_values.device).long()
+    if index.ndim != 1:
+        raise ValueError(f"point_to_voxel must be (N,), got shape {tuple(index.shape)}")
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= voxel_values.shape[0]):
+        raise ValueError(f"point_to_voxel indexes voxels {int(index.min())}..{int(index.max())} "
+                         f"but there are {voxel_values.shape[0]} voxels")
+    return voxel_values[index]
+
+
+def _as_tensor_coords(voxel_coords: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(M, 4) int32 ``[batch, x, y, z]`` from (M, 3) (batch 0) or (M, 4) voxel indices."""
+    coords = torch.as_tensor(voxel_coords)
+    if coords.ndim != 2 or coords.shape[1] not in (3, 4):
+        raise ValueError(f"voxel_coords must be (M, 3) [x, y, z] or (M, 4) [batch, x, y, z] voxel "
+                         f"indices, got shape {tuple(coords.shape)}")
+    if coords.dtype.is_floating_point or coords.dtype == torch.bool:
+        raise ValueError(f"voxel_coords must be integer voxel indices, got {coords.dtype}")
+    if coords.shape[1] == 3:
+        if batch_size != 1:
+            raise ValueError("(M, 3) voxel_coords carry no batch index; pass (M, 4) "
+                             f"[batch, x, y, z] coords for batch_size={batch_size}")
+        coords = torch.cat([coords.new_zeros(coords.shape[0], 1), coords], dim=1)
+    return coords.to(torch.int32).contiguous()
+
+
+class SparseUNetBackbone(nn.Module):
+    """``input_conv`` → ``unet`` → ``output_layer``: voxel features in, voxel features out.
+
+    The method models (SoftGroup, ISBNet, PointGroup, HAIS) inherit from this class so these
+    three modules sit at the top of their state dicts, where the official checkpoints have them.
+
+    in_channels: input feature channels per voxel (6 = rgb + xyz for the indoor models).
+    channels: width C of the first level; num_blocks: U-Net levels (C, 2C, ..., num_blocks*C).
+    """
+
+    def __init__(self, in_channels: int, channels: int, num_blocks: int) -> None:
+        super().__init__()
+        if in_channels <= 0 or channels <= 0 or num_blocks <= 0:
+            raise ValueError("in_channels, channels and num_blocks must be positive, got "
+                             f"{in_channels}, {channels}, {num_blocks}")
+        self.in_channels = int(in_channels)
+        self.channels = int(channels)
+        self.num_blocks = int(num_blocks)
+        self.input_conv = spconv.SparseSequential(
+            spconv.SubMConv3d(in_channels, channels, kernel_size=3, padding=1, bias=False,
+                              indice_key="subm1"))
+        self.unet = UBlock(unet_planes(channels, num_blocks), block_reps=2, indice_key_id=1)
+        self.output_layer = spconv.SparseSequential(norm_fn(channels), nn.ReLU())
+
+    def sparse_input(self, voxel_feats: torch.Tensor, voxel_coords: torch.Tensor,
+                     spatial_shape: Sequence[int], batch_size: int = 1) -> spconv.SparseConvTensor:
+        """Check and pack the voxels into a ``SparseConvTensor`` on the model's device.
+
+        voxel_feats: (M, in_channels) float32. voxel_coords: (M, 3) int ``[x, y, z]`` (one cloud)
+        or (M, 4) ``[batch, x, y, z]``, non-negative, below ``spatial_shape``. spatial_shape: 3
+        ints, the official ``max(coords) + 1`` clipped below at 128 — it decides which voxels the
+        strided convolutions drop, so pass the value the input contract computed.
+        """
+        device = self.input_conv[0].weight.device
+        feats = torch.as_tensor(voxel_feats)
+        coords = _as_tensor_coords(voxel_coords, batch_size)
+        if feats.ndim != 2 or feats.shape[1] != self.in_channels:
+            raise ValueError(f"this model expects voxel features of shape (M, {self.in_channels}) "
+                             f"(rgb/127.5-1 then xyz when with_coords), got {tuple(feats.shape)}")
+        if feats.shape[0] != coords.shape[0]:
+            raise ValueError(f"{feats.shape[0]} voxel feature rows but {coords.shape[0]} voxel "
+                             "coordinates")
+        if not feats.dtype.is_floating_point:
+            raise ValueError(f"voxel_feats must be floating point, got {feats.dtype}")
+        shape = [int(s) for s in spatial_shape]
+        if len(shape) != 3 or min(shape) <= 0:
+            raise ValueError(f"spatial_shape must be 3 positive ints, got {list(spatial_shape)}")
+        if coords.shape[0] == 0:
+            raise ValueError("no voxels: the sparse U-Net needs at least one occupied voxel")
+        low = coords.amin(dim=0)
+        high = coords.amax(dim=0)
+        if int(low.min()) < 0 or int(high[0]) >= batch_size or any(
+                int(high[i + 1]) >= shape[i] for i in range(3)):
+            raise ValueError(
+                f"voxel coords span [{low.tolist()}, {high.tolist()}] ([batch, x, y, z]) but must "
+                f"lie in [0, {[batch_size - 1, *[s - 1 for s in shape]]}]: shift them to start at "
+                "0 and use spatial_shape = max(coords) + 1 (at least 128)")
+        feats = feats.to(device=device, dtype=torch.float32).contiguous()
+        return spconv.SparseConvTensor(feats, coords.to(device), shape, int(batch_size))
+
+    def backbone_stages(self, voxel_feats: torch.Tensor, voxel_coords: torch.Tensor,
+                        spatial_shape: Sequence[int], batch_size: int = 1) -> dict[str, torch.Tensor]:
+        """(M, ·) float32 voxel features after ``input_conv``, ``unet`` and ``output_layer``.
+
+        Keys are those module names; rows follow the input voxel order. See :meth:`sparse_input`
+        for the arguments. On CPU the sparse part runs under :func:`single_threaded_spconv`.
+        """
+        x = self.sparse_input(voxel_feats, voxel_coords, spatial_shape, batch_size)
+        with single_threaded_spconv(x.features.device):
+            after_input = self.input_conv(x)
+            after_unet = self.unet(after_input)
+            out = self.output_layer(after_unet)
+        return {"input_conv": after_input.features, "unet": after_unet.features,
+                "output_layer": out.features}
+
+    def forward_backbone(self, voxel_feats: torch.Tensor, voxel_coords: torch.Tensor,
+                         spatial_shape: Sequence[int], batch_size: int = 1) -> torch.Tensor:
+        """(M, C) float32 voxel features after ``output_layer`` (see :meth:`backbone_stages`)."""
+        return self.backbone_stages(voxel_feats, voxel_coords, spatial_shape,
+                                    batch_size)["output_layer"]

@@ -1,0 +1,275 @@
+"""Loading SoftGroup / ISBNet / PointGroup / HAIS checkpoints, loudly.
+
+The official loaders use ``strict=False`` and silently skip keys whose shapes do not match, so a
+checkpoint paired with the wrong config "loads" and then runs with random heads
+(research/official-models.md §0 fact 1, §9). Here every checkpoint goes through one path:
+
+1. ``torch.load(weights_only=True)`` — no arbitrary code from pickles (``trust_pickle=True``
+   lifts that for files you trust);
+2. the container: ``{'net': state_dict, ...}`` (SoftGroup, ISBNet, HAIS), ``{'state_dict': ...}``,
+   ``{'model': ...}`` or a bare state dict (PointGroup);
+3. ``module.`` prefixes (DataParallel) stripped;
+4. spconv 1 sparse-conv weights ``[kx, ky, kz, in, out]`` permuted to spconv 2's
+   ``[out, kx, ky, kz, in]`` (``permute(4, 0, 1, 2, 3)``, as SoftGroup's
+   ``tools/convert_checkpoint.py``), detected by shape against the model;
+5. HAIS → SoftGroup renames (``intra_ins_unet`` → ``tiny_unet``, ``intra_ins_outputlayer`` →
+   ``tiny_unet_outputlayer``, ``score_linear`` → ``iou_score_linear``) when the model has the
+   SoftGroup names;
+6. ``criterion.*`` (ISBNet's training-only ``empty_weight``) ignored;
+7. a :class:`CheckpointReport` listing every missing, unexpected and size-mismatched key.
+   ``load_checkpoint(strict=True)`` raises :class:`CheckpointError` with the whole report.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import ConfigError
+
+HAIS_TO_SOFTGROUP = (("intra_ins_unet.", "tiny_unet."),
+                     ("intra_ins_outputlayer.", "tiny_unet_outputlayer."),
+                     ("score_linear.", "iou_score_linear."))
+"""Prefix renames of SoftGroup's ``tools/convert_checkpoint.py`` (HAIS weights → SoftGroup)."""
+
+IGNORED_PREFIXES = ("criterion.",)
+"""Training-only state (ISBNet's ``criterion.empty_weight``) that inference models do not have."""
+
+DATA_PARALLEL_PREFIX = "module."
+CONTAINER_KEYS = ("net", "state_dict", "model")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read, or does not fit the model (the message says why)."""
+
+
+Shape = tuple[int, ...]
+
+
+@dataclass
+class CheckpointReport:
+    """What a checkpoint holds against what a model expects, after the conversions.
+
+    missing: model keys the checkpoint lacks. unexpected: checkpoint keys the model lacks.
+    mismatched: ``(key, checkpoint shape, model shape)`` for keys in both with different shapes.
+    ignored: training-only keys dropped on purpose (``criterion.*``).
+    conversions: human-readable notes of what was changed (prefix strip, layout, renames).
+    """
+
+    source: str
+    container: str
+    num_tensors: int
+    num_expected: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, Shape, Shape]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    conversions: list[str] = field(default_factory=list)
+    spconv1_layout: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when every model tensor is present with the right shape and nothing is left over."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def format(self) -> str:
+        """The report as text: a summary, then every problem key, one per line."""
+        lines = [f"checkpoint {self.source}: {self.container}, {self.num_tensors} tensors; "
+                 f"the model expects {self.num_expected}"]
+        lines += [f"  converted: {note}" for note in self.conversions]
+        if self.ignored:
+            lines.append(f"  ignored (training only): {', '.join(self.ignored)}")
+        if self.ok:
+            lines.append(f"  OK: all {self.num_expected} model tensors present with matching shapes")
+            return "\n".join(lines)
+        lines.append(f"  PROBLEMS: {len(self.missing)} missing, {len(self.unexpected)} unexpected, "
+                     f"{len(self.mismatched)} size-mismatched")
+        if self.missing:
+            lines.append(f"  missing (the model has them, the checkpoint does not) "
+                         f"[{_count_by_module(self.missing)}]:")
+            lines += [f"    {key}" for key in self.missing]
+        if self.unexpected:
+            lines.append(f"  unexpected (in the checkpoint, not in the model) "
+                         f"[{_count_by_module(self.unexpected)}]:")
+            lines += [f"    {key}" for key in self.unexpected]
+        if self.mismatched:
+            lines.append("  size mismatch (checkpoint shape vs model shape):")
+            lines += [f"    {key}: {list(got)} vs {list(want)}" for key, got, want in self.mismatched]
+        lines.append("  The model config must be the one the checkpoint was trained with "
+                     "(config/models/*.yaml: channels, num_blocks, class counts, semantic_only); "
+                     "loading anyway would leave the listed tensors at random values.")
+        return "\n".join(lines)
+
+
+def _count_by_module(keys: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for key in keys:
+        top = key.split(".", 1)[0]
+        counts[top] = counts.get(top, 0) + 1
+    return ", ".join(f"{name}: {n}" for name, n in counts.items())
+
+
+def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], str]:
+    """The raw state dict in ``path`` and a description of its container.
+
+    Reads with ``torch.load(weights_only=True)`` on CPU; ``trust_pickle=True`` allows arbitrary
+    pickled objects (only for files from a source you trust).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors, dicts, lists and numbers, so the "
+            f"safe loader (torch.load weights_only=True) refused it: {first_line}. If you trust "
+            "the file, load it with trust_pickle=True, or re-save only its state dict.") from err
+    except Exception as err:  # torch raises RuntimeError/EOFError/zipfile errors for bad files
+        raise CheckpointError(f"checkpoint {path} could not be read by torch.load "
+                              f"({type(err).__name__}: {err}); is it a PyTorch checkpoint?") from err
+    return _unwrap(obj, str(path))
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return (isinstance(obj, Mapping) and len(obj) > 0
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()))
+
+
+def _unwrap(obj: Any, source: str) -> tuple[dict[str, torch.Tensor], str]:
+    if _is_state_dict(obj):
+        return dict(obj), "bare state dict"
+    if isinstance(obj, Mapping):
+        for key in CONTAINER_KEYS:
+            if _is_state_dict(obj.get(key)):
+                others = [str(k) for k in obj if k != key]
+                extra = f" (also: {', '.join(others)})" if others else ""
+                return dict(obj[key]), f"{{'{key}': state dict}}{extra}"
+        top = ", ".join(repr(k) for k in list(obj)[:12])
+        raise CheckpointError(
+            f"checkpoint {source} holds no state dict: its top-level keys are [{top}]; expected a "
+            "bare state dict (name → tensor) or {'net': state_dict, ...} as SoftGroup/ISBNet save")
+    raise CheckpointError(f"checkpoint {source} holds a {type(obj).__name__}, not a state dict")
+
+
+def _spconv1_shape(shape: Shape) -> Shape:
+    """spconv 1 layout ``[kx, ky, kz, in, out]`` of a spconv 2 shape ``[out, kx, ky, kz, in]``."""
+    return (shape[1], shape[2], shape[3], shape[4], shape[0])
+
+
+def match_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, Shape],
+                     source: str = "<state dict>", container: str = "state dict"
+                     ) -> tuple[dict[str, torch.Tensor], CheckpointReport]:
+    """Convert ``state_dict`` towards the ``expected`` key → shape map and report the differences.
+
+    Returns the converted tensors that fit (key in ``expected``, same shape) and the report.
+    Conversions: ``module.`` strip, spconv 1 → 2 weight layout, HAIS → SoftGroup renames,
+    ``criterion.*`` dropped (see the module docstring).
+    """
+    expected = {k: tuple(int(d) for d in s) for k, s in expected.items()}
+    tensors = dict(state_dict)
+    report = CheckpointReport(source=source, container=container, num_tensors=len(tensors),
+                              num_expected=len(expected))
+
+    prefixed = [k for k in tensors if k.startswith(DATA_PARALLEL_PREFIX)]
+    if prefixed and not any(k.startswith(DATA_PARALLEL_PREFIX) for k in expected):
+        tensors = {(k[len(DATA_PARALLEL_PREFIX):] if k.startswith(DATA_PARALLEL_PREFIX) else k): v
+                   for k, v in tensors.items()}
+        report.conversions.append(f"stripped '{DATA_PARALLEL_PREFIX}' from {len(prefixed)} keys")
+
+    for old, new in HAIS_TO_SOFTGROUP:
+        has_old = [k for k in tensors if k.startswith(old)]
+        if (has_old and not any(k.startswith(new) for k in tensors)
+                and any(k.startswith(new) for k in expected)
+                and not any(k.startswith(old) for k in expected)):
+            tensors = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in tensors.items()}
+            report.conversions.append(f"renamed HAIS {old}* → SoftGroup {new}* ({len(has_old)} keys)")
+
+    for key in [k for k in tensors if k.startswith(IGNORED_PREFIXES)]:
+        if key not in expected:
+            report.ignored.append(key)
+            del tensors[key]
+
+    # spconv 1 vs 2: decided per file from tensors that fit only one layout, so that weights whose
+    # two layouts coincide (e.g. [2,2,2,2,2]) follow the rest of the file.
+    unambiguous_v1 = [k for k, v in tensors.items()
+                      if v.ndim == 5 and k in expected and len(expected[k]) == 5
+                      and tuple(v.shape) == _spconv1_shape(expected[k])
+                      and tuple(v.shape) != expected[k]]
+    report.spconv1_layout = bool(unambiguous_v1)
+    if report.spconv1_layout:
+        permuted = 0
+        for key, value in list(tensors.items()):
+            if (value.ndim == 5 and key in expected and len(expected[key]) == 5
+                    and tuple(value.shape) == _spconv1_shape(expected[key])):
+                tensors[key] = value.permute(4, 0, 1, 2, 3).contiguous()
+                permuted += 1
+        report.conversions.append(
+            f"permuted {permuted} sparse-conv weights from spconv 1 layout [kx,ky,kz,in,out] to "
+            "spconv 2 [out,kx,ky,kz,in]")
+
+    fitting: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        if key not in expected:
+            report.unexpected.append(key)
+        elif tuple(value.shape) != expected[key]:
+            report.mismatched.append((key, tuple(value.shape), expected[key]))
+        else:
+            fitting[key] = value
+    report.missing = [k for k in expected if k not in tensors]
+    return fitting, report
+
+
+def _expected_shapes(model: nn.Module) -> dict[str, Shape]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_checkpoint(path: str | Path, model: nn.Module, *, trust_pickle: bool = False
+                     ) -> CheckpointReport:
+    """Compare the checkpoint at ``path`` with ``model`` (which may live on the meta device)."""
+    state_dict, container = read_checkpoint(path, trust_pickle=trust_pickle)
+    return match_state_dict(state_dict, _expected_shapes(model), str(path), container)[1]
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True, *,
+                    trust_pickle: bool = False) -> CheckpointReport:
+    """Load the checkpoint at ``path`` into ``model`` (after the conversions); return the report.
+
+    strict: raise :class:`CheckpointError` listing every missing / unexpected / mismatched key
+    unless the checkpoint fits exactly. With ``strict=False`` the fitting tensors are loaded, the
+    others stay as they are, and the report says which.
+    """
+    state_dict, container = read_checkpoint(path, trust_pickle=trust_pickle)
+    fitting, report = match_state_dict(state_dict, _expected_shapes(model), str(path), container)
+    if strict and not report.ok:
+        raise CheckpointError(report.format())
+    model.load_state_dict(fitting, strict=report.ok)
+    return report
+
+
+def check_checkpoint_main(ckpt: str | Path, config: str | Path | Mapping[str, Any], *,
+                          trust_pickle: bool = False) -> int:
+    """``ros2-inst3d check-checkpoint CKPT -c CONFIG``: print the report; 0 if it fits, else 1.
+
+    config: a model YAML path (``config/models/*.yaml``) or its ``model:`` mapping. The model is
+    built on the meta device, so no weights are allocated.
+    """
+    from .registry import build_model, load_model_config
+
+    try:
+        cfg_model = dict(config) if isinstance(config, Mapping) else load_model_config(config)
+        model = build_model(cfg_model, device="meta")
+        report = check_checkpoint(ckpt, model, trust_pickle=trust_pickle)
+    except (CheckpointError, ConfigError) as err:
+        print(f"check-checkpoint: {err}", file=sys.stderr)
+        return 1
+    print(report.format())
+    return 0 if report.ok else 1
