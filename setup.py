@@ -42,7 +42,7 @@ setup(
         "tqdm>=4.60",
         "torch>=2.1",
         "open3d>=0.17",
-        "rosbags>=0.10",
+        "rosbags>=0.11",
         "matplotlib>=3.6",
     ],
     extras_require={

@@ -17,8 +17,12 @@ import json
 
 import pytest
 
-from ros2_inst3d.data.synthetic import (SceneParams, benchmark_generator, generate_scene,
-                                        raycast_baseline)
+from ros2_inst3d.data.synthetic import (
+    SceneParams,
+    benchmark_generator,
+    generate_scene,
+    raycast_baseline,
+)
 
 SEEDS = [0, 1, 2]
 PARAMS = {"rgbd": SceneParams(), "lidar": SceneParams(sensor="lidar")}

@@ -41,7 +41,8 @@ def _node(context, *args, **kwargs):
         namespace=value("namespace"), output="screen", emulate_tty=True,
         parameters=[value("params_file"), overrides],
         remappings=[("points", value("input_topic"))],
-        arguments=["--ros-args", "--log-level", value("log_level")])]
+        # ros_arguments= (launch_ros#249, in Humble and later) adds the --ros-args itself.
+        ros_arguments=["--log-level", value("log_level")])]
 
 
 def generate_launch_description():

@@ -160,8 +160,8 @@ class ScanAccumulator:
 
     @property
     def dedupe_voxel(self) -> float:
-        """Dedupe voxel edge, metres (0 = off). A new value dedupes new scans fully and the
-        stored ones across scans; scans already stored keep what the old value removed."""
+        """Dedupe voxel edge, metres (0 = off). A new value applies to everything stored at the
+        next :meth:`cloud`; what an old value removed at ``add`` time stays removed."""
         return self._dedupe_voxel
 
     @dedupe_voxel.setter
@@ -328,9 +328,9 @@ class ScanAccumulator:
             intensity = np.concatenate(
                 [s.intensity if s.intensity is not None else np.full(s.num_points, MISSING_INTENSITY) for s in scans]
             )
-        if self.dedupe_voxel > 0.0 and len(scans) > 1 and xyz.shape[0]:
+        if self.dedupe_voxel > 0.0 and xyz.shape[0]:
             # First occurrence over the reversed (newest-first) cloud = the newest scan's point;
-            # each stored scan already has at most one point per voxel.
+            # each stored scan already has at most one point per voxel (unless dedupe_voxel grew).
             first_reversed, _ = unique_voxels(voxel_coords(xyz[::-1], self.dedupe_voxel, np.zeros(3)))
             keep = np.sort(xyz.shape[0] - 1 - first_reversed)
             xyz, rgb, intensity = _take(keep, xyz, rgb, intensity)

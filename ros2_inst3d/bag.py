@@ -27,10 +27,11 @@ import json
 import logging
 import math
 from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ def _absolute(topic: str) -> str:
     return topic if topic.startswith("/") else "/" + topic
 
 
-def _qos(durability: str, depth: int) -> "Qos":
+def _qos(durability: str, depth: int) -> Qos:
     from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
                                     QosReliability, QosTime)
 
@@ -84,7 +85,7 @@ def _qos(durability: str, depth: int) -> "Qos":
                QosDurability[durability], zero, zero, QosLiveliness.AUTOMATIC, zero, False)
 
 
-def output_qos(topic_name: str) -> "Qos":
+def output_qos(topic_name: str) -> Qos:
     """The QoS the node offers on an output topic (reliable; labels latched: transient local)."""
     if topic_name == TOPIC_LABELS:
         return _qos("TRANSIENT_LOCAL", 1)
@@ -160,11 +161,12 @@ def segment_bag(
     in_path: rosbag2 directory (or its ``.mcap`` / ``.db3`` file), sqlite3 or MCAP storage.
     out_path: output bag directory; must not exist. ``summary.json`` is written into it.
     cfg: the node's configuration (accumulation, trigger, model, outputs).
-    topics: PointCloud2 topics to segment (``/points`` or ``points``); None: every PointCloud2
-        topic except our own output topics.
+    topics: PointCloud2 topics to segment (``/points`` or ``points``); None or empty: every
+        PointCloud2 topic except our own output topics (``cfg.input.topics`` is the node's).
     fixed_frame: overrides ``cfg.input.fixed_frame``. Scans already in it need no TF.
-    distro: 'humble' or 'jazzy' message definitions for the outputs; None: the input bag's
-        ``ros_distro`` when its metadata has one, else humble.
+    distro: 'humble' or 'jazzy' message definitions for the outputs. None: the distro that
+        recorded the bag (:func:`recorded_distro`; humble when it does not say), or the other one
+        when the bag's own definitions of an output type (e.g. MarkerArray) agree only with that.
     storage: 'sqlite3' or 'mcap' for the output; None: the input's.
     limit: read only the first ``limit`` scans (the input is copied up to there).
     tf_wait_s: bag time a scan waits for the TF data after its stamp before it is ingested.
@@ -209,6 +211,8 @@ def segment_bag(
         if distro is None:
             distro = _choose_distro(reader.typestore, bag_distro)
         selected = _select_topics(reader, topics)
+        if reader.message_count == 0:
+            raise BagError(f"{in_path} holds no messages")
         run = _BagRun(reader, out_path, plugin, cfg, distro, selected, limit, tf_wait_s,
                       segmenter)
         with tqdm(total=reader.message_count, unit="msg", disable=not progress,
@@ -266,7 +270,7 @@ def _select_topics(reader: Any, topics: Sequence[str] | None) -> list[str]:
     clouds = sorted(t for t, info in reader.topics.items()
                     if info.msgtype == POINTCLOUD2 and t not in ours)
     everything = ", ".join(f"{t} ({info.msgtype})" for t, info in sorted(reader.topics.items()))
-    if topics is None:
+    if not topics:
         if not clouds:
             raise BagError(
                 f"the bag has no {POINTCLOUD2} topic to segment; it holds: {everything or 'nothing'}"
@@ -296,7 +300,7 @@ class _BagRun:
         self.distro = distro
         self.topics = topics
         self.limit = limit
-        self.wait_ns = int(round(tf_wait_s * NS_PER_S))
+        self.wait_ns = round(tf_wait_s * NS_PER_S)
         self.store = make_typestore(distro)
         self.factory = MessageFactory.for_rosbags(self.store)
         self.segmenter = segmenter if segmenter is not None else Segmenter(cfg)
@@ -309,7 +313,8 @@ class _BagRun:
         self.not_copied: dict[str, str] = {}
         self.tf_undecodable = 0
         self.scans_read = 0
-        self.last_scan_ns: int | None = None
+        self.last_scan_ns: int | None = None   # bag time of the last scan read
+        self.now_ns = 0                        # bag time of the last message read
         self.truncated_at_ns: int | None = None
         self.writes: _OrderedWrites | None = None
         self.out_connections: dict[str, Any] = {}
@@ -367,30 +372,42 @@ class _BagRun:
             self._write_output(start_ns, TOPIC_LABELS,
                                self.pipeline.label_message(self.factory, start_ns))
             for conn, time_ns, raw in self.reader.messages():
-                if self._limit_reached(time_ns):
-                    self.truncated_at_ns = time_ns
-                    break
                 bar.update(1)
+                self.now_ns = time_ns
+                if self._past_limit(time_ns):
+                    # The output is the input up to the last scan read, plus the results; TF
+                    # is still read for tf_wait so that scan can be interpolated.
+                    if time_ns > self.last_scan_ns + self.wait_ns:
+                        break
+                    if conn.topic in (TF_TOPIC, TF_STATIC_TOPIC) and conn.msgtype == TFMESSAGE:
+                        self._add_tf(conn, raw)
+                    continue
                 copy = copies.get(conn.id)
                 if copy is not None:
                     self.writes.push(time_ns, copy, raw)
                 if conn.topic in (TF_TOPIC, TF_STATIC_TOPIC) and conn.msgtype == TFMESSAGE:
                     self._add_tf(conn, raw)
-                elif conn.topic in self.topics and conn.msgtype == POINTCLOUD2 and (
-                        self.limit is None or self.scans_read < self.limit):
+                elif conn.topic in self.topics and conn.msgtype == POINTCLOUD2:
                     self._hold(conn, time_ns, raw)
                 self._ingest_held(time_ns - self.wait_ns)
                 self.writes.flush(time_ns - self.wait_ns)
             self._ingest_held(math.inf)
             if any(rec.fate == "pending" for rec in self.pipeline.records):
-                self._segment(self.last_scan_ns if self.last_scan_ns is not None else start_ns)
+                # End of input: the last result is written at the bag time of the last message
+                # copied (the last scan read, when ``limit`` cut the input short).
+                end_ns = self.truncated_at_ns if self.truncated_at_ns is not None else self.now_ns
+                self._segment(max(end_ns, start_ns))
             self.pipeline.finish()
             self.writes.flush()
 
-    def _limit_reached(self, time_ns: int) -> bool:
-        # Keep reading TF for tf_wait after the last scan, so it can still be interpolated.
-        return (self.limit is not None and self.scans_read >= self.limit
-                and self.last_scan_ns is not None and time_ns > self.last_scan_ns + self.wait_ns)
+    def _past_limit(self, time_ns: int) -> bool:
+        """``limit`` scans were read and this message comes after the last of them."""
+        if self.limit is not None and self.scans_read >= self.limit:
+            assert self.last_scan_ns is not None
+            if time_ns > self.last_scan_ns:
+                self.truncated_at_ns = self.last_scan_ns
+                return True
+        return False
 
     def _add_tf(self, conn: Any, raw: Any) -> None:
         try:
@@ -441,7 +458,7 @@ class _BagRun:
         self.segmentations.append({
             "bag_time_ns": time_ns, "stamp_ns": result.newest_stamp_ns,
             "oldest_stamp_ns": result.oldest_stamp_ns, "num_scans": result.num_scans,
-            "scan_indices": list(result.scan_indices), "num_points": int(len(inst.xyz)),
+            "scan_indices": list(result.scan_indices), "num_points": len(inst.xyz),
             "num_instances": int(inst.num_instances),
             "classes": [inst.class_names[c] if 0 <= c < len(inst.class_names) else "unknown"
                         for c in inst.class_ids.tolist()],
@@ -515,11 +532,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The human-readable account of a :func:`segment_bag` run (what ``ros2-inst3d bag`` prints)."""
     scans = summary["scans"]
     lines = [
-        f"bag {summary['input']} -> {summary['output']} ({summary['storage']}, rosbag2 "
-        f"v{summary['rosbag2_version']}, {summary['distro']} definitions, model "
-        f"{summary['model']}, fixed frame {summary['fixed_frame']!r})",
-        f"input scans on {', '.join(summary['topics'])}: {scans['total']} = "
-        f"{scans['processed']} processed + {scans['merged']} merged + {scans['skipped']} skipped",
+        (f"bag {summary['input']} -> {summary['output']} ({summary['storage']}, rosbag2 "
+         f"v{summary['rosbag2_version']}, {summary['distro']} definitions, model "
+         f"{summary['model']}, fixed frame {summary['fixed_frame']!r})"),
+        (f"input scans on {', '.join(summary['topics'])}: {scans['total']} = "
+         f"{scans['processed']} processed + {scans['merged']} merged + {scans['skipped']} "
+         "skipped"),
     ]
     if scans["skipped_by_reason"]:
         lines.append("  skipped: " + ", ".join(f"{reason} {count}" for reason, count
@@ -553,10 +571,14 @@ def bag_main(args: argparse.Namespace, cfg: Config) -> int:
         args.input, args.output, cfg, topics=getattr(args, "topics", None),
         fixed_frame=getattr(args, "fixed_frame", None), distro=getattr(args, "distro", None),
         storage=getattr(args, "storage", None), limit=getattr(args, "limit", None),
-        tf_wait_s=getattr(args, "tf_wait", None) or DEFAULT_TF_WAIT_S,
+        tf_wait_s=_default(getattr(args, "tf_wait", None), DEFAULT_TF_WAIT_S),
         progress=not getattr(args, "no_progress", False))
     print(format_summary(summary))
     return 0
+
+
+def _default(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -579,7 +601,7 @@ class BagMessage:
 
 
 def write_bag(path: str | Path, messages: Iterable[BagMessage], *, storage: str = "mcap",
-              distro: str = "humble", qos: dict[str, Sequence["Qos"]] | None = None) -> Path:
+              distro: str = "humble", qos: dict[str, Sequence[Qos]] | None = None) -> Path:
     """Write ``messages`` to a new rosbag2 (metadata v8) with the ``distro`` typestore (ours added).
 
     One connection per (topic, type), added on first use; ``/tf_static`` is offered

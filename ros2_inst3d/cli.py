@@ -21,16 +21,17 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, IsADirectory
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
 
-    errors = [*_USER_ERRORS, ConfigError]
+    errors = [*_USER_ERRORS, ConfigError, ValueError]
     try:
         from .io import CloudFileError
 
         errors.append(CloudFileError)
     except ImportError:  # pragma: no cover - io imports open3d lazily; kept for robustness
         pass
+    from .bag import BagError
     from .segmenter import SegmentationError
 
-    errors.append(SegmentationError)
+    errors += [SegmentationError, BagError]
     return tuple(errors)
 
 
@@ -169,6 +170,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bag(args: argparse.Namespace) -> int:
+    from .bag import bag_main
+
+    return bag_main(args, _load_config(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ros2-inst3d", description="3D instance segmentation of point clouds, offline and in ROS 2.")
@@ -214,6 +221,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, help="precision-recall PNG (default: beside --json)")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("bag", help="segment a rosbag2 (mcap/sqlite3) into a new rosbag2 with the results",
+                       description="Runs the node's pipeline in bag time (TF from /tf and /tf_static) "
+                       "and writes the input topics plus every output topic; prints and writes "
+                       "OUT/summary.json with the fate of every input scan.")
+    p.add_argument("input", type=Path, help="input bag directory (or .mcap/.db3 file)")
+    p.add_argument("output", type=Path, help="output bag directory (must not exist)")
+    _add_model_args(p)
+    p.add_argument("--topics", nargs="+", help="PointCloud2 topics (default: all of them)")
+    p.add_argument("--fixed-frame", help="input.fixed_frame override")
+    p.add_argument("--distro", choices=["humble", "jazzy"],
+                   help="message definitions to write (default: the input bag's)")
+    p.add_argument("--storage", choices=["sqlite3", "mcap"], help="output storage (default: input's)")
+    p.add_argument("--limit", type=int, help="process only the first N scans")
+    p.add_argument("--tf-wait", type=float, help="bag seconds a scan waits for TF (default 0.5)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_bag)
+
+    from .data.synthetic import add_gen_data_arguments, gen_data_main
+
+    p = sub.add_parser("gen-data", help="generate scanned synthetic indoor scenes (.npz)")
+    add_gen_data_arguments(p)
+    p.set_defaults(func=gen_data_main)
+
     # Further commands register here (gen-data, eval, bag, train, check-checkpoint).
     for register in _extra_commands():
         register(sub)
@@ -233,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except user_errors as exc:
+        if args.verbose:
+            raise
         print(f"ros2-inst3d {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `ros2-inst3d params | head`

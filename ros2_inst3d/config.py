@@ -106,6 +106,9 @@ class GeometricConfig:
                               unit="m")
     plane_distance: float = param(
         0.03, "RANSAC inlier distance of floor/wall planes.", low=0.001, high=0.5, unit="m")
+    clearance: float = param(
+        0.06, "Points this close to a removed floor/wall plane are removed too: floor-level "
+        "debris and noise otherwise bridge separate objects.", low=0.0, high=0.5, unit="m")
     max_planes: int = param(6, "At most this many dominant planes are removed.", low=0, high=20)
     min_plane_fraction: float = param(
         0.04, "A plane must hold at least this fraction of the cloud to count as dominant.",

@@ -10,7 +10,8 @@ mailbox; an ingest thread does decode → TF → accumulate and polls the trigge
 thread runs the model and publishes. The executor thread therefore always serves ``/tf``: a
 blocking ``lookup_transform`` on the executor thread would starve it (ros2/geometry2#327).
 
-Written against the rclpy / tf2_ros / sensor_msgs APIs common to Humble and Jazzy.
+Written against the rclpy / tf2_ros / launch_ros APIs common to Humble and Jazzy; each call is
+checked against both distros in docs/ros_api_check.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                ParameterType, SetParametersResult)
+                                SetParametersResult)
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
@@ -31,8 +32,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from sensor_msgs.msg import PointCloud2
-from tf2_ros import (Buffer, ConnectivityException, ExtrapolationException, LookupException,
-                     TransformListener)
+from tf2_ros import Buffer, TransformException, TransformListener
 
 from .config import Config, ConfigError, Leaf, schema
 from .msgs import MessageFactory
@@ -43,35 +43,42 @@ from .transforms import transform_msg_to_matrix
 
 NODE_NAME = "ros2_inst3d"
 _THROTTLE_S = 5.0
-_INT_MAX = 2**62
-_FLOAT_MAX = 1e300
-_PARAM_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-                float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+# IntegerRange / FloatingPointRange need both ends; a schema leaf with one bound gets the type's
+# limit as the other (int64 and float64 are the rcl_interfaces field types).
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT_MAX = sys.float_info.max
 
 
 def parameter_descriptor(leaf: Leaf) -> ParameterDescriptor:
-    """The ROS descriptor of one schema leaf: description, type, range, read-only."""
-    if leaf.type is list:
-        ptype = (ParameterType.PARAMETER_STRING_ARRAY if isinstance(leaf.default[0], str)
-                 else ParameterType.PARAMETER_DOUBLE_ARRAY)
-    else:
-        ptype = _PARAM_TYPES[leaf.type]
+    """The ROS descriptor of one schema leaf: description, constraints, range, read-only.
+
+    No ``type``/``name``: rclpy ignores both and infers the type from the declared value.
+    """
     constraints = f"one of: {', '.join(map(str, leaf.choices))}" if leaf.choices else ""
     desc = ParameterDescriptor(
-        name=leaf.name, type=ptype,
         description=leaf.doc + (f" [{leaf.unit}]" if leaf.unit else ""),
         additional_constraints=constraints,
         read_only=not leaf.runtime)
     if leaf.low is not None or leaf.high is not None:
         if leaf.type is int:
             desc.integer_range = [IntegerRange(
-                from_value=int(leaf.low if leaf.low is not None else -_INT_MAX),
-                to_value=int(leaf.high if leaf.high is not None else _INT_MAX), step=0)]
+                from_value=int(leaf.low) if leaf.low is not None else _INT64_MIN,
+                to_value=int(leaf.high) if leaf.high is not None else _INT64_MAX, step=0)]
         elif leaf.type is float:
             desc.floating_point_range = [FloatingPointRange(
-                from_value=float(leaf.low if leaf.low is not None else -_FLOAT_MAX),
-                to_value=float(leaf.high if leaf.high is not None else _FLOAT_MAX), step=0.0)]
+                from_value=float(leaf.low) if leaf.low is not None else -_FLOAT_MAX,
+                to_value=float(leaf.high) if leaf.high is not None else _FLOAT_MAX, step=0.0)]
     return desc
+
+
+def _plain_value(value: Any) -> Any:
+    """A parameter value as the config schema takes it: arrays (rclpy hands out ``array.array``
+    for DOUBLE_ARRAY set through the parameter service, lists or tuples elsewhere) -> list."""
+    if isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        return list(value)
+    return value
 
 
 class SegmentNode(Node):
@@ -84,8 +91,11 @@ class SegmentNode(Node):
         self.pipeline = StreamPipeline(self.cfg, Segmenter(self.cfg))
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        # tf2: cache at least the accumulation window; the listener rides on this node's executor,
-        # which no blocking call ever occupies (lookups happen on the ingest thread).
+        # tf2: the listener's /tf subscriptions ride on this node's executor (spin_thread=False),
+        # which no blocking call ever occupies: lookups wait on the ingest thread, where
+        # Buffer.can_transform sleeps in 20 ms steps while rclpy.spin() keeps filling the buffer.
+        # No node= for the Buffer: it would add a tf2_frames service and, on Jazzy, a clock-jump
+        # callback; the node handles jumps itself (_check_clock).
         cache_s = max(10.0, 2.0 * self.cfg.accumulate.window_s)
         self.tf_buffer = Buffer(cache_time=Duration(seconds=cache_s))
         self.tf_listener = TransformListener(self.tf_buffer, self)
@@ -96,7 +106,9 @@ class SegmentNode(Node):
                                reliability=reliability, durability=DurabilityPolicy.VOLATILE)
         self._mailbox: dict[str, PointCloud2] = {}
         self._mailbox_cv = threading.Condition()
-        self._subscriptions = [
+        # Not self._subscriptions / self._publishers: rclpy's Node keeps its own entity lists
+        # under those names (Jazzy), and the executor waits only on what they hold.
+        self._cloud_subs = [
             self.create_subscription(PointCloud2, topic, self._mailbox_callback(topic), input_qos)
             for topic in self.cfg.input.topics if topic]
 
@@ -106,11 +118,11 @@ class SegmentNode(Node):
         latched_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                                  reliability=ReliabilityPolicy.RELIABLE,
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._publishers = {
+        self._output_pubs = {
             topic: self.create_publisher(self.factory.cls(type_name), topic,
                                          latched_qos if topic == TOPIC_LABELS else output_qos)
             for topic, type_name in OUTPUT_TYPES.items()}
-        self._publishers[TOPIC_LABELS].publish(
+        self._output_pubs[TOPIC_LABELS].publish(
             self.pipeline.label_message(self.factory, self.get_clock().now().nanoseconds))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
@@ -130,27 +142,46 @@ class SegmentNode(Node):
 
     # ---- parameters ----------------------------------------------------------------------
     def _declare_parameters(self) -> Config:
+        """Declare one read-only or runtime parameter per schema leaf; returns the config.
+
+        The values given with ``--params-file`` / ``-p`` are validated by the config schema
+        *before* they are declared, so the node accepts exactly what ``ros2-inst3d`` accepts
+        (``window_s: 2`` is a valid double there, while rclpy alone would reject the integer with
+        InvalidParameterTypeException) and a bad value fails with the schema's message.
+        """
         leaves = schema()
-        for leaf in leaves:
-            self.declare_parameter(leaf.name, leaf.default, parameter_descriptor(leaf))
-        known = {leaf.name for leaf in leaves} | {"use_sim_time"}
-        # rclpy ignores overrides of undeclared parameters; a typo must not pass silently.
-        overrides = getattr(self, "_parameter_overrides", {}) or {}
-        unknown = sorted(name for name in overrides if name not in known
+        # rclpy's overrides for this node (name -> rclpy Parameter), the same attribute from
+        # Dashing to Jazzy; rclpy itself silently ignores overrides of undeclared names.
+        overrides = getattr(self, "_parameter_overrides", None)
+        if overrides is None:
+            for leaf in leaves:
+                self.declare_parameter(leaf.name, leaf.default, parameter_descriptor(leaf))
+            return Config.from_flat(
+                {leaf.name: _plain_value(self.get_parameter(leaf.name).value) for leaf in leaves})
+        names = {leaf.name for leaf in leaves}
+        unknown = sorted(name for name in overrides if name not in names
+                         and not self.has_parameter(name)  # use_sim_time and rclpy's own
                          and not name.startswith("qos_overrides."))
         if unknown:
-            raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; see `ros2-inst3d params`")
-        return Config.from_flat({leaf.name: self.get_parameter(leaf.name).value for leaf in leaves})
+            raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; "
+                              "see `ros2-inst3d params`")
+        cfg = Config.from_flat({name: _plain_value(overrides[name].value)
+                                for name in names if name in overrides})
+        values = cfg.to_flat()
+        for leaf in leaves:
+            # The override is already in `values`, with the schema's type.
+            self.declare_parameter(leaf.name, values[leaf.name], parameter_descriptor(leaf),
+                                   ignore_override=True)
+        return cfg
 
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        """Runtime changes (rclpy has already rejected read-only names and wrong types)."""
         flat = self.cfg.to_flat()
-        for p in params:
-            if p.name == "use_sim_time":
-                continue
-            if p.name not in flat:
-                return SetParametersResult(successful=False, reason=f"unknown parameter {p.name}")
-            flat[p.name] = list(p.value) if isinstance(p.value, (list, tuple)) or (
-                hasattr(p.value, "tolist")) else p.value
+        ours = [p for p in params if p.name in flat]  # use_sim_time etc. are rclpy's business
+        if not ours:
+            return SetParametersResult(successful=True, reason="")
+        for p in ours:
+            flat[p.name] = _plain_value(p.value)
         try:
             cfg = Config.from_flat(flat)
         except ConfigError as exc:
@@ -176,7 +207,7 @@ class SegmentNode(Node):
             tf = self.tf_buffer.lookup_transform(
                 target, source, Time(nanoseconds=stamp_ns),
                 timeout=Duration(seconds=self.cfg.input.tf_timeout_s))
-        except (LookupException, ConnectivityException, ExtrapolationException) as exc:
+        except TransformException as exc:  # Lookup/Connectivity/Extrapolation/InvalidArgument
             self.get_logger().warning(
                 f"no transform {source} -> {target} at {stamp_ns / 1e9:.3f}: {exc}; scan skipped",
                 throttle_duration_sec=_THROTTLE_S)
@@ -208,7 +239,7 @@ class SegmentNode(Node):
     def _check_clock(self) -> None:
         """A backwards jump of the ROS clock (bag loop with use_sim_time) resets TF and the window.
 
-        Jazzy's Buffer clears itself on such jumps; Humble's does not, so we do it for both.
+        Our Buffer has no node, so no distro clears it on such jumps: the node does, on both.
         """
         now = self.get_clock().now().nanoseconds
         if self._last_clock_ns is not None and now < self._last_clock_ns - 1_000_000_000:
@@ -228,11 +259,11 @@ class SegmentNode(Node):
                 result = self.pipeline.segment()
                 if result is None:
                     continue
-                wanted = {t for t, pub in self._publishers.items()
+                wanted = {t for t, pub in self._output_pubs.items()
                           if t == TOPIC_INSTANCES or pub.get_subscription_count() > 0}
                 msgs = self.pipeline.output_messages(self.factory, result, wanted=wanted)
                 for topic, msg in msgs.items():
-                    self._publishers[topic].publish(msg)
+                    self._output_pubs[topic].publish(msg)
                 self.pipeline.stats.last_end_to_end_ms = (
                     self.get_clock().now().nanoseconds - result.newest_stamp_ns) / 1e6
             except Exception as exc:  # noqa: BLE001 - e.g. CUDA OOM twice: count, log, keep running
@@ -299,7 +330,7 @@ def main(args: list[str] | None = None) -> int:
         node = SegmentNode()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # Humble raises ExternalShutdownException from spin() on SIGINT
+        pass  # spin() raises ExternalShutdownException once SIGINT/SIGTERM shut the context
     except (ConfigError, ParameterException) as exc:
         print(f"[{NODE_NAME}] invalid configuration: {exc}", file=sys.stderr)
         code = 2

@@ -45,6 +45,9 @@ OUTPUT_TYPES = {
     TOPIC_MARKERS: "visualization_msgs/msg/MarkerArray",
 }
 
+# Points farther than this from the fixed frame's origin are dropped as sensor junk.
+MAX_COORDINATE_M = 1.0e5
+
 # A stamp this far behind the newest one seen means time jumped backwards (a bag looped).
 TIME_JUMP_TOLERANCE_NS = 1_000_000_000
 
@@ -178,6 +181,9 @@ class StreamPipeline:
         self.accumulator = ScanAccumulator(acc.window_s, acc.max_scans, acc.max_points,
                                            acc.dedupe_voxel)
         self._lock = threading.Lock()
+        # Counters are bumped from the executor thread (mailbox) and the worker threads; never
+        # take _lock while holding this one.
+        self._stats_lock = threading.Lock()
         self._newest_stamp_ns: int | None = None
         self._pending: list[ScanRecord] = []   # accumulated, not yet part of a result
         self.keep_records = keep_records
@@ -208,11 +214,22 @@ class StreamPipeline:
 
     # ---- per scan ------------------------------------------------------------------------
     def ingest(self, topic: str, msg: Any, lookup: TransformLookup) -> ScanRecord:
-        """Take one PointCloud2; returns its record (``pending`` when accumulated)."""
-        self.stats.scans_received += 1
-        rec = ScanRecord(self.stats.scans_received - 1, topic, -1)
-        if self.keep_records:
-            self.records.append(rec)
+        """Take one PointCloud2; returns its record (``pending`` when accumulated).
+
+        Never raises for bad input: an unexpected failure inside skips the scan as
+        ``ingest_error`` with the exception in ``detail`` (and logs it), and the stream goes on.
+        """
+        rec = self._new_record(topic)
+        try:
+            return self._ingest(rec, topic, msg, lookup)
+        except Exception as exc:  # noqa: BLE001 - one bad scan must not stop the stream
+            log.exception("scan %d on %s failed", rec.index, topic)
+            with self._lock:
+                if rec in self._pending:
+                    self._pending.remove(rec)
+            return self._skip(rec, "ingest_error", repr(exc))
+
+    def _ingest(self, rec: ScanRecord, topic: str, msg: Any, lookup: TransformLookup) -> ScanRecord:
         t0 = time.perf_counter()
         try:
             scan = decode(msg)
@@ -241,6 +258,16 @@ class StreamPipeline:
             xyz = apply_transform(matrix, scan.xyz)
         else:
             xyz = scan.xyz
+        # Drivers write "no return" as float max, and float max overflows to inf in the
+        # transform: neither is a place, and either would break the voxel grids downstream.
+        valid = (np.abs(xyz) <= MAX_COORDINATE_M).all(axis=1)
+        if not valid.all():
+            self.stats.points_dropped_non_finite += int((~valid).sum())
+            xyz = xyz[valid]
+            scan.rgb = None if scan.rgb is None else scan.rgb[valid]
+            scan.intensity = None if scan.intensity is None else scan.intensity[valid]
+            if len(xyz) == 0:
+                return self._skip(rec, "empty")
         t2 = time.perf_counter()
         with self._lock:
             self.accumulator.add(xyz, scan.rgb, scan.intensity, scan.stamp_ns)
@@ -256,12 +283,12 @@ class StreamPipeline:
 
     def count_superseded(self, topic: str) -> None:
         """A newer scan replaced this topic's unprocessed one in the node's mailbox."""
-        self.stats.scans_received += 1
-        self.stats.scans_skipped["superseded"] += 1
+        self._skip(self._new_record(topic), "superseded")
 
     def count_error(self, reason: str) -> None:
         """An unexpected exception a front end caught (kept running); counted by reason."""
-        self.stats.segmentations_skipped[reason] += 1
+        with self._stats_lock:
+            self.stats.segmentations_skipped[reason] += 1
 
     def skip_message(self, topic: str, reason: str, detail: str = "",
                      rec: ScanRecord | None = None) -> ScanRecord:
@@ -271,15 +298,21 @@ class StreamPipeline:
         that never reached ``ingest`` (the bag tool: it did not deserialise), which gets a record.
         """
         if rec is None:
+            rec = self._new_record(topic)
+        return self._skip(rec, reason, detail)
+
+    def _new_record(self, topic: str) -> ScanRecord:
+        with self._stats_lock:
             self.stats.scans_received += 1
             rec = ScanRecord(self.stats.scans_received - 1, topic, -1)
             if self.keep_records:
                 self.records.append(rec)
-        return self._skip(rec, reason, detail)
+        return rec
 
     def _skip(self, rec: ScanRecord, reason: str, detail: str = "") -> ScanRecord:
         rec.fate, rec.reason, rec.detail = "skipped", reason, detail
-        self.stats.scans_skipped[reason] += 1
+        with self._stats_lock:
+            self.stats.scans_skipped[reason] += 1
         return rec
 
     def _expire_pending(self) -> None:
@@ -315,6 +348,11 @@ class StreamPipeline:
                 for rec in used:
                     self._skip(rec, f"segmentation_{exc.reason}")
                 return None
+            except Exception as exc:
+                # Account for the scans, then let the front end log and count it (it keeps running).
+                for rec in used:
+                    self._skip(rec, "segmentation_error", repr(exc))
+                raise
         finally:
             self.trigger.end()
         self.stats.segmentations += 1

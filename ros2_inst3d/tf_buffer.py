@@ -27,8 +27,9 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -75,8 +76,8 @@ class TfBuffer:
                 f"extrapolation_tolerance_s must be >= 0, got {extrapolation_tolerance_s}")
         if max_samples_per_edge < 2:
             raise ValueError("max_samples_per_edge must be >= 2 (interpolation needs two samples)")
-        self.cache_ns = int(round(cache_s * NS_PER_S))
-        self.tolerance_ns = int(round(extrapolation_tolerance_s * NS_PER_S))
+        self.cache_ns = round(cache_s * NS_PER_S)
+        self.tolerance_ns = round(extrapolation_tolerance_s * NS_PER_S)
         self.max_samples_per_edge = int(max_samples_per_edge)
         self._edges: dict[str, _Edge] = {}   # child frame -> edge to its parent
         self.rejected: Counter = Counter()   # reason -> transforms not stored
@@ -283,7 +284,7 @@ class TfBuffer:
 
 def _strip_slash(frame: str) -> str:
     # tf2 strips a leading '/' from frame ids (a ROS 1 habit) rather than failing on it.
-    return frame[1:] if frame.startswith("/") else frame
+    return frame.removeprefix("/")
 
 
 def _fmt_s(stamp_ns: int) -> str:

@@ -23,10 +23,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ros2_inst3d.config import ConfigError
-from ros2_inst3d.model.backbone import (BN_EPS, SparseUNetBackbone, single_threaded_spconv,
-                                        voxels_to_points)
-from ros2_inst3d.model.registry import (MODEL_REGISTRY, build_model, load_model_config,
-                                        register_model)
+from ros2_inst3d.model.backbone import (
+    BN_EPS,
+    SparseUNetBackbone,
+    single_threaded_spconv,
+    voxels_to_points,
+)
+from ros2_inst3d.model.registry import (
+    MODEL_REGISTRY,
+    build_model,
+    load_model_config,
+    register_model,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = REPO / "config" / "models"
@@ -153,6 +161,21 @@ def test_pointwise_outputs_match_the_official_code(name, record_property):
     record_property("max_abs_diff", worst)
 
 
+def test_network_input_feeds_the_model_like_the_official_pipeline():
+    # The input contract (data/inputs.py) and the model together, from raw points to logits.
+    from ros2_inst3d.data.inputs import OFFICIAL_TEST_YAW, network_input
+
+    arrays, model, _ = load_fixture("softgroup_small")
+    net = network_input(arrays["in/xyz_centered"], arrays["in/rgb_uint8"], model.voxel_size,
+                        yaw=OFFICIAL_TEST_YAW, center=False, with_coords=model.with_coords)
+    with torch.no_grad():
+        out = model.forward_pointwise(net.voxel_feats, net.voxel_coords, net.spatial_shape,
+                                      net.point_to_voxel)
+    for key in ("semantic_logits", "offsets"):
+        torch.testing.assert_close(out[key], torch.from_numpy(arrays[f"out/{key}"]),
+                                   atol=1e-5, rtol=1e-5)
+
+
 def test_cpu_inference_is_bit_identical_with_two_threads():
     # Unguarded, spconv 2.3.8 CPU gives errors up to 0.9 that change between runs with 2 threads.
     arrays, model, _ = load_fixture("softgroup_deep")  # 7 levels: the most sparse convolutions
@@ -175,13 +198,12 @@ def test_single_threaded_spconv_restores_the_thread_count_even_on_error():
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        with pytest.raises(RuntimeError, match="inside"):
-            with single_threaded_spconv("cpu"):
+        with pytest.raises(RuntimeError, match="inside"), single_threaded_spconv("cpu"):
+            assert torch.get_num_threads() == 1
+            with single_threaded_spconv(torch.device("cpu")):  # re-entrant
                 assert torch.get_num_threads() == 1
-                with single_threaded_spconv(torch.device("cpu")):  # re-entrant
-                    assert torch.get_num_threads() == 1
-                assert torch.get_num_threads() == 1
-                raise RuntimeError("inside")
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("inside")
         assert torch.get_num_threads() == 2
         with single_threaded_spconv("cuda"):  # spconv's GPU path is unaffected
             assert torch.get_num_threads() == 2
@@ -295,7 +317,7 @@ def random_small_model(channels: int, num_blocks: int, seed: int) -> SparseUNetB
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), num_blocks=st.integers(1, 4),
-       shape=st.tuples(st.integers(5, 19), st.integers(5, 19), st.integers(5, 19)),
+       shape=st.tuples(st.integers(8, 19), st.integers(8, 19), st.integers(8, 19)),
        density=st.floats(0.05, 0.6), batch=st.integers(1, 2))
 def test_model_matches_a_dense_reference(seed, num_blocks, shape, density, batch):
     rng = np.random.default_rng(seed)
@@ -322,9 +344,16 @@ def test_dense_reference_sees_the_odd_boundary_drop():
     # their decoder input; keeping them (a naive floor(p/2)) changes outputs by up to 0.34.
     arrays, model, _ = load_fixture("softgroup_small")
     coords = torch.from_numpy(arrays["in/voxel_coords"][:, 1:])
+    shape = arrays["in/spatial_shape"].tolist()
+    # Speed: x and z (128, a multiple of 2**(levels-1)) shrink to the next such multiple past the
+    # occupied voxels; rows cut away are empty at every level, so nothing changes. y stays 135.
+    step = 2 ** (model.num_blocks - 1)
+    for axis in (0, 2):
+        assert shape[axis] % step == 0
+        shape[axis] = min(shape[axis], -(-(int(coords[:, axis].max()) + 1) // step) * step)
     with torch.no_grad():
         dense = dense_backbone(model, torch.from_numpy(arrays["out/voxel_feats_in"]), coords,
-                               arrays["in/spatial_shape"].tolist())
+                               shape)
     torch.testing.assert_close(dense, torch.from_numpy(arrays["out/voxel_output_layer"]),
                                atol=1e-4, rtol=1e-4)
     assert int(coords[:, 1].max()) == 134
@@ -369,6 +398,8 @@ def test_bad_inputs_are_refused_with_reasons():
         model.forward_pointwise(feats, coords, shape, torch.tensor([0, 3506]))
     with pytest.raises(ValueError, match="at least one"):
         model.forward_backbone(feats[:0], coords[:0], shape)
+    with pytest.raises(ValueError, match="too small for a 3-level U-Net"):
+        model.forward_backbone(feats[:1], coords[:1] * 0, [3, 128, 128])
 
 
 def test_voxels_to_points_gathers_rows():

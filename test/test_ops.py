@@ -452,6 +452,18 @@ def test_mask_iou_matches_sets(device, a, b, form, chunk):
                                rtol=1e-6)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_mask_iou_pair_counting_in_small_chunks(device, monkeypatch):
+    from ros2_inst3d.ops import masks as masks_module
+
+    monkeypatch.setattr(masks_module, "_PAIR_CHUNK", 5)  # split the shared-point pairs many times
+    rng = np.random.default_rng(2)
+    a = [set(rng.choice(40, rng.integers(0, 15), replace=False).tolist()) for _ in range(9)]
+    b = [set(rng.choice(40, rng.integers(0, 15), replace=False).tolist()) for _ in range(6)]
+    got = ops.mask_iou(sparse_masks(a, device), dense_masks(b, 40).to(device))
+    np.testing.assert_allclose(got.cpu().numpy(), [[ref_iou(x, y) for y in b] for x in a], rtol=1e-6)
+
+
 def ref_nms(sets, scores, threshold, labels=None):
     order = sorted(range(len(sets)), key=lambda k: (-scores[k], k))
     keep = []
@@ -546,7 +558,7 @@ def test_cuda_sources_are_shipped():
 
 # ----------------------------------------------------------------------------- docstring examples
 @pytest.mark.parametrize("module", ["neighbors", "clustering", "sampling", "voxel_maps", "segment",
-                                    "masks", "_backend"])
+                                    "masks", "_backend", "bench"])
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(f"ros2_inst3d.ops.{module}"))
     assert result.attempted > 0 and result.failed == 0

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from matplotlib.path import Path as MplPath
 from scipy.spatial import cKDTree
@@ -88,7 +88,7 @@ def test_split_seed_rejects_bad_input(split, index):
         split_seed(split, index)
 
 
-def test_meta_records_seed_split_and_params(small_scenes):
+def test_meta_records_seed_split_and_params():
     scene = generate_scene(split_seed("val", 7), SMALL)
     assert scene.meta["seed"] == 100_007 and scene.meta["split"] == "val"
     assert SceneParams(**{k: tuple(v) if isinstance(v, list) else v
@@ -136,7 +136,7 @@ def test_small_scenes_cover_many_classes(small_scenes):
 def test_instance_boxes_contain_their_points(small_scenes):
     """The generator's oriented boxes hold (nearly all) their instance's points."""
     for scene in small_scenes.values():
-        for rec, box in zip(scene.meta["instances"], scene.boxes()):
+        for rec, box in zip(scene.meta["instances"], scene.boxes(), strict=True):
             pts = scene.xyz[scene.instance == rec["id"]].astype(np.float64)
             c, s = math.cos(box.yaw), math.sin(box.yaw)
             local = (pts - box.center) @ np.array([[c, -s, 0.0], [s, c, 0.0], [0, 0, 1.0]])
@@ -187,9 +187,9 @@ def test_arrays_have_the_scene_schema(small_scenes):
         assert scene.rgb.dtype == np.uint8 and scene.rgb.shape == (n, 3)
         assert scene.semantic.dtype == np.int16 and scene.semantic.shape == (n,)
         assert scene.instance.dtype == np.int32 and scene.instance.shape == (n,)
-        # Real colour: not constant, not saturated everywhere.
+        # Real colour: varied, and neither blown out nor black.
         assert scene.rgb.std(axis=0).min() > 10
-        assert 0.01 < np.mean(scene.rgb == 255) < 0.5 or np.mean(scene.rgb == 255) < 0.01
+        assert np.mean(scene.rgb == 255) < 0.05 and np.mean(scene.rgb == 0) < 0.05
 
 
 def test_points_are_one_per_voxel(small_scenes):
@@ -346,7 +346,7 @@ def test_parallel_generation_writes_the_same_files(tmp_path):
     serial = generate_dataset(tmp_path / "a", 2, seed=20, progress=False, params=SMALL)
     parallel = generate_dataset(tmp_path / "b", 2, seed=20, progress=False, params=SMALL,
                                 workers=2)
-    for a, b in zip(serial, parallel):
+    for a, b in zip(serial, parallel, strict=True):
         with np.load(a) as x, np.load(b) as y:
             for k in x.files:
                 np.testing.assert_array_equal(x[k], y[k])
@@ -478,12 +478,10 @@ def test_polygon_overlap_matches_interval_logic(v, angle):
     bx0, bx1 = sorted(v[4:6])
     by0, by1 = sorted(v[6:8])
     tol = layout.CONTACT_TOLERANCE
-    if min(ax1 - ax0, ay1 - ay0, bx1 - bx0, by1 - by0) < 0.01:
-        return
+    assume(min(ax1 - ax0, ay1 - ay0, bx1 - bx0, by1 - by0) >= 0.01)
     ox = min(ax1, bx1) - max(ax0, bx0)
     oy = min(ay1, by1) - max(ay0, by0)
-    if abs(ox - tol) < 1e-6 or abs(oy - tol) < 1e-6:
-        return  # on the decision boundary
+    assume(abs(ox - tol) > 1e-6 and abs(oy - tol) > 1e-6)  # off the decision boundary
     expected = ox > tol and oy > tol
     c, s = math.cos(angle), math.sin(angle)
     rot = np.array([[c, -s], [s, c]])
@@ -563,7 +561,7 @@ def test_layouts_keep_furniture_inside_the_room(kind):
         assert _distance_outside_polygon(corners, polygon).max() <= 2 * layout.CONTACT_TOLERANCE
         for o in placed:
             assert o.z[1] <= geo.room.height
-        # Free-standing furniture stands on the floor or on something else.
+        # Only wall-hung things and things standing on other things leave the floor.
+        off_floor = {"picture", "curtain", "clutter", "kitchen", "bathroom"}
         for o in placed:
-            if o.z[0] > 0.01 and o.role not in ("picture", "clutter", "kitchen", "bathroom"):
-                assert o.role in ("curtain",), (o.role, o.model.kind, o.z)
+            assert o.z[0] <= 0.01 or o.role in off_floor, (o.role, o.model.kind, o.z)

@@ -89,10 +89,12 @@ def scene_stem(path: str | Path) -> str:
 
 
 def find_scene_files(root: str | Path) -> list[Path]:
-    """Scene files (``.npz`` other than ``*.labels.npz``, and ``.pth``) directly in ``root``, sorted."""
+    """Scene files directly in ``root``, sorted: ``.npz`` and ``.pth``, but not predictions
+    (``*.labels.npz``) nor the generator's per-pose scans (``*.sequence.npz``)."""
     root = Path(root)
+    not_scenes = (PREDICTION_SUFFIX, ".sequence.npz")
     files = [p for p in root.iterdir() if p.is_file() and (
-        (p.suffix == ".npz" and not p.name.endswith(PREDICTION_SUFFIX)) or p.suffix == PTH_SUFFIX)]
+        (p.suffix == ".npz" and not p.name.endswith(not_scenes)) or p.suffix == PTH_SUFFIX)]
     return sorted(files)
 
 

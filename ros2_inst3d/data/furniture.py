@@ -598,6 +598,8 @@ def cabinet(rng: np.random.Generator, height: float | None = None, width: float 
         h += 0.025
     if h < 1.3:
         b.surface(h, (-w / 2, -d / 2), (w / 2, d / 2))
+    if height is not None or width is not None:
+        kind = "nightstand" if h < 0.7 and w < 0.65 else "low" if h < 1.3 else "tall"
     return b.build(CABINET, f"cabinet/{kind}-{style}")
 
 

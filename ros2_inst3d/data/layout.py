@@ -986,6 +986,16 @@ def _clutter(lay: Layout, density: float) -> list[Placed]:
     return out
 
 
+def _floor_share(lay: Layout) -> float:
+    """Fraction of the floor under furniture footprints (overlaps counted twice)."""
+    total = 0.0
+    for o in lay.objects:
+        if o.obstacle and o.semantic != IGNORE_LABEL and o.z[0] < 0.05:
+            x, y = o.footprint[:, 0], o.footprint[:, 1]
+            total += 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    return total / lay.room.area
+
+
 def furnish(room: Room, rng: np.random.Generator, mesh_prob: float = 0.25,
             clutter_density: float = 1.0, fill: float = 1.0) -> Layout:
     """Place the furniture of ``room.kind`` plus fillers, decor and clutter.
@@ -1058,7 +1068,20 @@ def furnish(room: Room, rng: np.random.Generator, mesh_prob: float = 0.25,
         for _ in range(int(rng.integers(2, 4))):
             _storage_row(lay)
         extras = (fm.CABINET, fm.BOOKSHELF, fm.OTHERFURNITURE, fm.REFRIGERATOR, fm.TABLE)
-    n_extra = int(rng.poisson(fill * max(1.0, area / 8.0)))
+    # Big rooms get more of their kind's groups until the furniture covers a realistic share of
+    # the floor (real rooms are crowded; an empty hall is easy to segment).
+    groups = {"living": (_sofa_group, _storage_row, _table_group),
+              "bedroom": (_bed_group, _desk_group, _storage_row),
+              "office": (_desk_group, _storage_row, _table_group),
+              "dining": (_table_group, _storage_row), "kitchen": (_table_group, _kitchen_run),
+              "conference": (_table_group, _storage_row), "classroom": (_storage_row,),
+              "bathroom": (_storage_row,), "storage": (_storage_row,)}[kind]
+    target = fill * rng.uniform(0.18, 0.32)
+    for _ in range(12):
+        if _floor_share(lay) >= target:
+            break
+        groups[int(rng.integers(len(groups)))](lay)
+    n_extra = int(rng.poisson(fill * max(1.0, area / 6.0)))
     _fill(lay, extras, n_extra)
     _decor(lay)
     if clutter_density > 0:

@@ -26,6 +26,7 @@ far slower when other processes compete for the cores (OpenMP barriers), so spco
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -42,6 +43,17 @@ norm_fn = functools.partial(nn.BatchNorm1d, eps=BN_EPS, momentum=BN_MOMENTUM)
 """BatchNorm of the backbone and point-wise heads: ``norm_fn(channels)``."""
 
 _SPCONV_CPU_LOCK = threading.RLock()
+
+
+class _DropFxTracingNotice(logging.Filter):
+    """spconv's ``SparseConvTensor`` is an fx-wrapped function, so every process's first sparse
+    tensor makes torch log a notice about ``is_fx_tracing`` meant for fx users, not ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is_fx_tracing will return true" not in record.getMessage()
+
+
+logging.getLogger("torch.fx._symbolic_trace").addFilter(_DropFxTracingNotice())
 
 
 @contextmanager
@@ -249,6 +261,14 @@ class SparseUNetBackbone(nn.Module):
         shape = [int(s) for s in spatial_shape]
         if len(shape) != 3 or min(shape) <= 0:
             raise ValueError(f"spatial_shape must be 3 positive ints, got {list(spatial_shape)}")
+        levels = [shape]
+        for _ in range(self.num_blocks - 1):  # spconv's k2/s2 output size: (S - 2) // 2 + 1
+            levels.append([(s - 2) // 2 + 1 for s in levels[-1]])
+        if min(levels[-1]) < 1:
+            raise ValueError(
+                f"spatial_shape {shape} is too small for a {self.num_blocks}-level U-Net: each "
+                f"axis needs at least {2 ** (self.num_blocks - 1)} voxels (the official input "
+                "contract clips it below at 128)")
         if coords.shape[0] == 0:
             raise ValueError("no voxels: the sparse U-Net needs at least one occupied voxel")
         low = coords.amin(dim=0)

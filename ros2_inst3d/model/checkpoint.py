@@ -81,8 +81,8 @@ class CheckpointReport:
 
     def format(self) -> str:
         """The report as text: a summary, then every problem key, one per line."""
-        lines = [f"checkpoint {self.source}: {self.container}, {self.num_tensors} tensors; "
-                 f"the model expects {self.num_expected}"]
+        lines = [(f"checkpoint {self.source}: {self.container}, {self.num_tensors} tensors; "
+                  f"the model expects {self.num_expected}")]
         lines += [f"  converted: {note}" for note in self.conversions]
         if self.ignored:
             lines.append(f"  ignored (training only): {', '.join(self.ignored)}")
@@ -165,24 +165,51 @@ def _spconv1_shape(shape: Shape) -> Shape:
     return (shape[1], shape[2], shape[3], shape[4], shape[0])
 
 
-def match_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, Shape],
+def _layout_votes(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, Shape]
+                  ) -> dict[str, int]:
+    """How many 5-D weights read as spconv 1 / spconv 2 only.
+
+    A cubic kernel shows where the kernel axes are: ``[k, k, k, in, out]`` (1) or
+    ``[out, k, k, k, in]`` (2). When both readings are cubic the model's expected shape decides.
+    """
+    votes = {"spconv1": 0, "spconv2": 0}
+    for key, value in tensors.items():
+        if value.ndim != 5:
+            continue
+        shape = tuple(value.shape)
+        v1_axes = shape[0] == shape[1] == shape[2]
+        v2_axes = shape[1] == shape[2] == shape[3]
+        want = expected.get(key)
+        if v1_axes != v2_axes:
+            votes["spconv1" if v1_axes else "spconv2"] += 1
+        elif want is not None and len(want) == 5 and want != _spconv1_shape(want):
+            if shape == want:
+                votes["spconv2"] += 1
+            elif shape == _spconv1_shape(want):
+                votes["spconv1"] += 1
+    return votes
+
+
+def match_state_dict(state_dict: Mapping[str, torch.Tensor],
+                     expected: Mapping[str, Shape | torch.Tensor],
                      source: str = "<state dict>", container: str = "state dict"
                      ) -> tuple[dict[str, torch.Tensor], CheckpointReport]:
-    """Convert ``state_dict`` towards the ``expected`` key → shape map and report the differences.
+    """Convert ``state_dict`` towards ``expected`` (key → shape, or a model's state dict) and
+    report the differences.
 
     Returns the converted tensors that fit (key in ``expected``, same shape) and the report.
     Conversions: ``module.`` strip, spconv 1 → 2 weight layout, HAIS → SoftGroup renames,
     ``criterion.*`` dropped (see the module docstring).
     """
-    expected = {k: tuple(int(d) for d in s) for k, s in expected.items()}
+    expected = {k: tuple(int(d) for d in (s.shape if isinstance(s, torch.Tensor) else s))
+                for k, s in expected.items()}
     tensors = dict(state_dict)
     report = CheckpointReport(source=source, container=container, num_tensors=len(tensors),
                               num_expected=len(expected))
 
     prefixed = [k for k in tensors if k.startswith(DATA_PARALLEL_PREFIX)]
     if prefixed and not any(k.startswith(DATA_PARALLEL_PREFIX) for k in expected):
-        tensors = {(k[len(DATA_PARALLEL_PREFIX):] if k.startswith(DATA_PARALLEL_PREFIX) else k): v
-                   for k, v in tensors.items()}
+        tensors = {k.removeprefix(DATA_PARALLEL_PREFIX): v for k, v in tensors.items()}
         report.conversions.append(f"stripped '{DATA_PARALLEL_PREFIX}' from {len(prefixed)} keys")
 
     for old, new in HAIS_TO_SOFTGROUP:
@@ -198,18 +225,18 @@ def match_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[s
             report.ignored.append(key)
             del tensors[key]
 
-    # spconv 1 vs 2: decided per file from tensors that fit only one layout, so that weights whose
-    # two layouts coincide (e.g. [2,2,2,2,2]) follow the rest of the file.
-    unambiguous_v1 = [k for k, v in tensors.items()
-                      if v.ndim == 5 and k in expected and len(expected[k]) == 5
-                      and tuple(v.shape) == _spconv1_shape(expected[k])
-                      and tuple(v.shape) != expected[k]]
-    report.spconv1_layout = bool(unambiguous_v1)
-    if report.spconv1_layout:
+    votes = _layout_votes(tensors, expected)
+    if votes["spconv1"] and votes["spconv2"]:
+        report.conversions.append(
+            f"none for sparse-conv weights: {votes['spconv1']} look like spconv 1 "
+            f"[kx,ky,kz,in,out] and {votes['spconv2']} like spconv 2 [out,kx,ky,kz,in]")
+    elif votes["spconv1"]:
+        # A spconv 1 file stores every 5-D weight that way, also those whose two readings
+        # coincide (e.g. [3,3,3,3,3]); convert_checkpoint.py permutes them all too.
+        report.spconv1_layout = True
         permuted = 0
         for key, value in list(tensors.items()):
-            if (value.ndim == 5 and key in expected and len(expected[key]) == 5
-                    and tuple(value.shape) == _spconv1_shape(expected[key])):
+            if value.ndim == 5:
                 tensors[key] = value.permute(4, 0, 1, 2, 3).contiguous()
                 permuted += 1
         report.conversions.append(
@@ -228,15 +255,11 @@ def match_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[s
     return fitting, report
 
 
-def _expected_shapes(model: nn.Module) -> dict[str, Shape]:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
 def check_checkpoint(path: str | Path, model: nn.Module, *, trust_pickle: bool = False
                      ) -> CheckpointReport:
     """Compare the checkpoint at ``path`` with ``model`` (which may live on the meta device)."""
     state_dict, container = read_checkpoint(path, trust_pickle=trust_pickle)
-    return match_state_dict(state_dict, _expected_shapes(model), str(path), container)[1]
+    return match_state_dict(state_dict, model.state_dict(), str(path), container)[1]
 
 
 def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True, *,
@@ -248,7 +271,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True, *,
     others stay as they are, and the report says which.
     """
     state_dict, container = read_checkpoint(path, trust_pickle=trust_pickle)
-    fitting, report = match_state_dict(state_dict, _expected_shapes(model), str(path), container)
+    fitting, report = match_state_dict(state_dict, model.state_dict(), str(path), container)
     if strict and not report.ok:
         raise CheckpointError(report.format())
     model.load_state_dict(fitting, strict=report.ok)

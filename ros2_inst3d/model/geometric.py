@@ -29,6 +29,7 @@ from .proposals import Proposals
 
 _HORIZONTAL_NZ = 0.9   # |n_z| above this: horizontal plane (within ~25 degrees)
 _VERTICAL_NZ = 0.2     # |n_z| below this: vertical plane
+_WALL_MAX_BEYOND = 0.15  # a wall has at most this fraction of the cloud behind it
 _SCORE_SAMPLE = 20_000  # points used to score RANSAC hypotheses
 
 
@@ -107,7 +108,12 @@ def structure_mask(xyz: np.ndarray, cfg: GeometricConfig) -> np.ndarray:
                 continue  # a table top or a shelf, not the floor
         elif nz > _VERTICAL_NZ:
             continue  # tilted: a ramp, a sofa back; not structure we remove
-        structure |= np.abs(xyz64 @ normal + d) < cfg.plane_distance
+        else:
+            side = reps @ normal + d
+            beyond = min((side > cfg.plane_distance).mean(), (side < -cfg.plane_distance).mean())
+            if beyond > _WALL_MAX_BEYOND:
+                continue  # the room lies on one side of a wall; a sofa back has points on both
+        structure |= np.abs(xyz64 @ normal + d) < max(cfg.plane_distance, cfg.clearance)
     return structure
 
 

@@ -22,12 +22,14 @@ PyTorch's default ``eps = 1e-5``, unlike the backbone's 1e-4.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..config import ConfigError
 from .backbone import MLP, SparseUNetBackbone
 from .softgroup import input_channels
 
@@ -134,8 +136,8 @@ def dynamic_conv_param_count(mask_dim_out: int, num_dyco_layer: int) -> int:
     elif num_dyco_layer == 2:
         dims = [mask_dim_out + 6, mask_dim_out, 1]
     else:
-        raise ValueError(f"instance_head_cfg.num_dyco_layer must be 2 or 3, got {num_dyco_layer}")
-    weights = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+        raise ConfigError(f"instance_head_cfg.num_dyco_layer must be 2 or 3, got {num_dyco_layer}")
+    weights = sum(a * b for a, b in itertools.pairwise(dims))
     return weights + sum(dims[1:])
 
 
@@ -163,7 +165,7 @@ class ISBNet(SparseUNetBackbone):
         head_cfg = copy.deepcopy(DEFAULT_INSTANCE_HEAD_CFG)
         unknown = set(instance_head_cfg or {}) - INSTANCE_HEAD_KEYS
         if unknown:
-            raise ValueError(f"unknown instance_head_cfg keys {sorted(unknown)}; known: "
+            raise ConfigError(f"unknown instance_head_cfg keys {sorted(unknown)}; known: "
                              f"{sorted(INSTANCE_HEAD_KEYS)}")
         head_cfg.update(instance_head_cfg or {})
         self.raw_in_channels = int(in_channels)
@@ -239,4 +241,4 @@ class ISBNet(SparseUNetBackbone):
                 "box_preds": corners + centres.repeat(1, 2)}
 
 
-__all__ = ["ISBNet", "LocalAggregator", "GenericMLP", "dynamic_conv_param_count"]
+__all__ = ["GenericMLP", "ISBNet", "LocalAggregator", "dynamic_conv_param_count"]

@@ -31,37 +31,36 @@ MAX_NEIGHBORS = 300
 MIN_SIZE = 50
 VOXEL = 0.02
 FPS_SAMPLES = 1024
+MASKS = 500
+MASK_RADIUS = 0.3
 POINTS_PER_M2 = 2500.0  # ~2 cm spacing, the density the indoor models were trained at
 
 
 def synthetic_scene(num_points: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A room (floor + 4 walls) with box-shaped furniture, surfaces sampled at ~2500 points/m².
+    """A room (floor + 4 walls) with box-shaped furniture, surfaces sampled at ~2500 points/m²
+    (2 cm spacing; 100k points make a ~3 m square room).
 
     Returns ``xyz (N, 3) float32`` metres and ``semantic (N,) int64`` (0 wall, 1 floor, 2..19 one
     class per piece of furniture, cycling), deterministic from ``seed``.
     """
     rng = np.random.default_rng(seed)
-    # Boxes as (center, size); the room grows with N so the density stays fixed.
-    furniture = [(rng.uniform(0.1, 0.9, 2), rng.uniform(0.4, 1.6, 3) * [1, 1, 0.8]) for _ in range(24)]
-    unit_area = 1.0 + 4 * 0.4  # floor + walls of a unit room 0.4 high, relative
-    furniture_area = sum(2 * (s[0] * s[1] + s[0] * s[2] + s[1] * s[2]) for _, s in furniture)
-    room = max(2.0, float(np.sqrt(max(num_points / POINTS_PER_M2 - furniture_area, 1.0) / unit_area)))
+    wall_height = 1.5  # scans of rooms rarely reach the ceiling
+    # Surface of a square room of side L with one piece of furniture per ~1.5 m² of floor
+    # (~3 m² of box surface each): (1 + 2) L² + 4 h L = N / density.
+    area = num_points / POINTS_PER_M2
+    side = max(1.0, (-4 * wall_height + np.sqrt(16 * wall_height**2 + 12 * area)) / 6)
     faces: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []  # origin, u, v, class
-
-    def box(center_xy, size, cls):
-        lo = np.array([center_xy[0] * room - size[0] / 2, center_xy[1] * room - size[1] / 2, 0.0])
+    faces.append((np.zeros(3), np.array([side, 0, 0]), np.array([0, side, 0]), 1))
+    for o, u in ((np.zeros(3), [side, 0, 0]), (np.zeros(3), [0, side, 0]),
+                 (np.array([side, 0, 0]), [0, side, 0]), (np.array([0, side, 0]), [side, 0, 0])):
+        faces.append((o, np.array(u, float), np.array([0, 0, wall_height]), 0))
+    for k in range(max(1, round(side * side / 1.5))):
+        size = rng.uniform([0.3, 0.3, 0.3], [1.0, 1.0, 0.9])
+        low = np.append(rng.uniform(0, np.maximum(side - size[:2], 1e-3)), 0.0)
         ex, ey, ez = np.diag(size)
-        for o, u, v in ((lo, ex, ey), (lo + ez, ex, ey), (lo, ex, ez), (lo + ey, ex, ez),
-                        (lo, ey, ez), (lo + ex, ey, ez)):
-            faces.append((o, u, v, cls))
-
-    height = 0.4 * room
-    faces.append((np.zeros(3), np.array([room, 0, 0]), np.array([0, room, 0]), 1))
-    for o, u in ((np.zeros(3), [room, 0, 0]), (np.zeros(3), [0, room, 0]),
-                 (np.array([room, 0, 0]), [0, room, 0]), (np.array([0, room, 0]), [room, 0, 0])):
-        faces.append((o, np.array(u, float), np.array([0, 0, height]), 0))
-    for k, (center, size) in enumerate(furniture):
-        box(center, size, 2 + k % 18)
+        for o, u, v in ((low, ex, ey), (low + ez, ex, ey), (low, ex, ez), (low + ey, ex, ez),
+                        (low, ey, ez), (low + ex, ey, ez)):
+            faces.append((o, u, v, 2 + k % 18))
     areas = np.array([np.linalg.norm(np.cross(u, v)) for _, u, v, _ in faces])
     counts = rng.multinomial(num_points, areas / areas.sum())
     xyz, semantic = [], []
@@ -126,7 +125,7 @@ def bench_ops(num_points: int = 100_000, device: str | torch.device | None = Non
                         lambda: ball_query(xyz, RADIUS, MAX_NEIGHBORS))
     record("connected_components", f"class constraint, min_size {MIN_SIZE}",
            lambda: connected_components(index, ptr, num_points, labels=things, min_size=MIN_SIZE))
-    clusters = record("cluster_points", f"r={RADIUS} m, per class, min_size {MIN_SIZE}",
+    record("cluster_points", f"r={RADIUS} m, per class, min_size {MIN_SIZE}",
                       lambda: cluster_points(xyz, things, RADIUS, MIN_SIZE, MAX_NEIGHBORS))
     samples = min(FPS_SAMPLES, num_points)
     record("farthest_point_sample", f"{samples} samples",
@@ -138,12 +137,16 @@ def bench_ops(num_points: int = 100_000, device: str | torch.device | None = Non
     num_voxels = maps.voxel_coords.shape[0]
     record("segment_reduce", f"mean of (N, 6) over {num_voxels} voxels",
            lambda: segment_reduce(features, maps.point_to_voxel, num_voxels, "mean"))
-    member = clusters >= 0
-    num_masks = int(clusters.max()) + 1 if bool(member.any()) else 0
-    masks = SparseMasks(clusters[member], torch.nonzero(member).squeeze(1), num_masks)
-    record("mask_iou", f"{num_masks} x {num_masks} sparse masks", lambda: mask_iou(masks))
-    scores = torch.rand(num_masks, device=dev, generator=None)
-    record("mask_nms", f"{num_masks} masks, IoU > 0.3", lambda: mask_nms(masks, scores, 0.3))
+    # SoftGroup-like overlapping proposals: the points within 0.3 m of random centres.
+    num_masks = min(MASKS, num_points)
+    centres = xyz[torch.randperm(num_points, generator=torch.Generator().manual_seed(seed))[:num_masks].to(dev)]
+    members, ptr = ball_query(xyz, MASK_RADIUS, num_points, query=centres)
+    masks = SparseMasks(torch.repeat_interleave(torch.arange(num_masks, device=dev), ptr.diff()), members,
+                        num_masks)
+    setting = f"{num_masks} masks of the points within {MASK_RADIUS} m of a centre"
+    record("mask_iou", setting, lambda: mask_iou(masks))
+    scores = torch.rand(num_masks, generator=torch.Generator().manual_seed(seed)).to(dev)
+    record("mask_nms", setting + ", IoU > 0.3", lambda: mask_nms(masks, scores, 0.3))
     return report
 
 

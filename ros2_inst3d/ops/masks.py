@@ -19,6 +19,8 @@ __all__ = ["SparseMasks", "mask_iou", "mask_nms"]
 
 _CHUNK_ELEMENTS = 2**24  # densified (masks x points) entries per chunk: 64 MiB of float32
 _EXACT_CHUNK_POINTS = 2**24  # float32 holds every count up to 2^24 exactly
+_PAIR_CHUNK = 2**22  # (mask_a, mask_b) pairs counted at once on the sparse route
+_DENSE_ADVANTAGE = 16  # a dense multiply-add costs about this fraction of a counted pair
 
 
 class SparseMasks(NamedTuple):
@@ -38,7 +40,8 @@ Masks = Union[torch.Tensor, SparseMasks]
 
 
 class _MaskSource:
-    """Uniform access to dense (K, N) bool masks or SparseMasks, one chunk of points at a time."""
+    """Dense (K, N) bool masks or SparseMasks, held as distinct (mask, point) entries sorted by
+    point (plus the dense tensor when given)."""
 
     def __init__(self, masks: Masks, name: str):
         if isinstance(masks, torch.Tensor):
@@ -49,6 +52,8 @@ class _MaskSource:
             self.num_masks = masks.shape[0]
             self.min_points = masks.shape[1]
             self.device = masks.device
+            entries = torch.nonzero(masks.T)  # (point, mask) rows, sorted by point
+            self.point_idx, self.mask_idx = entries[:, 0], entries[:, 1]
             return
         if not (isinstance(masks, tuple) and len(masks) == 3):
             raise TypeError(f"{name} must be a (K, N) bool tensor or SparseMasks(mask_idx, point_idx, "
@@ -67,8 +72,12 @@ class _MaskSource:
             if int(point_idx.min()) < 0:
                 raise ValueError(f"{name}.point_idx must be >= 0, got {int(point_idx.min())}")
         self.min_points = int(point_idx.max()) + 1 if point_idx.numel() else 0
-        self.point_idx, order = torch.sort(point_idx)
-        self.mask_idx = mask_idx[order]
+        key = torch.unique(point_idx * max(self.num_masks, 1) + mask_idx)  # distinct, by point
+        self.point_idx = key // max(self.num_masks, 1)
+        self.mask_idx = key - self.point_idx * max(self.num_masks, 1)
+
+    def areas(self) -> torch.Tensor:
+        return torch.bincount(self.mask_idx, minlength=self.num_masks).to(torch.float64)
 
     def chunk(self, p0: int, p1: int) -> torch.Tensor:
         """(K, p1 - p0) float32 0/1 membership of points p0..p1-1."""
@@ -82,7 +91,12 @@ class _MaskSource:
 
 def _intersections(a: _MaskSource, b: _MaskSource | None, num_points: int | None,
                    chunk_size: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(Ka, Kb) intersection counts and (Ka,), (Kb,) areas, all float64 (exact integers)."""
+    """(Ka, Kb) intersection counts and (Ka,), (Kb,) areas, all float64 (exact integers).
+
+    Two routes with the same (exact) result: counting the (mask_a, mask_b) pairs that share each
+    point — cheap when every point lies in few masks, as instance masks do — or multiplying
+    densified chunks, cheaper when masks overlap heavily.
+    """
     other = b if b is not None else a
     if a.device != other.device:
         raise ValueError(f"masks_a is on {a.device} but masks_b on {other.device}; use one device")
@@ -92,23 +106,47 @@ def _intersections(a: _MaskSource, b: _MaskSource | None, num_points: int | None
     for source, name in ((a, "masks_a"), (other, "masks_b")):
         if source.dense is not None and source.min_points != n:
             raise ValueError(f"{name} covers {source.min_points} points but sparse masks index up to {n}")
+    area_a, area_b = a.areas(), other.areas()
+    ka, kb = a.num_masks, other.num_masks
+    degree_b = torch.bincount(other.point_idx, minlength=n)
+    pairs = degree_b[a.point_idx]  # for each entry of a: the masks of b sharing its point
+    total_pairs = int(pairs.sum())
+    if chunk_size is None and total_pairs * _DENSE_ADVANTAGE <= ka * kb * n:
+        return _count_shared_points(a, other, degree_b, pairs), area_a, area_b
     if chunk_size is None:
-        chunk_size = max(1024, _CHUNK_ELEMENTS // max(1, a.num_masks + other.num_masks))
+        chunk_size = max(1024, _CHUNK_ELEMENTS // max(1, ka + kb))
     chunk_size = max(1, min(int(chunk_size), _EXACT_CHUNK_POINTS))
-    inter = torch.zeros((a.num_masks, other.num_masks), dtype=torch.float64, device=a.device)
-    area_a = torch.zeros(a.num_masks, dtype=torch.float64, device=a.device)
-    area_b = torch.zeros(other.num_masks, dtype=torch.float64, device=a.device)
+    inter = torch.zeros((ka, kb), dtype=torch.float64, device=a.device)
     for p0 in range(0, n, chunk_size):
         p1 = min(n, p0 + chunk_size)
         block_a = a.chunk(p0, p1)
         block_b = block_a if b is None else other.chunk(p0, p1)
         inter += (block_a @ block_b.T).to(torch.float64)
-        area_a += block_a.sum(1).to(torch.float64)  # float32 sums of 0/1: exact below 2^24
-        if b is not None:
-            area_b += block_b.sum(1).to(torch.float64)
-    if b is None:
-        area_b = area_a
     return inter, area_a, area_b
+
+
+def _count_shared_points(a: _MaskSource, b: _MaskSource, degree_b: torch.Tensor,
+                         pairs: torch.Tensor) -> torch.Tensor:
+    device = a.device
+    ka, kb = a.num_masks, b.num_masks
+    start_b = torch.cumsum(degree_b, 0) - degree_b  # b's entries of point p: start_b[p] + [0, degree)
+    inter = torch.zeros(ka * kb, dtype=torch.float64, device=device)
+    ends = torch.cumsum(pairs, 0)
+    # Split a's entries so that each chunk expands to about _PAIR_CHUNK pairs.
+    total = int(ends[-1]) if ends.numel() else 0
+    cuts = torch.arange(_PAIR_CHUNK, max(total, _PAIR_CHUNK), _PAIR_CHUNK, device=device)
+    bounds = torch.searchsorted(ends, cuts, right=True).tolist()
+    for e0, e1 in zip([0, *bounds], [*bounds, pairs.numel()]):
+        if e1 <= e0:
+            continue
+        count = pairs[e0:e1]
+        entry = torch.repeat_interleave(torch.arange(e0, e1, device=device), count)
+        within = torch.arange(entry.numel(), device=device) - torch.repeat_interleave(
+            torch.cumsum(count, 0) - count, count)
+        partner = start_b[a.point_idx[entry]] + within
+        key = a.mask_idx[entry] * kb + b.mask_idx[partner]
+        inter += torch.bincount(key, minlength=ka * kb).to(torch.float64)
+    return inter.reshape(ka, kb)
 
 
 def mask_iou(masks_a: Masks, masks_b: Masks | None = None, num_points: int | None = None,

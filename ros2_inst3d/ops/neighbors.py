@@ -141,7 +141,7 @@ def _ball_query_cpu(xyz: torch.Tensor, query: torch.Tensor, offsets: torch.Tenso
         q0, q1 = int(query_offsets[b]), int(query_offsets[b + 1])
         if p0 == p1 or q0 == q1:
             continue
-        tree = cKDTree(points[p0:p1])
+        tree = cKDTree(points[p0:p1], balanced_tree=False, compact_nodes=False)  # faster build
         if self_query:  # each unordered pair once, then both directions and the point itself
             pairs = tree.query_pairs(candidate_radius, output_type="ndarray").astype(np.int64) + p0
             pairs = pairs[within(pairs[:, 0], pairs[:, 1])]
@@ -149,7 +149,7 @@ def _ball_query_cpu(xyz: torch.Tensor, query: torch.Tensor, offsets: torch.Tenso
             rows.append(np.concatenate([pairs[:, 0], pairs[:, 1], own]))
             cols.append(np.concatenate([pairs[:, 1], pairs[:, 0], own]))
         else:
-            found = cKDTree(queries[q0:q1]).sparse_distance_matrix(
+            found = cKDTree(queries[q0:q1], balanced_tree=False, compact_nodes=False).sparse_distance_matrix(
                 tree, candidate_radius, output_type="ndarray")
             row = found["i"].astype(np.int64) + q0
             col = found["j"].astype(np.int64) + p0
