@@ -101,4 +101,63 @@ def run_benchmarks(args: Any) -> dict:
             print(f"{row['points']:>10} {row['point_step']:>8} {row['decode_s'] * 1e3:>10.2f} "
                   f"{row['copy_s'] * 1e3:>8.2f} {row['ratio']:>6.2f} "
                   f"{row['points_per_s'] / 1e6:>10.1f}")
+    if not getattr(args, "decode", False):
+        report["pipeline"] = bench_pipeline(repeats=args.repeats)
+        print_pipeline(report["pipeline"])
     return report
+
+
+def bench_pipeline(seed: int = 200_003, repeats: int = 3, model: str = "geometric") -> dict:
+    """Per-stage time of the node's path on one generated ~130k-point room, as one scan.
+
+    Stages: decode (PointCloud2 → Scan), accumulate (add + cloud() with dedupe), segment
+    (crop, the model's own stages, fusion) and encode (labelled PointCloud2 + InstanceArray).
+    Each stage's share of the total is the ratio reported; medians of wall time over repeats.
+    """
+    from .cloud import decode, encode_xyz, ns_to_stamp
+    from .config import Config
+    from .data.synthetic import generate_scene
+    from .msgs import MessageFactory, make_typestore
+    from .outputs import instance_array, labelled_cloud
+    from .pipeline import StreamPipeline
+    from .segmenter import Segmenter
+
+    scene = generate_scene(seed)
+    factory = MessageFactory.for_rosbags(make_typestore("humble"))
+    header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, 1), frame_id="map")
+    msg = encode_xyz(factory, header, scene.xyz, scene.rgb)
+    cfg = Config().replace(**{"model.name": model})
+    segmenter = Segmenter(cfg)
+    stages: dict[str, list[float]] = {}
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        stages.setdefault(name, []).append((time.perf_counter() - t0) * 1e3)
+        return out
+
+    for _ in range(repeats):
+        pipe = StreamPipeline(cfg, segmenter)
+        scan = timed("decode", lambda: decode(msg))
+        cloud = timed("accumulate", lambda: (pipe.accumulator.add(scan.xyz, scan.rgb, None, 1),
+                                             pipe.accumulator.cloud())[1])
+        inst = segmenter.segment(cloud.xyz, cloud.rgb)
+        for name, ms in inst.timing_ms.items():
+            if name != "total":
+                stages.setdefault(f"segment.{name}", []).append(ms)
+        timed("encode", lambda: (labelled_cloud(factory, inst, header),
+                                 instance_array(factory, inst, header, 1, model)))
+    medians = {name: statistics.median(v) for name, v in stages.items()}
+    total = sum(medians.values())
+    return {"model": model, "points": int(len(scene.xyz)), "accumulated_points": int(len(cloud.xyz)),
+            "instances": int(inst.num_instances), "total_ms": total,
+            "stages": {name: {"ms": ms, "share": ms / total} for name, ms in medians.items()}}
+
+
+def print_pipeline(report: dict) -> None:
+    print(f"\npipeline ({report['model']}): one {report['points']}-point generated room "
+          f"({report['accumulated_points']} after dedupe), {report['instances']} instances")
+    print(f"{'stage':<22}{'ms':>9}{'share':>8}")
+    for name, row in report["stages"].items():
+        print(f"{name:<22}{row['ms']:>9.1f}{row['share']:>8.1%}")
+    print(f"{'total':<22}{report['total_ms']:>9.1f}{1:>8.0%}")

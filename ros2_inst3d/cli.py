@@ -176,6 +176,13 @@ def cmd_bag(args: argparse.Namespace) -> int:
     return bag_main(args, _load_config(args))
 
 
+def cmd_check_checkpoint(args: argparse.Namespace) -> int:
+    from .model.checkpoint import check_checkpoint_main
+
+    return check_checkpoint_main(args.checkpoint_file, args.config,
+                                 trust_pickle=args.trust_pickle)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ros2-inst3d", description="3D instance segmentation of point clouds, offline and in ROS 2.")
@@ -237,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tf-wait", type=float, help="bag seconds a scan waits for TF (default 0.5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bag)
+
+    p = sub.add_parser("check-checkpoint",
+                       help="report missing/unexpected/mismatched keys of a checkpoint vs a model config")
+    p.add_argument("checkpoint_file", type=Path, metavar="CKPT")
+    p.add_argument("-c", "--config", type=Path, required=True,
+                   help="model YAML, e.g. config/models/softgroup_scannet.yaml")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow full pickle loading (only for files from a source you trust)")
+    p.set_defaults(func=cmd_check_checkpoint)
 
     from .data.synthetic import add_gen_data_arguments, gen_data_main
 

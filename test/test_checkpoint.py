@@ -36,7 +36,7 @@ def randomised(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
 
 
 def to_spconv1(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The same weights as spconv 1 stored them: 5-D ``[out, k, k, k, in]`` → ``[k, k, k, in, out]``."""
+    """The weights as spconv 1 stored them: 5-D ``[out, k, k, k, in]`` → ``[k, k, k, in, out]``."""
     return {k: (v.permute(1, 2, 3, 4, 0).contiguous() if v.ndim == 5 else v)
             for k, v in state.items()}
 
@@ -75,7 +75,8 @@ def test_pointgroup_bare_spconv1_dataparallel_checkpoint_loads(tmp_path):
 def test_spconv1_weights_whose_layouts_coincide_follow_the_file():
     # channels=3: a [3,3,3,3,3] SubM weight reads the same in both layouts; the input conv
     # ([3,3,3,3,6] vs [3,3,3,6,3]) tells the file is spconv 1, so every weight is permuted.
-    model = build_model({"name": "softgroup", "channels": 3, "num_blocks": 1, "semantic_only": True})
+    model = build_model({"name": "softgroup", "channels": 3, "num_blocks": 1,
+                         "semantic_only": True})
     state = randomised(model, 3)
     ambiguous = [k for k, v in state.items() if v.ndim == 5 and len(set(v.shape)) == 1]
     assert ambiguous

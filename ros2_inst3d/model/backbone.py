@@ -18,9 +18,11 @@ spconv's (checked against ``shared/reference/*_pointwise.npz`` by ``test/test_ba
 
 spconv's CPU kernels give wrong, run-to-run different results with more than one torch thread
 (reference/README.md §2.4: errors up to 0.9). :func:`single_threaded_spconv` runs the sparse part
-on CPU with one thread, one call at a time. On 2 cores a pure-torch gather/GEMM/scatter
-implementation of the same convolutions was no faster with 2 threads than spconv with one, and
-far slower when other processes compete for the cores (OpenMP barriers), so spconv it is.
+on CPU with one thread, one call at a time. A pure-torch gather/GEMM/scatter implementation of
+the same convolutions (deterministic with any thread count) was measured and dropped: on 2 cores,
+for the ScanNet U-Net on 104k voxels, it took 1.2 s with 2 threads (2.2 s with 1) against 1.2 s
+for spconv with 1 thread, and 35-70 s against 2-3.5 s while other processes kept the cores busy
+(many small parallel regions stall in OpenMP barriers).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from contextlib import contextmanager
 
 import spconv.pytorch as spconv
 import torch
+from spconv.cppconstants import CPU_ONLY_BUILD as SPCONV_CPU_ONLY
 from torch import nn
 
 BN_EPS = 1e-4        # backbone, point-wise MLPs, SoftGroup's tiny U-Net (official norm_fn)
@@ -63,7 +66,8 @@ def single_threaded_spconv(device: torch.device | str) -> Iterator[None]:
     spconv 2.3.x's CPU gather/scatter races with several torch threads (traveller59/spconv#679;
     measured errors up to 0.9). The thread count is process-wide, so the block holds a lock:
     other threads' spconv CPU calls wait, and the previous count is restored on exit (also on
-    error). Re-entrant within one thread.
+    error). Re-entrant within one thread. The backward pass of spconv ops runs outside any
+    forward, so CPU training must call ``loss.backward()`` inside this block too.
     """
     if torch.device(device).type != "cpu":
         yield
@@ -164,12 +168,12 @@ class UBlock(nn.Module):
 
 
 def unet_planes(channels: int, num_blocks: int) -> list[int]:
-    """Channels per U-Net level: ``[C, 2C, ..., num_blocks*C]`` (the official ``block_channels``)."""
+    """Channels per U-Net level: ``[C, 2C, ..., num_blocks*C]`` (official ``block_channels``)."""
     return [channels * (i + 1) for i in range(num_blocks)]
 
 
 class MLP(nn.Sequential):
-    """``Linear(c, c) → [BN] → ReLU → ... → Linear(c, out)``: SoftGroup/ISBNet's point-wise heads.
+    """``Linear(c, c) → [BN] → ReLU → Linear(c, out)``: SoftGroup/ISBNet's point-wise heads.
 
     With ``norm=True`` the state-dict indices are ``0`` (Linear), ``1`` (BN, eps 1e-4), ``3``
     (Linear); with ``norm=False`` they are ``0`` and ``2``.
@@ -279,11 +283,18 @@ class SparseUNetBackbone(nn.Module):
                 f"voxel coords span [{low.tolist()}, {high.tolist()}] ([batch, x, y, z]) but must "
                 f"lie in [0, {[batch_size - 1, *[s - 1 for s in shape]]}]: shift them to start at "
                 "0 and use spatial_shape = max(coords) + 1 (at least 128)")
+        if device.type == "cuda" and SPCONV_CPU_ONLY:
+            raise RuntimeError(
+                "the installed spconv is the CPU-only wheel, so the sparse U-Net cannot run on "
+                f"{device}: install the spconv-cuXXX wheel matching torch's CUDA "
+                f"({torch.version.cuda}), e.g. pip install 'ros2_inst3d[cu121]', or use "
+                "model.device: cpu")
         feats = feats.to(device=device, dtype=torch.float32).contiguous()
         return spconv.SparseConvTensor(feats, coords.to(device), shape, int(batch_size))
 
     def backbone_stages(self, voxel_feats: torch.Tensor, voxel_coords: torch.Tensor,
-                        spatial_shape: Sequence[int], batch_size: int = 1) -> dict[str, torch.Tensor]:
+                        spatial_shape: Sequence[int], batch_size: int = 1
+                        ) -> dict[str, torch.Tensor]:
         """(M, ·) float32 voxel features after ``input_conv``, ``unet`` and ``output_layer``.
 
         Keys are those module names; rows follow the input voxel order. See :meth:`sparse_input`

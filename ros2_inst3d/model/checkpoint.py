@@ -87,7 +87,8 @@ class CheckpointReport:
         if self.ignored:
             lines.append(f"  ignored (training only): {', '.join(self.ignored)}")
         if self.ok:
-            lines.append(f"  OK: all {self.num_expected} model tensors present with matching shapes")
+            lines.append(f"  OK: all {self.num_expected} model tensors present with matching "
+                         "shapes")
             return "\n".join(lines)
         lines.append(f"  PROBLEMS: {len(self.missing)} missing, {len(self.unexpected)} unexpected, "
                      f"{len(self.mismatched)} size-mismatched")
@@ -101,7 +102,8 @@ class CheckpointReport:
             lines += [f"    {key}" for key in self.unexpected]
         if self.mismatched:
             lines.append("  size mismatch (checkpoint shape vs model shape):")
-            lines += [f"    {key}: {list(got)} vs {list(want)}" for key, got, want in self.mismatched]
+            lines += [f"    {key}: {list(got)} vs {list(want)}"
+                      for key, got, want in self.mismatched]
         lines.append("  The model config must be the one the checkpoint was trained with "
                      "(config/models/*.yaml: channels, num_blocks, class counts, semantic_only); "
                      "loading anyway would leave the listed tensors at random values.")
@@ -116,7 +118,8 @@ def _count_by_module(keys: list[str]) -> str:
     return ", ".join(f"{name}: {n}" for name, n in counts.items())
 
 
-def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], str]:
+def read_checkpoint(path: str | Path, trust_pickle: bool = False
+                    ) -> tuple[dict[str, torch.Tensor], str]:
     """The raw state dict in ``path`` and a description of its container.
 
     Reads with ``torch.load(weights_only=True)`` on CPU; ``trust_pickle=True`` allows arbitrary
@@ -134,8 +137,9 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[dict[
             f"safe loader (torch.load weights_only=True) refused it: {first_line}. If you trust "
             "the file, load it with trust_pickle=True, or re-save only its state dict.") from err
     except Exception as err:  # torch raises RuntimeError/EOFError/zipfile errors for bad files
-        raise CheckpointError(f"checkpoint {path} could not be read by torch.load "
-                              f"({type(err).__name__}: {err}); is it a PyTorch checkpoint?") from err
+        raise CheckpointError(
+            f"checkpoint {path} could not be read by torch.load ({type(err).__name__}: {err}); "
+            "is it a PyTorch checkpoint?") from err
     return _unwrap(obj, str(path))
 
 
@@ -156,7 +160,8 @@ def _unwrap(obj: Any, source: str) -> tuple[dict[str, torch.Tensor], str]:
         top = ", ".join(repr(k) for k in list(obj)[:12])
         raise CheckpointError(
             f"checkpoint {source} holds no state dict: its top-level keys are [{top}]; expected a "
-            "bare state dict (name → tensor) or {'net': state_dict, ...} as SoftGroup/ISBNet save")
+            "bare state dict (name → tensor) or {'net': state_dict, ...} as SoftGroup/ISBNet "
+            "save")
     raise CheckpointError(f"checkpoint {source} holds a {type(obj).__name__}, not a state dict")
 
 
@@ -217,8 +222,10 @@ def match_state_dict(state_dict: Mapping[str, torch.Tensor],
         if (has_old and not any(k.startswith(new) for k in tensors)
                 and any(k.startswith(new) for k in expected)
                 and not any(k.startswith(old) for k in expected)):
-            tensors = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in tensors.items()}
-            report.conversions.append(f"renamed HAIS {old}* → SoftGroup {new}* ({len(has_old)} keys)")
+            tensors = {(new + k[len(old):] if k.startswith(old) else k): v
+                       for k, v in tensors.items()}
+            report.conversions.append(
+                f"renamed HAIS {old}* → SoftGroup {new}* ({len(has_old)} keys)")
 
     for key in [k for k in tensors if k.startswith(IGNORED_PREFIXES)]:
         if key not in expected:

@@ -98,7 +98,8 @@ class LocalAggregator(nn.Module):
 class GenericMLP(nn.Module):
     """3DETR's ``GenericMLP`` with 1x1 Conv1d layers, as ISBNet configures it.
 
-    ``layers``: per hidden width ``Conv1d (no bias) → BN → ReLU``, then ``Conv1d(out)`` with bias,
+    ``layers``: per hidden width ``Conv1d (no bias) → BN → ReLU``, then ``Conv1d(out)`` with
+    bias,
     followed by BN and ReLU when ``output_norm_act`` (``inst_shared_mlp``).
     """
 

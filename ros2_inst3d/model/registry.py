@@ -57,7 +57,8 @@ def _check_arguments(name: str, builder: ModelBuilder, kwargs: Mapping[str, Any]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     accepted = [p for p, v in params.items()
-                if v.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+                if v.kind in (inspect.Parameter.KEYWORD_ONLY,
+                              inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ConfigError(f"model {name!r} has no option(s) {', '.join(unknown)}; its options "
@@ -75,7 +76,8 @@ def build_model(cfg_model: Mapping[str, Any], device: Any = None) -> Any:
     kwargs = copy.deepcopy(dict(cfg_model))
     name = kwargs.pop("name", None)
     if not name:
-        raise ConfigError(f"the model config needs 'name' (one of {', '.join(sorted(MODEL_REGISTRY))})")
+        raise ConfigError("the model config needs 'name' (one of "
+                          f"{', '.join(sorted(MODEL_REGISTRY))})")
     builder = resolve_model(str(name))
     _check_arguments(str(name), builder, kwargs)
     if device is None:

@@ -154,7 +154,7 @@ def _components_cpu(row: torch.Tensor, col: torch.Tensor, labels: torch.Tensor |
     if labels is not None:
         same = (labels[row] == labels[col]) & (labels[row] >= 0)
         row, col = row[same], col[same]
-    graph = coo_matrix((np.ones(row.numel(), dtype=np.int8), (row.numpy(), col.numpy())),
+    graph = coo_matrix((np.ones(row.numel(), dtype=np.int32), (row.numpy(), col.numpy())),
                        shape=(n, n)).tocsr()
     _, component = scipy_components(graph, directed=True, connection="weak")
     return torch.from_numpy(component.astype(np.int64))

@@ -1,9 +1,10 @@
 """Point-mask IoU and greedy mask NMS (PointGroup's test-time NMS, SoftGroup's IoU ops;
 research/official-models.md §4, §5.1).
 
-Both back ends run the same torch code: masks are densified a chunk of points at a time and
-multiplied (0/1 products summed in float32 are exact integers, TF32 included), so memory stays
-bounded by ``chunk_size`` and the answer does not depend on the device.
+Both back ends run the same torch code and give exact integer intersection counts: either by
+counting, for every point, the pairs of masks that contain it (cheap when points lie in few
+masks, as instance masks do), or by multiplying masks densified a chunk of points at a time
+(0/1 products summed in float32 are exact, TF32 included). Memory stays bounded either way.
 """
 
 from __future__ import annotations
@@ -52,8 +53,7 @@ class _MaskSource:
             self.num_masks = masks.shape[0]
             self.min_points = masks.shape[1]
             self.device = masks.device
-            entries = torch.nonzero(masks.T)  # (point, mask) rows, sorted by point
-            self.point_idx, self.mask_idx = entries[:, 0], entries[:, 1]
+            self._entries: tuple[torch.Tensor, torch.Tensor] | None = None  # built on demand
             return
         if not (isinstance(masks, tuple) and len(masks) == 3):
             raise TypeError(f"{name} must be a (K, N) bool tensor or SparseMasks(mask_idx, point_idx, "
@@ -72,20 +72,37 @@ class _MaskSource:
             if int(point_idx.min()) < 0:
                 raise ValueError(f"{name}.point_idx must be >= 0, got {int(point_idx.min())}")
         self.min_points = int(point_idx.max()) + 1 if point_idx.numel() else 0
-        key = torch.unique(point_idx * max(self.num_masks, 1) + mask_idx)  # distinct, by point
-        self.point_idx = key // max(self.num_masks, 1)
-        self.mask_idx = key - self.point_idx * max(self.num_masks, 1)
+        width = max(self.num_masks, 1)
+        key = torch.unique(point_idx * width + mask_idx)  # distinct pairs, sorted by point
+        self._entries = (key // width, key % width)
+
+    def entries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(point_idx, mask_idx) of every membership, sorted by point."""
+        if self._entries is None:
+            assert self.dense is not None
+            pairs = torch.nonzero(self.dense.T)  # (point, mask) rows, sorted by point
+            self._entries = (pairs[:, 0], pairs[:, 1])
+        return self._entries
+
+    def degree(self, num_points: int) -> torch.Tensor:
+        """(num_points,) int64 number of masks containing each point."""
+        if self.dense is not None:
+            return self.dense.sum(0, dtype=torch.int64)
+        return torch.bincount(self.entries()[0], minlength=num_points)
 
     def areas(self) -> torch.Tensor:
-        return torch.bincount(self.mask_idx, minlength=self.num_masks).to(torch.float64)
+        if self.dense is not None:
+            return self.dense.sum(1, dtype=torch.int64).to(torch.float64)
+        return torch.bincount(self.entries()[1], minlength=self.num_masks).to(torch.float64)
 
     def chunk(self, p0: int, p1: int) -> torch.Tensor:
         """(K, p1 - p0) float32 0/1 membership of points p0..p1-1."""
         if self.dense is not None:
             return self.dense[:, p0:p1].to(torch.float32)
-        lo, hi = torch.searchsorted(self.point_idx, torch.tensor([p0, p1], device=self.device)).tolist()
+        point_idx, mask_idx = self.entries()
+        lo, hi = torch.searchsorted(point_idx, torch.tensor([p0, p1], device=self.device)).tolist()
         out = torch.zeros((self.num_masks, p1 - p0), dtype=torch.float32, device=self.device)
-        out[self.mask_idx[lo:hi], self.point_idx[lo:hi] - p0] = 1.0
+        out[mask_idx[lo:hi], point_idx[lo:hi] - p0] = 1.0
         return out
 
 
@@ -108,11 +125,10 @@ def _intersections(a: _MaskSource, b: _MaskSource | None, num_points: int | None
             raise ValueError(f"{name} covers {source.min_points} points but sparse masks index up to {n}")
     area_a, area_b = a.areas(), other.areas()
     ka, kb = a.num_masks, other.num_masks
-    degree_b = torch.bincount(other.point_idx, minlength=n)
-    pairs = degree_b[a.point_idx]  # for each entry of a: the masks of b sharing its point
-    total_pairs = int(pairs.sum())
+    degree_b = other.degree(n)
+    total_pairs = int((a.degree(n) * degree_b).sum()) if b is not None else int((degree_b * degree_b).sum())
     if chunk_size is None and total_pairs * _DENSE_ADVANTAGE <= ka * kb * n:
-        return _count_shared_points(a, other, degree_b, pairs), area_a, area_b
+        return _count_shared_points(a, other, degree_b), area_a, area_b
     if chunk_size is None:
         chunk_size = max(1024, _CHUNK_ELEMENTS // max(1, ka + kb))
     chunk_size = max(1, min(int(chunk_size), _EXACT_CHUNK_POINTS))
@@ -125,10 +141,12 @@ def _intersections(a: _MaskSource, b: _MaskSource | None, num_points: int | None
     return inter, area_a, area_b
 
 
-def _count_shared_points(a: _MaskSource, b: _MaskSource, degree_b: torch.Tensor,
-                         pairs: torch.Tensor) -> torch.Tensor:
+def _count_shared_points(a: _MaskSource, b: _MaskSource, degree_b: torch.Tensor) -> torch.Tensor:
     device = a.device
     ka, kb = a.num_masks, b.num_masks
+    point_a, mask_a = a.entries()
+    mask_b = b.entries()[1]
+    pairs = degree_b[point_a]  # for each entry of a: the masks of b sharing its point
     start_b = torch.cumsum(degree_b, 0) - degree_b  # b's entries of point p: start_b[p] + [0, degree)
     inter = torch.zeros(ka * kb, dtype=torch.float64, device=device)
     ends = torch.cumsum(pairs, 0)
@@ -143,8 +161,8 @@ def _count_shared_points(a: _MaskSource, b: _MaskSource, degree_b: torch.Tensor,
         entry = torch.repeat_interleave(torch.arange(e0, e1, device=device), count)
         within = torch.arange(entry.numel(), device=device) - torch.repeat_interleave(
             torch.cumsum(count, 0) - count, count)
-        partner = start_b[a.point_idx[entry]] + within
-        key = a.mask_idx[entry] * kb + b.mask_idx[partner]
+        partner = start_b[point_a[entry]] + within
+        key = mask_a[entry] * kb + mask_b[partner]
         inter += torch.bincount(key, minlength=ka * kb).to(torch.float64)
     return inter.reshape(ka, kb)
 
@@ -159,7 +177,8 @@ def mask_iou(masks_a: Masks, masks_b: Masks | None = None, num_points: int | Non
             ``masks_a`` against itself.
         num_points: N when only sparse masks are given and trailing points matter (they do not
             change IoU; accepted for symmetry with dense masks).
-        chunk_size: points densified at once (default: about 2^24 mask entries per chunk).
+        chunk_size: use the dense route with this many points per chunk. Default: pick the
+            cheaper route; dense chunks then hold about 2^24 mask entries.
 
     Returns:
         (K_a, K_b) float32 IoU on the masks' device; 0 where both masks are empty.
