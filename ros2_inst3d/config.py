@@ -102,12 +102,12 @@ class SegmentConfig:
 
 @dataclass
 class GeometricConfig:
-    voxel_size: float = param(0.05, "Grid of the Euclidean clustering.", low=0.005, high=1.0,
+    voxel_size: float = param(0.025, "Grid of the Euclidean clustering.", low=0.005, high=1.0,
                               unit="m")
     plane_distance: float = param(
         0.03, "RANSAC inlier distance of floor/wall planes.", low=0.001, high=0.5, unit="m")
     clearance: float = param(
-        0.06, "Points this close to a removed floor/wall plane are removed too: floor-level "
+        0.04, "Points this close to a removed floor/wall plane are removed too: floor-level "
         "debris and noise otherwise bridge separate objects.", low=0.0, high=0.5, unit="m")
     max_planes: int = param(6, "At most this many dominant planes are removed.", low=0, high=20)
     min_plane_fraction: float = param(

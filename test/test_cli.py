@@ -41,7 +41,8 @@ def test_demo_writes_every_result_file_and_finds_objects(tmp_path, capsys):
 
 def test_segment_reads_a_pcd_and_reports_the_stages(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    pts = np.concatenate([rng.uniform(0, 0.4, (800, 3)), rng.uniform(0, 0.4, (800, 3)) + [2, 0, 0]])
+    # Two dense blobs (~1.5 cm apart) two metres from each other.
+    pts = np.concatenate([rng.uniform(0, 0.2, (2000, 3)), rng.uniform(0, 0.2, (2000, 3)) + [2, 0, 0]])
     pcd = tmp_path / "two_boxes.pcd"
     header = ("# .PCD v0.7\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\n"
               f"WIDTH {len(pts)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {len(pts)}\nDATA binary\n")
@@ -51,7 +52,7 @@ def test_segment_reads_a_pcd_and_reports_the_stages(tmp_path, capsys):
     assert summary["num_instances"] == 2
     assert {"crop", "planes", "grouping", "total"} <= set(summary["timing_ms"])
     sizes = sorted(i["num_points"] for i in summary["instances"])
-    assert sizes == [800, 800]
+    assert sizes == [2000, 2000]
 
 
 def test_unreadable_input_is_one_line_and_exit_code_2(tmp_path):

@@ -22,7 +22,8 @@ def _box_surface(rng, centre, size, n):
 
 
 def room_scene(seed=0):
-    """Floor 6x5 m, two walls, a table (top at 0.75 m on four legs) and three separate objects.
+    """Floor 6x5 m, two walls, a table (top at 0.75 m on four legs) and three separate objects,
+    sampled about as densely as a 2-3 cm RGB-D accumulation (~1 cm apart on objects).
 
     Returns xyz and the ground-truth object id per point (-1 = structure).
     """
@@ -34,14 +35,14 @@ def room_scene(seed=0):
     for p in (floor, wall_a, wall_b):
         parts.append(p)
         ids.append(np.full(len(p), -1))
-    table_top = np.c_[rng.uniform(2.0, 3.4, 4000), rng.uniform(2.0, 2.9, 4000),
-                      rng.uniform(0.72, 0.76, 4000)]
-    legs = [_box_surface(rng, [x, y, 0.37], [0.05, 0.05, 0.7], 300)
+    table_top = np.c_[rng.uniform(2.0, 3.4, 12000), rng.uniform(2.0, 2.9, 12000),
+                      rng.uniform(0.72, 0.76, 12000)]
+    legs = [_box_surface(rng, [x, y, 0.37], [0.05, 0.05, 0.7], 900)
             for x in (2.05, 3.35) for y in (2.05, 2.85)]
     objects = [np.concatenate([table_top, *legs]),
-               _box_surface(rng, [1.0, 1.0, 0.45], [0.5, 0.5, 0.9], 3000),
-               _box_surface(rng, [4.8, 1.0, 0.6], [0.6, 0.8, 1.2], 4000),
-               _box_surface(rng, [4.5, 4.0, 0.25], [0.4, 0.4, 0.5], 1500)]
+               _box_surface(rng, [1.0, 1.0, 0.45], [0.5, 0.5, 0.9], 9000),
+               _box_surface(rng, [4.8, 1.0, 0.6], [0.6, 0.8, 1.2], 12000),
+               _box_surface(rng, [4.5, 4.0, 0.25], [0.4, 0.4, 0.5], 4500)]
     for k, p in enumerate(objects):
         parts.append(p)
         ids.append(np.full(len(p), k))
@@ -140,8 +141,8 @@ def test_segmenter_filters_and_maps_back_to_all_points():
     for k in range(inst.num_instances):
         assert (inst.point_instance[inst.indices[k]] == k).all()
 
-    strict = Config().replace(**{"segment.min_points": 3000})
-    # The table (~5000 points left) and the 4000-point box (~3300 above the floor) remain.
+    strict = Config().replace(**{"segment.min_points": 9000})
+    # The table (~15000 points left) and the 12000-point box (~10000 above the floor) remain.
     assert Segmenter(strict).segment(xyz).num_instances == 2
     none = Config().replace(**{"segment.class_filter": ["chair"]})
     assert Segmenter(none).segment(xyz).num_instances == 0

@@ -170,6 +170,6 @@ def test_runtime_config_changes_apply(factory):
     pipe = StreamPipeline(cfg, Segmenter(cfg))
     xyz, _ = room_scene()
     pipe.ingest("points", cloud_msg(factory, xyz, SEC, frame="map"), _static_lookup(np.eye(4)))
-    pipe.apply_runtime_config(cfg.replace(**{"segment.min_points": 3000, "segment.rate_hz": 5.0}))
+    pipe.apply_runtime_config(cfg.replace(**{"segment.min_points": 9000, "segment.rate_hz": 5.0}))
     assert pipe.trigger.period_s == pytest.approx(0.2)
     assert pipe.segment().instances.num_instances == 2
