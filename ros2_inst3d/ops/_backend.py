@@ -69,7 +69,7 @@ def _why_cuda_is_unusable() -> str | None:
 
     if CUDA_HOME is None:
         return ("no CUDA toolkit (nvcc) was found to build the kernels; install the toolkit "
-                "matching torch.version.cuda={} or set CUDA_HOME".format(torch.version.cuda))
+                f"matching torch.version.cuda={torch.version.cuda} or set CUDA_HOME")
     return None
 
 
@@ -98,12 +98,12 @@ def _resolve() -> None:
         if reason is None:
             try:
                 _extension = _build()
-            except Exception as error:  # the build's own output says what broke; keep its tail
+            except Exception as error:  # noqa: BLE001 - any build failure means: use the CPU path
                 detail = " ".join(str(error).split())
                 if len(detail) > 600:
                     detail = detail[:300] + " ... " + detail[-300:]
                 reason = (f"building the CUDA kernels in {extension_build_dir()} failed "
-                          f"({type(error).__name__}: {detail})")
+                          f"({type(error).__name__}: {detail}; the compiler output is printed above)")
         _unavailable_reason = reason
         _resolved = True
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -152,9 +153,9 @@ def bench_ops(num_points: int = 100_000, device: str | torch.device | None = Non
 
 def format_bench(report: dict[str, Any]) -> str:
     """Human-readable table of a :func:`bench_ops` report."""
-    lines = [f"ops on {report['num_points']} points, device {report['device']} "
-             f"(back end {report['backend']}, {report['torch_threads']} torch threads); baseline "
-             f"{report['baseline']['name']}: {report['baseline']['ms']:.1f} ms",
+    lines = [(f"ops on {report['num_points']} points, device {report['device']} "
+              f"(back end {report['backend']}, {report['torch_threads']} torch threads); baseline "
+              f"{report['baseline']['name']}: {report['baseline']['ms']:.1f} ms"),
              f"{'op':<24}{'ms':>10}{'x baseline':>12}  setting"]
     for name, row in report["ops"].items():
         lines.append(f"{name:<24}{row['ms']:>10.1f}{row['x_baseline']:>12.1f}  {row['setting']}")

@@ -4,17 +4,25 @@ convenience the grouping heads call."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from . import _backend
-from ._checks import (batch_ids, batch_offsets_tensor, check_index, check_points, check_positive_int,
-                      check_radius, check_tensor, same_device)
+from ._checks import (
+    batch_ids,
+    batch_offsets_tensor,
+    check_index,
+    check_points,
+    check_positive_int,
+    check_radius,
+    check_tensor,
+    same_device,
+)
 from .neighbors import ball_query
 
-__all__ = ["connected_components", "cluster_points", "renumber_clusters"]
+__all__ = ["cluster_points", "connected_components", "renumber_clusters"]
 
 
 def _canonical(component: torch.Tensor, valid: torch.Tensor | None, min_size: int | torch.Tensor,

@@ -9,7 +9,7 @@ masks, as instance masks do), or by multiplying masks densified a chunk of point
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ class SparseMasks(NamedTuple):
     num_masks: int
 
 
-Masks = Union[torch.Tensor, SparseMasks]
+Masks = torch.Tensor | SparseMasks
 
 
 class _MaskSource:

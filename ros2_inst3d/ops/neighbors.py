@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from . import _backend
-from ._checks import (batch_ids, batch_offsets_tensor, check_points, check_positive_int,
-                      check_radius, same_device)
+from ._checks import (
+    batch_ids,
+    batch_offsets_tensor,
+    check_points,
+    check_positive_int,
+    check_radius,
+    same_device,
+)
 
 __all__ = ["NeighborCSR", "ball_query"]
 
