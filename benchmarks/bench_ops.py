@@ -55,7 +55,8 @@ def _run(benchmark, scene, fn, *args, **kwargs):
 
     result = benchmark.pedantic(call, rounds=3, warmup_rounds=1)
     benchmark.extra_info["device"] = device
-    benchmark.extra_info["x_baseline"] = benchmark.stats.stats.median / scene["baseline_s"]
+    if benchmark.stats is not None:  # None under --benchmark-disable (a plain run-once test)
+        benchmark.extra_info["x_baseline"] = benchmark.stats.stats.median / scene["baseline_s"]
     return result
 
 

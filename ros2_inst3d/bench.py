@@ -104,6 +104,11 @@ def run_benchmarks(args: Any) -> dict:
     if not getattr(args, "decode", False):
         report["pipeline"] = bench_pipeline(repeats=args.repeats)
         print_pipeline(report["pipeline"])
+        from .ops.bench import bench_ops, format_bench
+
+        report["ops"] = bench_ops()
+        print("\ngrouping ops (CPU path, 100k points):")
+        print(format_bench(report["ops"]))
     return report
 
 

@@ -8,8 +8,6 @@ primitive every op here is built from; a ratio of 5 means "costs about five sort
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -75,90 +73,108 @@ def synthetic_scene(num_points: int, seed: int = 0) -> tuple[torch.Tensor, torch
             torch.from_numpy(np.concatenate(semantic)[order].astype(np.int64)))
 
 
-def _timer(device: torch.device, repeats: int) -> Callable[[Callable[[], Any]], tuple[float, Any]]:
-    def run(fn: Callable[[], Any]) -> tuple[float, Any]:
-        result = fn()  # warm-up (and first-use costs such as building kernels)
-        times = []
-        for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            result = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append((time.perf_counter() - start) * 1e3)
-        return statistics.median(times), result
+def _synchronised(fn: Callable[[], Any], device: torch.device) -> Callable[[], Any]:
+    if device.type != "cuda":
+        return fn
+
+    def run() -> Any:
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
     return run
 
 
 def bench_ops(num_points: int = 100_000, device: str | torch.device | None = None, repeats: int = 3,
               seed: int = 0) -> dict[str, Any]:
-    """Time every op once per ``repeats`` (median, after a warm-up run) on :func:`synthetic_scene`.
+    """Time every op on :func:`synthetic_scene` against a baseline measured in the same run.
+
+    Each op and the baseline (``torch.sort`` of N int64 keys on the same device) are called
+    alternately ``repeats`` times after a warm-up (:func:`ros2_inst3d.bench.compare`). On the CPU
+    the ops run with one torch thread and the clock is the calling thread's CPU time, which
+    other processes on a shared machine do not inflate; on CUDA it is wall time after
+    ``torch.cuda.synchronize``.
 
     Returns a dict: ``num_points``, ``device``, ``backend`` (``'cuda'`` kernels or ``'cpu'``),
-    ``torch_threads``, ``baseline`` ``{'name', 'ms'}`` and ``ops``: op name ->
-    ``{'ms', 'x_baseline', 'setting'}``.
+    ``clock``, ``baseline`` (its name) and ``ops``: op name -> ``{'ms', 'wall_ms', 'baseline_ms',
+    'x_baseline', 'setting'}`` (``ms`` on ``clock``; ``x_baseline = ms / baseline_ms``).
 
     >>> report = bench_ops(num_points=2000, repeats=1)
     >>> sorted(report["ops"]) == sorted(['ball_query', 'connected_components', 'cluster_points',
     ...     'farthest_point_sample', 'voxelize_points', 'segment_reduce', 'mask_iou', 'mask_nms'])
     True
     """
+    from ..bench import compare  # the project's one stage-vs-baseline timer
+
     dev = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
+    on_gpu = dev.type == "cuda"
+    threads = torch.get_num_threads()
+    if not on_gpu:
+        torch.set_num_threads(1)  # thread CPU time then covers all of the work
+    try:
+        return _bench(num_points, dev, repeats, seed, compare, on_gpu)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bench(num_points: int, dev: torch.device, repeats: int, seed: int, compare: Callable[..., dict],
+           on_gpu: bool) -> dict[str, Any]:
     xyz, semantic = synthetic_scene(num_points, seed)
     xyz, semantic = xyz.to(dev), semantic.to(dev)
-    timed = _timer(dev, repeats)
-    keys = torch.randint(0, 2**62, (num_points,), generator=torch.Generator().manual_seed(seed)).to(dev)
-    baseline_ms, _ = timed(lambda: torch.sort(keys))
+    generator = torch.Generator().manual_seed(seed)
+    keys = torch.randint(0, 2**62, (num_points,), generator=generator).to(dev)
+    baseline = _synchronised(lambda: torch.sort(keys), dev)
     report: dict[str, Any] = {
         "num_points": num_points, "device": str(dev), "backend": backend(dev),
-        "torch_threads": torch.get_num_threads(),
-        "baseline": {"name": f"torch.sort of {num_points} int64 keys", "ms": baseline_ms}, "ops": {}}
+        "clock": "wall time (synchronised)" if on_gpu else "thread CPU time, 1 torch thread",
+        "baseline": f"torch.sort of {num_points} int64 keys", "ops": {}}
 
-    def record(name: str, setting: str, fn: Callable[[], Any]) -> Any:
-        ms, result = timed(fn)
-        report["ops"][name] = {"ms": ms, "x_baseline": ms / max(baseline_ms, 1e-9), "setting": setting}
-        return result
+    def record(name: str, setting: str, fn: Callable[[], Any]) -> None:
+        times = compare(_synchronised(fn, dev), baseline, repeats)
+        ms, base_ms = ((times["stage_wall"], times["baseline_wall"]) if on_gpu
+                       else (times["stage"], times["baseline"]))
+        report["ops"][name] = {"ms": ms * 1e3, "wall_ms": times["stage_wall"] * 1e3,
+                               "baseline_ms": base_ms * 1e3, "x_baseline": ms / max(base_ms, 1e-9),
+                               "setting": setting}
 
     things = torch.where(semantic >= 2, semantic, torch.full_like(semantic, -1))
-    index, ptr = record("ball_query", f"r={RADIUS} m, cap {MAX_NEIGHBORS}",
-                        lambda: ball_query(xyz, RADIUS, MAX_NEIGHBORS))
+    record("ball_query", f"r={RADIUS} m, cap {MAX_NEIGHBORS}", lambda: ball_query(xyz, RADIUS, MAX_NEIGHBORS))
+    index, ptr = ball_query(xyz, RADIUS, MAX_NEIGHBORS)
     record("connected_components", f"class constraint, min_size {MIN_SIZE}",
            lambda: connected_components(index, ptr, num_points, labels=things, min_size=MIN_SIZE))
     record("cluster_points", f"r={RADIUS} m, per class, min_size {MIN_SIZE}",
-                      lambda: cluster_points(xyz, things, RADIUS, MIN_SIZE, MAX_NEIGHBORS))
+           lambda: cluster_points(xyz, things, RADIUS, MIN_SIZE, MAX_NEIGHBORS))
     samples = min(FPS_SAMPLES, num_points)
-    record("farthest_point_sample", f"{samples} samples",
-           lambda: farthest_point_sample(xyz, samples))
+    record("farthest_point_sample", f"{samples} samples", lambda: farthest_point_sample(xyz, samples))
     coords = torch.cat([torch.zeros((num_points, 1), dtype=torch.int64, device=dev),
                         torch.floor((xyz - xyz.min(0).values) / VOXEL).long()], dim=1)
-    maps = record("voxelize_points", f"{VOXEL} m voxels", lambda: voxelize_points(coords))
-    features = torch.randn((num_points, 6), device=dev, generator=None)
+    record("voxelize_points", f"{VOXEL} m voxels", lambda: voxelize_points(coords))
+    maps = voxelize_points(coords)
+    features = torch.randn((num_points, 6), generator=generator).to(dev)
     num_voxels = maps.voxel_coords.shape[0]
     record("segment_reduce", f"mean of (N, 6) over {num_voxels} voxels",
            lambda: segment_reduce(features, maps.point_to_voxel, num_voxels, "mean"))
-    # SoftGroup-like overlapping proposals: the points within 0.3 m of random centres.
+    # SoftGroup-like overlapping proposals: the points within MASK_RADIUS of random centres.
     num_masks = min(MASKS, num_points)
-    centres = xyz[torch.randperm(num_points, generator=torch.Generator().manual_seed(seed))[:num_masks].to(dev)]
-    members, ptr = ball_query(xyz, MASK_RADIUS, num_points, query=centres)
-    masks = SparseMasks(torch.repeat_interleave(torch.arange(num_masks, device=dev), ptr.diff()), members,
+    centres = xyz[torch.randperm(num_points, generator=generator)[:num_masks].to(dev)]
+    members, rows = ball_query(xyz, MASK_RADIUS, num_points, query=centres)
+    masks = SparseMasks(torch.repeat_interleave(torch.arange(num_masks, device=dev), rows.diff()), members,
                         num_masks)
     setting = f"{num_masks} masks of the points within {MASK_RADIUS} m of a centre"
     record("mask_iou", setting, lambda: mask_iou(masks))
-    scores = torch.rand(num_masks, generator=torch.Generator().manual_seed(seed)).to(dev)
+    scores = torch.rand(num_masks, generator=generator).to(dev)
     record("mask_nms", setting + ", IoU > 0.3", lambda: mask_nms(masks, scores, 0.3))
     return report
 
 
 def format_bench(report: dict[str, Any]) -> str:
     """Human-readable table of a :func:`bench_ops` report."""
-    lines = [(f"ops on {report['num_points']} points, device {report['device']} "
-              f"(back end {report['backend']}, {report['torch_threads']} torch threads); baseline "
-              f"{report['baseline']['name']}: {report['baseline']['ms']:.1f} ms"),
-             f"{'op':<24}{'ms':>10}{'x baseline':>12}  setting"]
+    lines = [(f"ops on {report['num_points']} points, device {report['device']} (back end "
+              f"{report['backend']}); {report['clock']}; baseline {report['baseline']}"),
+             f"{'op':<24}{'ms':>9}{'wall ms':>9}{'baseline ms':>13}{'x baseline':>12}  setting"]
     for name, row in report["ops"].items():
-        lines.append(f"{name:<24}{row['ms']:>10.1f}{row['x_baseline']:>12.1f}  {row['setting']}")
+        lines.append(f"{name:<24}{row['ms']:>9.1f}{row['wall_ms']:>9.1f}{row['baseline_ms']:>13.2f}"
+                     f"{row['x_baseline']:>12.1f}  {row['setting']}")
     return "\n".join(lines)
 
 

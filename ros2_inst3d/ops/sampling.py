@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -79,7 +80,7 @@ def farthest_point_sample(
 def _per_item(value: int | Sequence[int] | torch.Tensor, num_batches: int, name: str) -> list[int]:
     if isinstance(value, torch.Tensor):
         value = value.reshape(-1).tolist() if value.dim() else int(value)
-    if isinstance(value, (int,)) and not isinstance(value, bool):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return [int(value)] * num_batches
     items = [int(v) for v in value]  # type: ignore[union-attr]
     if len(items) != num_batches:
