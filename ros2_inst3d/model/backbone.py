@@ -313,3 +313,27 @@ class SparseUNetBackbone(nn.Module):
         """(M, C) float32 voxel features after ``output_layer`` (see :meth:`backbone_stages`)."""
         return self.backbone_stages(voxel_feats, voxel_coords, spatial_shape,
                                     batch_size)["output_layer"]
+
+
+def input_channels(in_channels: int, with_coords: bool) -> int:
+    """Channels the U-Net sees: the per-point features plus xyz when ``with_coords``."""
+    return int(in_channels) + (3 if with_coords else 0)
+
+
+class InstanceNetwork(SparseUNetBackbone):
+    """The backbone plus the settings every method shares (SoftGroup, HAIS, ISBNet, PointGroup).
+
+    in_channels: per-point input features before xyz (3 = rgb); the U-Net sees
+    ``input_channels(in_channels, with_coords)``. Heads are added by the subclasses.
+    """
+
+    def __init__(self, in_channels: int, channels: int, num_blocks: int, semantic_classes: int,
+                 instance_classes: int, semantic_only: bool, with_coords: bool,
+                 voxel_size: float) -> None:
+        super().__init__(input_channels(in_channels, with_coords), channels, num_blocks)
+        self.raw_in_channels = int(in_channels)
+        self.with_coords = bool(with_coords)
+        self.semantic_classes = int(semantic_classes)
+        self.instance_classes = int(instance_classes)
+        self.semantic_only = bool(semantic_only)
+        self.voxel_size = float(voxel_size)

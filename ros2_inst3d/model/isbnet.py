@@ -30,8 +30,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError
-from .backbone import MLP, SparseUNetBackbone
-from .softgroup import input_channels
+from .backbone import MLP, InstanceNetwork
 
 DEFAULT_INSTANCE_HEAD_CFG = {"num_dyco_layer": 3, "dec_dim": 128, "n_sample_pa1": 2048,
                              "n_queries": 256, "radius_scale": 1, "radius": 0.4, "neighbor": 32}
@@ -142,7 +141,7 @@ def dynamic_conv_param_count(mask_dim_out: int, num_dyco_layer: int) -> int:
     return weights + sum(dims[1:])
 
 
-class ISBNet(SparseUNetBackbone):
+class ISBNet(InstanceNetwork):
     """ISBNet's network; arguments are the keys of ``config/models/isbnet_*.yaml``.
 
     in_channels / with_coords / channels / num_blocks / semantic_classes / instance_classes /
@@ -162,19 +161,14 @@ class ISBNet(SparseUNetBackbone):
                  instance_head_cfg: dict[str, Any] | None = None,
                  test_cfg: dict[str, Any] | None = None,
                  fixed_modules: Sequence[str] = ()) -> None:
-        super().__init__(input_channels(in_channels, with_coords), channels, num_blocks)
+        super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
+                         semantic_only, with_coords, voxel_size)
         head_cfg = copy.deepcopy(DEFAULT_INSTANCE_HEAD_CFG)
         unknown = set(instance_head_cfg or {}) - INSTANCE_HEAD_KEYS
         if unknown:
             raise ConfigError(f"unknown instance_head_cfg keys {sorted(unknown)}; known: "
                              f"{sorted(INSTANCE_HEAD_KEYS)}")
         head_cfg.update(instance_head_cfg or {})
-        self.raw_in_channels = int(in_channels)
-        self.with_coords = bool(with_coords)
-        self.semantic_classes = int(semantic_classes)
-        self.instance_classes = int(instance_classes)
-        self.semantic_only = bool(semantic_only)
-        self.voxel_size = float(voxel_size)
         self.sem2ins_classes = [int(c) for c in sem2ins_classes]
         self.ignore_label = int(ignore_label)
         self.semantic_weight = (None if not semantic_weight  # the official configs write False

@@ -21,11 +21,10 @@ import spconv.pytorch as spconv
 import torch
 from torch import nn
 
-from .backbone import SparseUNetBackbone, UBlock, norm_fn, voxels_to_points
-from .softgroup import input_channels
+from .backbone import InstanceNetwork, UBlock, norm_fn, voxels_to_points
 
 
-class PointGroup(SparseUNetBackbone):
+class PointGroup(InstanceNetwork):
     """PointGroup's network; arguments are the keys of ``config/models/pointgroup_*.yaml``.
 
     in_channels / with_coords / channels (official ``m``) / num_blocks / semantic_classes
@@ -48,13 +47,8 @@ class PointGroup(SparseUNetBackbone):
                  score_mode: int = 4, fg_thresh: float = 0.75, bg_thresh: float = 0.25,
                  TEST_NMS_THRESH: float = 0.3, TEST_SCORE_THRESH: float = 0.09,
                  TEST_NPOINT_THRESH: int = 100, test_seed: int = 567) -> None:
-        super().__init__(input_channels(in_channels, with_coords), channels, num_blocks)
-        self.raw_in_channels = int(in_channels)
-        self.with_coords = bool(with_coords)
-        self.semantic_classes = int(semantic_classes)
-        self.instance_classes = int(instance_classes)
-        self.semantic_only = bool(semantic_only)
-        self.voxel_size = float(voxel_size)
+        super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
+                         semantic_only, with_coords, voxel_size)
         self.ignore_label = int(ignore_label)
         self.cluster_radius = float(cluster_radius)
         self.cluster_meanActive = int(cluster_meanActive)

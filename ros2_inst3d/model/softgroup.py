@@ -27,7 +27,7 @@ import spconv.pytorch as spconv
 import torch
 from torch import nn
 
-from .backbone import MLP, SparseUNetBackbone, UBlock, norm_fn, voxels_to_points
+from .backbone import MLP, InstanceNetwork, UBlock, norm_fn, voxels_to_points
 
 # Official ScanNet v2 values (configs/softgroup/softgroup_scannet.yaml); used when a key is absent.
 SCANNET_CLASS_NUMPOINT_MEAN = [-1.0, -1.0, 3917.0, 12056.0, 2303.0, 8331.0, 3948.0, 3166.0,
@@ -40,11 +40,6 @@ DEFAULT_INSTANCE_VOXEL_CFG = {"scale": 50, "spatial_shape": 20}
 DEFAULT_TRAIN_CFG = {"max_proposal_num": 200, "pos_iou_thr": 0.5}
 DEFAULT_TEST_CFG = {"x4_split": False, "cls_score_thr": 0.001, "mask_score_thr": -0.5,
                     "min_npoint": 100, "eval_tasks": ["semantic", "instance"]}
-
-
-def input_channels(in_channels: int, with_coords: bool) -> int:
-    """Channels the U-Net sees: the per-point features plus xyz when ``with_coords``."""
-    return int(in_channels) + (3 if with_coords else 0)
 
 
 def _cfg(value: dict[str, Any] | None, default: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +71,7 @@ class _PointwiseMixin:
                 "offsets": self.offset_linear(point_feats)}
 
 
-class SoftGroup(_PointwiseMixin, SparseUNetBackbone):
+class SoftGroup(_PointwiseMixin, InstanceNetwork):
     """SoftGroup's network; arguments are the keys of ``config/models/softgroup_*.yaml``.
 
     in_channels: per-point features before xyz (3 = rgb, 1 = LiDAR remission); with_coords:
@@ -98,13 +93,8 @@ class SoftGroup(_PointwiseMixin, SparseUNetBackbone):
                  instance_voxel_cfg: dict[str, Any] | None = None,
                  train_cfg: dict[str, Any] | None = None, test_cfg: dict[str, Any] | None = None,
                  fixed_modules: Sequence[str] = ()) -> None:
-        super().__init__(input_channels(in_channels, with_coords), channels, num_blocks)
-        self.raw_in_channels = int(in_channels)
-        self.with_coords = bool(with_coords)
-        self.semantic_classes = int(semantic_classes)
-        self.instance_classes = int(instance_classes)
-        self.semantic_only = bool(semantic_only)
-        self.voxel_size = float(voxel_size)
+        super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
+                         semantic_only, with_coords, voxel_size)
         self.sem2ins_classes = [int(c) for c in sem2ins_classes]
         self.ignore_label = int(ignore_label)
         self.semantic_weight = None if not semantic_weight else [float(w) for w in semantic_weight]
@@ -124,7 +114,7 @@ class SoftGroup(_PointwiseMixin, SparseUNetBackbone):
             self.iou_score_linear = nn.Linear(channels, instance_classes + 1)
 
 
-class HAIS(_PointwiseMixin, SparseUNetBackbone):
+class HAIS(_PointwiseMixin, InstanceNetwork):
     """HAIS (ICCV 2021) network; arguments as :class:`SoftGroup` (``config/models/hais_*.yaml``).
 
     Kept for its checkpoints: ``hais_ckpt_spconv2.pth`` initialises SoftGroup's training, and the
@@ -138,13 +128,8 @@ class HAIS(_PointwiseMixin, SparseUNetBackbone):
                  semantic_classes: int = 20, instance_classes: int = 18,
                  semantic_only: bool = False, with_coords: bool = True,
                  voxel_size: float = 0.02) -> None:
-        super().__init__(input_channels(in_channels, with_coords), channels, num_blocks)
-        self.raw_in_channels = int(in_channels)
-        self.with_coords = bool(with_coords)
-        self.semantic_classes = int(semantic_classes)
-        self.instance_classes = int(instance_classes)
-        self.semantic_only = bool(semantic_only)
-        self.voxel_size = float(voxel_size)
+        super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
+                         semantic_only, with_coords, voxel_size)
 
         self.semantic_linear = MLP(channels, semantic_classes, norm=True)
         self.offset_linear = MLP(channels, 3, norm=True)
