@@ -29,9 +29,10 @@ concatenates them with the batch index in ``coords[:, 0]``, as the official coll
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -421,3 +422,11 @@ def collate(samples: Sequence[Sample | None], voxel_size: float = DEFAULT_VOXEL_
     batch["has_labels"] = [s.has_labels for s in kept]
     return batch
 
+
+def batch_to_device(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    """``batch`` (from ``collate``) with every tensor moved to ``device`` (``non_blocking``, so
+    pinned CPU tensors overlap the copy with compute); other entries are passed unchanged."""
+    import torch
+
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}

@@ -118,18 +118,13 @@ def _count_by_module(keys: list[str]) -> str:
     return ", ".join(f"{name}: {n}" for name, n in counts.items())
 
 
-def read_checkpoint(path: str | Path, trust_pickle: bool = False
-                    ) -> tuple[dict[str, torch.Tensor], str]:
-    """The raw state dict in ``path`` and a description of its container.
-
-    Reads with ``torch.load(weights_only=True)`` on CPU; ``trust_pickle=True`` allows arbitrary
-    pickled objects (only for files from a source you trust).
-    """
+def _load_file(path: str | Path, trust_pickle: bool) -> Any:
+    """``torch.load`` of ``path`` on CPU, safe by default, with errors that say what to do."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
@@ -140,7 +135,25 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False
         raise CheckpointError(
             f"checkpoint {path} could not be read by torch.load ({type(err).__name__}: {err}); "
             "is it a PyTorch checkpoint?") from err
-    return _unwrap(obj, str(path))
+
+
+def read_checkpoint(path: str | Path, trust_pickle: bool = False
+                    ) -> tuple[dict[str, torch.Tensor], str]:
+    """The raw state dict in ``path`` and a description of its container.
+
+    Reads with ``torch.load(weights_only=True)`` on CPU; ``trust_pickle=True`` allows arbitrary
+    pickled objects (only for files from a source you trust).
+    """
+    return _unwrap(_load_file(path, trust_pickle), str(path))
+
+
+def read_checkpoint_meta(path: str | Path, trust_pickle: bool = False) -> dict[str, Any]:
+    """Everything in a checkpoint dict but its state dict (ros2_inst3d's training checkpoints
+    carry ``config``, ``class_names``, ``epoch``, ``metrics``, ...); {} for a bare state dict."""
+    obj = _load_file(path, trust_pickle)
+    if _is_state_dict(obj) or not isinstance(obj, Mapping):
+        return {}
+    return {k: v for k, v in obj.items() if k not in CONTAINER_KEYS}
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -1,0 +1,165 @@
+"""Proposal-level tensor helpers shared by SoftGroup's refinement and PointGroup's ScoreNet.
+
+Inside a forward pass, instance proposals are :class:`~ros2_inst3d.ops.SparseMasks`: entries
+``(mask_idx[e], point_idx[e])`` sorted by mask, then point, so proposal ``k`` owns the entries
+``offsets[k]:offsets[k + 1]`` (the official ``proposals_idx`` / ``proposals_offset`` pair). The
+official CUDA helpers these replace (research/official-models.md §5.1): ``sec_min/sec_max``,
+``voxelization_idx`` + ``voxelization`` on proposals (``clusters_voxelization``),
+``global_avg_pool`` / ``roipool``, ``get_mask_iou_on_cluster`` / ``get_mask_iou_on_pred`` and
+PointGroup's ``get_segmented_scores``. All are plain torch (CPU and CUDA alike).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import spconv.pytorch as spconv
+import torch
+
+from ..ops import SparseMasks, segment_reduce, voxelize_points
+
+
+def clusters_to_masks(cluster: torch.Tensor) -> SparseMasks:
+    """Masks of a per-point cluster id (N,) int (-1 = none): mask ``k`` = points with id ``k``.
+
+    Ids must be 0..K-1 (as ``ops.cluster_points`` numbers them); entries come sorted by mask,
+    then point.
+    """
+    cluster = torch.as_tensor(cluster).long()
+    points = torch.nonzero(cluster >= 0).squeeze(1)
+    ids = cluster[points]
+    order = torch.sort(ids, stable=True).indices
+    num = int(ids.max()) + 1 if ids.numel() else 0
+    return SparseMasks(ids[order], points[order], num)
+
+
+def concat_masks(parts: Sequence[SparseMasks], device: torch.device | str | None = None
+                 ) -> SparseMasks:
+    """One mask set from several, numbered in order (part 0's masks first)."""
+    if not parts:
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        return SparseMasks(empty, empty.clone(), 0)
+    mask_idx, point_idx, base = [], [], 0
+    for part in parts:
+        mask_idx.append(part.mask_idx.long() + base)
+        point_idx.append(part.point_idx.long())
+        base += int(part.num_masks)
+    return SparseMasks(torch.cat(mask_idx), torch.cat(point_idx), base)
+
+
+def select_masks(masks: SparseMasks, keep: torch.Tensor) -> SparseMasks:
+    """The masks listed in ``keep`` ((K',) int indices, increasing), renumbered 0..K'-1."""
+    keep = torch.as_tensor(keep, device=masks.mask_idx.device).long()
+    new_id = torch.full((masks.num_masks,), -1, dtype=torch.int64, device=keep.device)
+    new_id[keep] = torch.arange(keep.numel(), device=keep.device)
+    mapped = new_id[masks.mask_idx.long()]
+    kept = mapped >= 0
+    return SparseMasks(mapped[kept], masks.point_idx[kept].long(), int(keep.numel()))
+
+
+def mask_sizes(masks: SparseMasks) -> torch.Tensor:
+    """(K,) int64 number of entries (points) of each mask."""
+    return torch.bincount(masks.mask_idx.long(), minlength=masks.num_masks)
+
+
+def mask_offsets(masks: SparseMasks) -> torch.Tensor:
+    """(K + 1,) int64 CSR offsets of the entries (which are sorted by mask)."""
+    offsets = torch.zeros(masks.num_masks + 1, dtype=torch.int64, device=masks.mask_idx.device)
+    torch.cumsum(mask_sizes(masks), 0, out=offsets[1:])
+    return offsets
+
+
+def voxelize_proposals(masks: SparseMasks, point_feats: torch.Tensor, xyz: torch.Tensor,
+                       scale: float, spatial_shape: int,
+                       random_shift: torch.Generator | None = None
+                       ) -> tuple[spconv.SparseConvTensor, torch.Tensor]:
+    """Each proposal as its own item of a sparse tensor (official ``clusters_voxelization``).
+
+    Every proposal's points are scaled so its bounding box fits the ``spatial_shape``-voxel cube:
+    ``s = min(scale, spatial_shape / max_extent - 0.01)`` voxels per metre (the 0.01 keeps the
+    far corner below ``spatial_shape``), shifted to start at 0, truncated to integer voxels; voxel
+    features are the mean of their points' ``point_feats``.
+
+    masks: K proposals over N points. point_feats: (N, C). xyz: (N, 3) metres. scale: the
+        finest resolution, voxels per metre (official 50 = 2 cm). spatial_shape: voxels per
+        axis (SoftGroup 20, PointGroup 14). random_shift: training's ``rand_quantize``: the
+        boxes move by a random amount (one draw per call, as the official code) where they are
+        smaller than the cube; None is the deterministic test-time placement.
+
+    Returns the SparseConvTensor (batch item k = proposal k, voxels grouped by proposal) and
+    ``entry_to_voxel`` (E,) int64: the voxel row of every mask entry.
+    """
+    if masks.num_masks == 0 or masks.point_idx.numel() == 0:
+        raise ValueError("voxelize_proposals needs at least one non-empty proposal")
+    entry_mask = masks.mask_idx.long()
+    entry_point = masks.point_idx.long()
+    feats = point_feats[entry_point]
+    coords = xyz[entry_point].float()
+    k = masks.num_masks
+    low = segment_reduce(coords, entry_mask, k, "min")
+    high = segment_reduce(coords, entry_mask, k, "max")
+    extent = (high - low).amax(dim=1)
+    # Single-point proposals have zero extent: 1/0 = inf, clamped to `scale` like the official.
+    box_scale = torch.clamp(float(spatial_shape) / extent - 0.01, max=float(scale))
+    low_scaled = low * box_scale[:, None]
+    if random_shift is not None:
+        span = (high - low) * box_scale[:, None]
+        draw = torch.rand(3, generator=random_shift).to(coords.device)
+        draw2 = torch.rand(3, generator=random_shift).to(coords.device)
+        low_scaled = low_scaled - torch.clamp(spatial_shape - span - 0.001, min=0) * draw
+        low_scaled = low_scaled - torch.clamp(spatial_shape - span + 0.001, max=0) * draw2
+    grid = coords * box_scale[entry_mask][:, None] - low_scaled[entry_mask]
+    grid = grid.long().clamp_(0, spatial_shape - 1)
+    maps = voxelize_points(torch.cat([entry_mask[:, None], grid], dim=1))
+    voxel_feats = segment_reduce(feats, maps.point_to_voxel, maps.voxel_coords.shape[0], "mean")
+    tensor = spconv.SparseConvTensor(voxel_feats, maps.voxel_coords.int().contiguous(),
+                                     [spatial_shape] * 3, k)
+    return tensor, maps.point_to_voxel
+
+
+def pool_per_proposal(values: torch.Tensor, proposal_of_row: torch.Tensor, num_proposals: int,
+                      reduce: str) -> torch.Tensor:
+    """(K, C) mean/max of the rows of ``values`` (R, C) per proposal id ``proposal_of_row`` (R,).
+
+    SoftGroup pools the refined *voxels* by mean (``global_avg_pool``); PointGroup's ScoreNet
+    pools the proposal *points* by max (``roipool``).
+    """
+    return segment_reduce(values, proposal_of_row.long(), num_proposals, reduce)
+
+
+def gt_iou(masks: SparseMasks, instance: torch.Tensor, instance_num_points: torch.Tensor,
+           entry_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """(K, I) float32 IoU of each proposal with each ground-truth instance.
+
+    instance: (N,) int64 GT instance per point (-100 / negative = none). instance_num_points:
+    (I,) points per GT instance. entry_weight: (E,) bool — count only these entries of the
+    proposals (SoftGroup's ``get_mask_iou_on_pred`` uses the entries whose mask sigmoid > 0.5);
+    None counts every entry (``get_mask_iou_on_cluster``).
+    """
+    num_inst = int(instance_num_points.numel())
+    k = masks.num_masks
+    device = masks.mask_idx.device
+    if k == 0 or num_inst == 0:
+        return torch.zeros((k, num_inst), dtype=torch.float32, device=device)
+    mask_idx = masks.mask_idx.long()
+    label = instance[masks.point_idx.long()].long()
+    if entry_weight is None:
+        counted = torch.ones_like(mask_idx, dtype=torch.bool)
+    else:
+        counted = entry_weight.to(torch.bool)
+    size = torch.bincount(mask_idx[counted], minlength=k).float()
+    hit = counted & (label >= 0)
+    inter = torch.bincount(mask_idx[hit] * num_inst + label[hit], minlength=k * num_inst)
+    inter = inter.view(k, num_inst).float()
+    union = size[:, None] + instance_num_points.float()[None, :].to(device) - inter
+    return torch.where(union > 0, inter / union.clamp_min(1.0), torch.zeros_like(inter))
+
+
+def soft_score_target(max_iou: torch.Tensor, fg_thresh: float, bg_thresh: float) -> torch.Tensor:
+    """PointGroup's ScoreNet target: 0 below ``bg_thresh``, 1 above ``fg_thresh``, linear between."""
+    ramp = (max_iou - bg_thresh) / (fg_thresh - bg_thresh)
+    return ramp.clamp(0.0, 1.0)
+
+
+__all__ = ["clusters_to_masks", "concat_masks", "gt_iou", "mask_offsets", "mask_sizes",
+           "pool_per_proposal", "select_masks", "soft_score_target", "voxelize_proposals"]
