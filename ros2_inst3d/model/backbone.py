@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import spconv.pytorch as spconv
+import spconv.pytorch.ops as _spconv_ops
 import torch
 from spconv.cppconstants import CPU_ONLY_BUILD as SPCONV_CPU_ONLY
 from torch import nn
@@ -57,6 +58,17 @@ class _DropFxTracingNotice(logging.Filter):
 
 
 logging.getLogger("torch.fx._symbolic_trace").addFilter(_DropFxTracingNotice())
+
+
+def _cuda_stream_or_zero() -> int:
+    return torch.cuda.current_stream().cuda_stream if torch.cuda.is_available() else 0
+
+
+# spconv 2.3.8's indice_conv_backward asks torch for the current CUDA stream even for CPU
+# tensors, which raises "Torch not compiled with CUDA enabled" on CPU-only torch, so no sparse
+# convolution could be trained on CPU. Its CPU branch never uses the stream; 0 is what spconv's
+# forward passes for CPU tensors.
+_spconv_ops.get_current_stream = _cuda_stream_or_zero
 
 
 @contextmanager
