@@ -311,6 +311,64 @@ def test_cluster_points_separates_touching_objects_of_different_class(device):
     assert got.tolist() == [0] * 10 + [1] * 10 + [-1]
 
 
+def ref_merged_cluster_points(xyz, semantic, radius, min_size, cap, offsets, merge_size):
+    """Merge same-(batch, class) points per cell into their mean, cluster the means like
+    ref_cluster_points (nodes in order of first point), count points for min_size."""
+    n = len(xyz)
+    batch = np.zeros(n, dtype=int)
+    for b in range(len(offsets) - 1):
+        batch[offsets[b]:offsets[b + 1]] = b
+    keys, node_of = {}, np.full(n, -1)
+    order = sorted((i for i in range(n) if semantic[i] >= 0), key=lambda i: (batch[i], semantic[i], i))
+    for i in order:
+        key = (batch[i], semantic[i], *np.floor(xyz[i] / merge_size).astype(int))
+        node_of[i] = keys.setdefault(key, len(keys))
+    members = [[i for i in order if node_of[i] == v] for v in range(len(keys))]
+    nodes = np.array([xyz[m].astype(np.float64).mean(0) for m in members], np.float32).reshape(-1, 3)
+    node_key = [(batch[m[0]], semantic[m[0]]) for m in members]
+    r2 = np.float32(radius) * np.float32(radius)
+    rows = [[w for w in range(len(nodes)) if node_key[w] == node_key[v]
+             and dist2_f32(nodes[v], nodes[w]) < r2][:cap] for v in range(len(nodes))]
+    node_cluster = ref_components(rows, [0] * len(nodes), 1)
+    cluster = [node_cluster[node_of[i]] if node_of[i] >= 0 else -1 for i in range(n)]
+    sizes = {c: cluster.count(c) for c in set(cluster) if c >= 0}
+    cluster = [c if c >= 0 and sizes[c] >= min_size else -1 for c in cluster]
+    first = {}
+    for i, c in enumerate(cluster):
+        if c >= 0:
+            first.setdefault(c, len(first))
+    return [first[c] if c >= 0 else -1 for c in cluster]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@PROPERTY
+@given(cloud=batched_clouds(), classes=st.data(), radius=st.sampled_from([0.06, 0.1, 0.2]),
+       cap=st.integers(1, 6), min_size=st.integers(1, 4), merge_size=st.sampled_from([0.03, 0.05, 0.1]))
+def test_merged_cluster_points_matches_reference(device, cloud, classes, radius, cap, min_size,
+                                                 merge_size):
+    xyz, offsets = cloud
+    semantic = classes.draw(st.lists(st.sampled_from([-100, 2, 5]), min_size=len(xyz), max_size=len(xyz)))
+    got = ops.cluster_points(torch.from_numpy(xyz).to(device), torch.tensor(semantic, dtype=torch.int64, device=device),
+                             radius, min_size, cap, offsets, merge_size=merge_size)
+    assert got.tolist() == ref_merged_cluster_points(xyz, semantic, radius, min_size, cap, offsets,
+                                                     merge_size)
+
+
+def test_merged_cluster_points_keeps_collapsed_instances_cheap_and_counts_points():
+    # Offsets of a trained model pull each instance onto (almost) one point: 20k points in two
+    # piles would be 200M neighbour pairs per point search; merged they are two nodes.
+    rng = np.random.default_rng(0)
+    piles = np.concatenate([rng.normal(0, 0.002, (10_000, 3)), rng.normal(1, 0.002, (10_000, 3)),
+                            [[5.0, 5.0, 5.0]] * 3]).astype(np.float32)
+    semantic = torch.full((len(piles),), 4)
+    got = ops.cluster_points(torch.from_numpy(piles), semantic, 0.04, 3, 300, merge_size=0.02)
+    assert got[:10_000].unique().tolist() == [0]
+    assert got[10_000:20_000].unique().tolist() == [1]
+    assert got[20_000:].tolist() == [2, 2, 2]  # one node of 3 points passes min_size=3
+    with pytest.raises(ValueError, match="merge_size"):
+        ops.cluster_points(torch.from_numpy(piles), semantic, 0.04, 3, 300, merge_size=-1.0)
+
+
 # ----------------------------------------------------------------------------- farthest_point_sample
 @pytest.mark.parametrize("device", DEVICES)
 @PROPERTY
