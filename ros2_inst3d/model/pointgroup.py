@@ -8,20 +8,52 @@ The released ScanNet model (``m: 16``) is a bare state dict in spconv 1's weight
 * ``linear``: one Linear to semantic logits (no MLP, unlike SoftGroup);
 * ``offset`` (Linear, BN, ReLU) then ``offset_linear``: offsets to the instance centre, metres;
 * ScoreNet (``score_unet`` [m, 2m], ``score_outputlayer``, ``score_linear``): scores clusters
-  of the dual-set grouping. Its forward builds on ``ros2_inst3d.ops`` and is not written yet.
+  of the dual-set grouping.
 
-Only :meth:`PointGroup.forward_pointwise` is implemented.
+Training (:meth:`PointGroup.forward_train`) and inference (:meth:`PointGroup.predict`) follow
+``model/pointgroup/pointgroup.py`` and ``train.py`` / ``test.py`` of dvlab-research/PointGroup,
+with the custom CUDA ops replaced by ``ros2_inst3d.ops`` and ``model/proposal_ops.py``.
+Deliberate differences from the official code:
+
+* test time is deterministic: the official ScoreNet voxelisation moves every cluster by a random
+  offset inside its 14³ cube even at test time (and ``test.py`` flips/rotates the scene, seeded
+  by ``test_seed``); here the cube placement is fixed and ``test_seed`` is kept only as a config
+  key. Training keeps the random placement, drawn from torch's default generator.
+* the ball query caps each point's list at ``cluster_meanActive`` / ``cluster_shift_meanActive``
+  neighbours of the same class (first by index); the official kernel uses these numbers only to
+  size its buffer and caps at 1000. The graph is undirected, so a dense blob stays one component
+  either way; the cap bounds memory when predicted offsets pile thousands of points together.
+* the score loss is ``binary_cross_entropy_with_logits`` (the official ``BCELoss`` on
+  ``sigmoid``: the same value, without its log(0) clamp).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import spconv.pytorch as spconv
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .backbone import InstanceNetwork, UBlock, norm_fn, voxels_to_points
+from .. import ops
+from ..ops import SparseMasks
+from . import proposal_ops
+from .backbone import (
+    InstanceNetwork,
+    UBlock,
+    norm_fn,
+    single_threaded_spconv,
+    voxels_to_points,
+)
+from .proposals import Proposals
+
+# Official loss guards (train.py loss_fn): offset means divide by (sum(valid) + 1e-6), unit
+# vectors by (norm + 1e-8).
+_MEAN_EPS = 1e-6
+_NORM_EPS = 1e-8
 
 
 class PointGroup(InstanceNetwork):
@@ -30,9 +62,18 @@ class PointGroup(InstanceNetwork):
     in_channels / with_coords / channels (official ``m``) / num_blocks / semantic_classes
     (official ``classes``) / voxel_size as for :class:`~ros2_inst3d.model.softgroup.SoftGroup`.
     instance_classes: the thing classes (the last ``instance_classes`` semantic ones; PointGroup
-    groups every point whose semantic prediction is not wall/floor). semantic_only: leave out
+    groups every point whose semantic prediction is not one of the first
+    ``semantic_classes - instance_classes``, i.e. not wall/floor). semantic_only: leave out
     ScoreNet. The grouping, ScoreNet and test keys keep the official names and values of
-    ``config/pointgroup_default_scannet.yaml`` (GROUP, TRAIN and TEST sections).
+    ``config/pointgroup_default_scannet.yaml`` (GROUP, TRAIN and TEST sections): cluster_radius
+    (metres), cluster_meanActive / cluster_shift_meanActive (neighbour caps on the original /
+    shifted coordinates), cluster_npoint_thre (minimum cluster size, points), prepare_epochs
+    (epochs before ScoreNet trains), score_scale (voxels per metre cap) / score_fullscale (cube
+    side, voxels) / score_mode (4 = mean voxel features, the only mode), fg_thresh / bg_thresh
+    (soft score target ramp), TEST_NMS_THRESH / TEST_SCORE_THRESH / TEST_NPOINT_THRESH.
+    cluster_merge_size (ours, metres, 0 = official): merge same-class points per cell of this
+    side before the radius search (``ops.cluster_points``' ``merge_size``, SoftGroup++'s pyramid);
+    keeps grouping near-linear once the offsets pile instances onto their centres.
     """
 
     name = "pointgroup"
@@ -46,7 +87,8 @@ class PointGroup(InstanceNetwork):
                  prepare_epochs: int = 128, score_scale: float = 50, score_fullscale: int = 14,
                  score_mode: int = 4, fg_thresh: float = 0.75, bg_thresh: float = 0.25,
                  TEST_NMS_THRESH: float = 0.3, TEST_SCORE_THRESH: float = 0.09,
-                 TEST_NPOINT_THRESH: int = 100, test_seed: int = 567) -> None:
+                 TEST_NPOINT_THRESH: int = 100, test_seed: int = 567,
+                 cluster_merge_size: float = 0.0) -> None:
         super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
                          semantic_only, with_coords, voxel_size)
         self.ignore_label = int(ignore_label)
@@ -64,6 +106,15 @@ class PointGroup(InstanceNetwork):
         self.TEST_SCORE_THRESH = float(TEST_SCORE_THRESH)
         self.TEST_NPOINT_THRESH = int(TEST_NPOINT_THRESH)
         self.test_seed = int(test_seed)
+        self.cluster_merge_size = float(cluster_merge_size)
+        if self.score_mode != 4:
+            raise ValueError(f"score_mode {score_mode} is not supported: only 4 (mean of the "
+                             "points' features per voxel, the official setting) is implemented")
+        if not 0 <= semantic_classes - instance_classes < semantic_classes:
+            raise ValueError(f"instance_classes ({instance_classes}) must be 1..semantic_classes "
+                             f"({semantic_classes}): they are the last semantic classes")
+        if not self.bg_thresh < self.fg_thresh:
+            raise ValueError(f"bg_thresh ({bg_thresh}) must be below fg_thresh ({fg_thresh})")
 
         self.linear = nn.Linear(channels, semantic_classes)
         self.offset = nn.Sequential(nn.Linear(channels, channels, bias=True), norm_fn(channels),
@@ -73,6 +124,11 @@ class PointGroup(InstanceNetwork):
             self.score_unet = UBlock([channels, 2 * channels], block_reps=2, indice_key_id=1)
             self.score_outputlayer = spconv.SparseSequential(norm_fn(channels), nn.ReLU())
             self.score_linear = nn.Linear(channels, 1)
+
+    @property
+    def num_stuff_classes(self) -> int:
+        """Semantic classes that are never grouped (the first ones: ScanNet wall, floor)."""
+        return self.semantic_classes - self.instance_classes
 
     def forward_pointwise(self, voxel_feats: torch.Tensor, voxel_coords: torch.Tensor,
                           spatial_shape: Sequence[int], point_to_voxel: torch.Tensor,
@@ -89,3 +145,254 @@ class PointGroup(InstanceNetwork):
         return {"voxel_feats": voxel_out, "point_feats": point_feats,
                 "semantic_logits": self.linear(point_feats),
                 "offsets": self.offset_linear(self.offset(point_feats))}
+
+    def _pointwise(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.forward_pointwise(batch["feats"], batch["coords"], batch["spatial_shape"],
+                                      batch["point_to_voxel"], int(batch["batch_size"]))
+
+    # ------------------------------------------------------------------------------------------
+    # Dual-set grouping
+
+    def cluster_sets(self, semantic_pred: torch.Tensor, offsets: torch.Tensor, xyz: torch.Tensor,
+                     batch_offsets: torch.Tensor) -> tuple[SparseMasks, SparseMasks]:
+        """The two cluster sets of the dual-set grouping: (original coords, shifted coords).
+
+        semantic_pred: (N,) int semantic class per point (points of the stuff classes and
+        negative labels are not grouped). offsets: (N, 3) metres, predicted shift to the instance
+        centre. xyz: (N, 3) metres, network frame. batch_offsets: (B + 1,) int point offsets.
+
+        Each set: masks over the N points (global indices), label-constrained radius
+        components (``cluster_radius``) with at least ``cluster_npoint_thre`` points, numbered by
+        their smallest point index, never spanning two batch items or two classes. The original
+        set caps neighbour lists at ``cluster_meanActive``, the shifted one at
+        ``cluster_shift_meanActive``.
+        """
+        labels = semantic_pred.long()
+        labels = torch.where(labels >= self.num_stuff_classes, labels, torch.full_like(labels, -1))
+        sets = []
+        for coords, max_neighbors in ((xyz, self.cluster_meanActive),
+                                      (xyz + offsets, self.cluster_shift_meanActive)):
+            cluster = ops.cluster_points(coords.float().contiguous(), labels,
+                                         radius=self.cluster_radius,
+                                         min_size=self.cluster_npoint_thre,
+                                         max_neighbors=max_neighbors,
+                                         batch_offsets=batch_offsets,
+                                         merge_size=self.cluster_merge_size)
+            sets.append(proposal_ops.clusters_to_masks(cluster))
+        return sets[0], sets[1]
+
+    def clustering(self, semantic_pred: torch.Tensor, offsets: torch.Tensor, xyz: torch.Tensor,
+                   batch_offsets: torch.Tensor) -> SparseMasks:
+        """PointGroup's proposals: both cluster sets of :meth:`cluster_sets`, concatenated.
+
+        The official order: clusters of the original coordinates first (ids 0..Kp-1), then those
+        of the shifted coordinates (ids Kp..Kp+Kq-1). Entries are sorted by mask, then point, so
+        a mask's first entry is its smallest point index (the official BFS seed).
+        """
+        original, shifted = self.cluster_sets(semantic_pred, offsets, xyz, batch_offsets)
+        return proposal_ops.concat_masks([original, shifted], device=xyz.device)
+
+    # ------------------------------------------------------------------------------------------
+    # ScoreNet
+
+    def _scorenet_parameters(self) -> list[nn.Parameter]:
+        return [p for m in (self.score_unet, self.score_outputlayer, self.score_linear)
+                for p in m.parameters()]
+
+    def score_logits(self, masks: SparseMasks, point_feats: torch.Tensor, xyz: torch.Tensor,
+                     random_shift: torch.Generator | None = None) -> torch.Tensor:
+        """(K,) ScoreNet logit of every proposal (official ``clusters_voxelization`` →
+        ``score_unet`` → ``score_outputlayer`` → ``roipool`` (max) → ``score_linear``).
+
+        masks: K >= 1 non-empty proposals over the N points. point_feats: (N, C) backbone
+        features. xyz: (N, 3) metres. random_shift: generator of the training-time random cube
+        placement, None for the deterministic placement.
+        """
+        sparse, entry_to_voxel = proposal_ops.voxelize_proposals(
+            masks, point_feats, xyz, scale=self.score_scale, spatial_shape=self.score_fullscale,
+            random_shift=random_shift)
+        with single_threaded_spconv(point_feats.device):
+            voxel_feats = self.score_outputlayer(self.score_unet(sparse)).features
+        entry_feats = voxel_feats[entry_to_voxel]
+        pooled = proposal_ops.pool_per_proposal(entry_feats, masks.mask_idx, masks.num_masks, "max")
+        return self.score_linear(pooled).view(-1)
+
+    # ------------------------------------------------------------------------------------------
+    # Training
+
+    def forward_train(self, batch: dict[str, Any], epoch: int = 0
+                      ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss (scalar, with grad) and its parts as floats.
+
+        batch: ``collate`` output on the model's device (coords, feats, point_to_voxel,
+        spatial_shape, batch_size, batch_offsets, xyz, semantic, instance, instance_num_points,
+        offset_target). epoch: the trainer's 0-based epoch; ScoreNet trains from
+        ``epoch >= prepare_epochs`` on (the official 1-based ``epoch > prepare_epochs``).
+
+        Loss = semantic CE (``ignore_label`` ignored) + offset L1 (sum of |Δ| over xyz, mean
+        over points with an instance) + direction loss (mean of -cos(predicted, target) over the
+        same points) + ScoreNet BCE (mean over proposals, soft targets from each proposal's best
+        IoU with a GT instance). Parts: ``semantic_loss``, ``offset_loss``, ``dir_loss``,
+        ``score_loss`` (0 while ScoreNet does not train), ``num_proposals``.
+        """
+        out = self._pointwise(batch)
+        logits, offsets = out["semantic_logits"], out["offsets"]
+        semantic = batch["semantic"].long()
+        if bool((semantic != self.ignore_label).any()):
+            semantic_loss = F.cross_entropy(logits, semantic, ignore_index=self.ignore_label)
+        else:  # cross_entropy of nothing is NaN
+            semantic_loss = logits.sum() * 0.0
+
+        valid = (batch["instance"] != self.ignore_label).float()
+        target = batch["offset_target"].float()
+        offset_l1 = (offsets - target).abs().sum(dim=1)
+        offset_loss = (offset_l1 * valid).sum() / (valid.sum() + _MEAN_EPS)
+        target_dir = target / (target.norm(dim=1, keepdim=True) + _NORM_EPS)
+        pred_dir = offsets / (offsets.norm(dim=1, keepdim=True) + _NORM_EPS)
+        direction = -(target_dir * pred_dir).sum(dim=1)
+        dir_loss = (direction * valid).sum() / (valid.sum() + _MEAN_EPS)
+
+        total = semantic_loss + offset_loss + dir_loss
+        score_loss = None
+        num_proposals = 0
+        if not self.semantic_only and int(epoch) >= self.prepare_epochs:
+            semantic_pred = logits.detach().argmax(dim=1)
+            masks = self.clustering(semantic_pred, offsets.detach(), batch["xyz"],
+                                    batch["batch_offsets"])
+            num_proposals = masks.num_masks
+            if num_proposals == 0:
+                # Zero, but attached to ScoreNet so its parameters get (zero) gradients.
+                score_loss = sum(p.sum() for p in self._scorenet_parameters()) * 0.0
+            else:
+                score_logit = self.score_logits(masks, out["point_feats"], batch["xyz"],
+                                                random_shift=torch.default_generator)
+                with torch.no_grad():
+                    ious = proposal_ops.gt_iou(masks, batch["instance"],
+                                               batch["instance_num_points"])
+                    max_iou = (ious.max(dim=1).values if ious.shape[1]
+                               else ious.new_zeros(num_proposals))
+                    score_target = proposal_ops.soft_score_target(max_iou, self.fg_thresh,
+                                                                  self.bg_thresh)
+                score_loss = F.binary_cross_entropy_with_logits(score_logit, score_target)
+            total = total + score_loss
+        parts = {"semantic_loss": float(semantic_loss.detach()),
+                 "offset_loss": float(offset_loss.detach()), "dir_loss": float(dir_loss.detach()),
+                 "score_loss": 0.0 if score_loss is None else float(score_loss.detach()),
+                 "num_proposals": float(num_proposals)}
+        return total, parts
+
+    # ------------------------------------------------------------------------------------------
+    # Inference
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, Any]) -> list[Proposals]:
+        """One :class:`Proposals` per batch item (official ``test.py`` post-processing).
+
+        See :meth:`instances_from_pointwise`. Indices are local to the item's points,
+        ``class_ids`` semantic class ids, proposals by decreasing score, ``point_class`` the
+        semantic argmax, ``timing_ms`` the whole batch's ``backbone`` / ``grouping`` /
+        ``refinement`` (ScoreNet, filters, NMS) wall times. Deterministic (module docstring).
+        """
+        device = batch["xyz"].device
+        start = _now(device)
+        pointwise = self._pointwise(batch)
+        timing = {"backbone": (_now(device) - start) * 1e3}
+        masks, scores = self.instances_from_pointwise(batch, pointwise, timing)
+        semantic_pred = pointwise["semantic_logits"].argmax(dim=1)
+        results = _split_per_item(masks, scores, semantic_pred,
+                                  batch["batch_offsets"].long().to(device))
+        for proposals in results:
+            proposals.timing_ms = dict(timing)
+        return results
+
+    @torch.no_grad()
+    def instances_from_pointwise(self, batch: dict[str, Any], pointwise: dict[str, torch.Tensor],
+                                 timing: dict[str, float] | None = None
+                                 ) -> tuple[SparseMasks, torch.Tensor]:
+        """Grouping, ScoreNet and post-processing of :meth:`forward_pointwise`'s output.
+
+        Proposals of the dual-set grouping (argmax of ``semantic_logits``, ``offsets``) get
+        ``sigmoid(ScoreNet)`` scores (deterministic cube placement); those with score
+        > ``TEST_SCORE_THRESH`` and more than ``TEST_NPOINT_THRESH`` points go through
+        class-agnostic greedy NMS (IoU > ``TEST_NMS_THRESH`` suppresses), as the official
+        ``test.py``. A ``semantic_only`` model has no proposals.
+
+        Returns the kept masks over the batch's N points (global indices; mask k = k-th highest
+        score) and their (K,) scores. timing: filled with ``grouping`` and ``refinement`` ms.
+        """
+        device = batch["xyz"].device
+        start = _now(device)
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        masks = SparseMasks(empty, empty.clone(), 0)
+        if not self.semantic_only:
+            masks = self.clustering(pointwise["semantic_logits"].argmax(dim=1),
+                                    pointwise["offsets"], batch["xyz"],
+                                    batch["batch_offsets"].long().to(device))
+        grouped = _now(device)
+        scores = torch.zeros(0, device=device)
+        if masks.num_masks:
+            scores = torch.sigmoid(self.score_logits(masks, pointwise["point_feats"],
+                                                     batch["xyz"]))
+            sizes = proposal_ops.mask_sizes(masks)
+            keep = torch.nonzero((scores > self.TEST_SCORE_THRESH)
+                                 & (sizes > self.TEST_NPOINT_THRESH)).squeeze(1)
+            masks = proposal_ops.select_masks(masks, keep)
+            scores = scores[keep]
+        if masks.num_masks:
+            # Class-agnostic NMS over the whole batch equals per-item NMS: masks of different
+            # items share no point, so their IoU is 0 and never suppresses.
+            keep = ops.mask_nms(masks, scores, self.TEST_NMS_THRESH)  # by decreasing score
+            masks = _take_masks(masks, keep)
+            scores = scores[keep]
+        if timing is not None:
+            timing["grouping"] = (grouped - start) * 1e3
+            timing["refinement"] = (_now(device) - grouped) * 1e3
+        return masks, scores
+
+
+
+def _split_per_item(masks: SparseMasks, scores: torch.Tensor, semantic_pred: torch.Tensor,
+                    batch_offsets: torch.Tensor) -> list[Proposals]:
+    """Proposals per batch item in mask-id order, indices local to the item; the class of a
+    mask is the semantic prediction of its first (smallest-index) point."""
+    num_items = batch_offsets.numel() - 1
+    sizes = proposal_ops.mask_sizes(masks)
+    first_entry = proposal_ops.mask_offsets(masks)[:-1]
+    first_point = masks.point_idx.long()[first_entry]
+    item = torch.searchsorted(batch_offsets, first_point, right=True) - 1
+    local = masks.point_idx.long() - batch_offsets[item][masks.mask_idx.long()]
+    pieces = torch.split(local.cpu(), sizes.cpu().tolist())
+    class_ids = semantic_pred[first_point].to(torch.int32).cpu().numpy()
+    scores_np = scores.float().cpu().numpy()
+    item_np = item.cpu().numpy()
+    point_class = semantic_pred.to(torch.int32).cpu().numpy()
+    offsets = batch_offsets.cpu().tolist()
+    results = []
+    for b in range(num_items):
+        ids = (item_np == b).nonzero()[0]
+        results.append(Proposals(indices=[pieces[k].numpy() for k in ids],
+                                 class_ids=class_ids[ids], scores=scores_np[ids],
+                                 point_class=point_class[offsets[b]:offsets[b + 1]]))
+    return results
+
+
+def _take_masks(masks: SparseMasks, keep: torch.Tensor) -> SparseMasks:
+    """Masks ``keep[0], keep[1], ...`` ((K',) distinct ids, any order) renumbered 0..K'-1,
+    entries sorted by new id, then point."""
+    new_id = torch.full((masks.num_masks,), -1, dtype=torch.int64, device=keep.device)
+    new_id[keep] = torch.arange(keep.numel(), device=keep.device)
+    mapped = new_id[masks.mask_idx.long()]
+    kept = torch.nonzero(mapped >= 0).squeeze(1)
+    order = torch.sort(mapped[kept], stable=True).indices  # points stay sorted within a mask
+    kept = kept[order]
+    return SparseMasks(mapped[kept], masks.point_idx.long()[kept], int(keep.numel()))
+
+
+def _now(device: torch.device) -> float:
+    """perf_counter after the device's queued work (CUDA kernels run asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+__all__ = ["PointGroup"]
