@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,26 +84,73 @@ def bench_decode(num_points: int = 1_000_000, repeats: int = 5, point_step: int 
     }
 
 
-def run_benchmarks(args: Any) -> dict:
-    """The ``bench`` command: run the stage benchmarks, print a table, return the report.
+PIPELINE_MODELS = ("geometric", "pointgroup", "softgroup")
+BENCH_SCENE_SEED = 200_010
+"""Generated room of the pipeline benchmark: 112,780 points (default ``SceneParams``), 107,901
+after the accumulator's 2 cm dedupe, 21 instances; deterministic from the seed."""
 
-    ``args``: ``points`` (cloud sizes for decode), ``repeats``, ``decode`` (decode only).
+PIPELINE_STAGES = ("decode", "accumulate", "crop", "voxelize", "planes", "backbone", "grouping",
+                   "refinement", "fusion", "encode")
+"""Row order of the pipeline table. ``voxelize`` is the learned models' input stage (centring,
+features, voxels, copy to the device; ``LearnedModel`` reports it as ``input``); ``planes`` is the
+geometric baseline's RANSAC floor/wall removal; ``crop`` the ROI crop and point cap."""
+
+STAGE_DESCRIPTIONS = {
+    "decode": "PointCloud2 -> Scan",
+    "accumulate": "add + dedupe",
+    "crop": "ROI crop, point cap",
+    "voxelize": "centre, features, voxels",
+    "planes": "RANSAC floor/walls",
+    "backbone": "sparse U-Net + heads",
+    "grouping": "clusters / proposals",
+    "refinement": "proposal scoring",
+    "fusion": "filters, paste by score",
+    "encode": "cloud + InstanceArray",
+}
+_MODEL_STAGE_NAMES = {"input": "voxelize"}
+
+
+def default_devices() -> list[str]:
+    """``cpu``, plus ``cuda`` when torch sees a GPU and spconv is a CUDA build."""
+    import torch
+
+    from .model.backbone import SPCONV_CPU_ONLY
+
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() and not SPCONV_CPU_ONLY else [])
+
+
+def run_benchmarks(args: Any) -> dict:
+    """The ``bench`` command: run the stage benchmarks, print tables, return the report.
+
+    ``args``: ``points`` (cloud sizes for decode), ``repeats``, ``decode`` (decode only),
+    ``pipeline`` (pipeline only), ``models`` and ``devices`` of the pipeline benchmark (default
+    :data:`PIPELINE_MODELS` and :func:`default_devices`), ``seed`` (its generated room).
     """
-    report: dict[str, Any] = {"decode": []}
-    print("decode: PointCloud2 (x y z rgb intensity) -> Scan, vs one copy of msg.data "
-          "(median thread CPU time)")
-    print(f"{'points':>10} {'bytes/pt':>8} {'decode ms':>10} {'copy ms':>8} {'ratio':>6} "
-          f"{'Mpoints/s':>10}")
-    for point_step in (20, 32):
-        for num_points in args.points:
-            row = bench_decode(num_points, args.repeats, point_step)
-            report["decode"].append(row)
-            print(f"{row['points']:>10} {row['point_step']:>8} {row['decode_s'] * 1e3:>10.2f} "
-                  f"{row['copy_s'] * 1e3:>8.2f} {row['ratio']:>6.2f} "
-                  f"{row['points_per_s'] / 1e6:>10.1f}")
+    report: dict[str, Any] = {}
+    pipeline_only = getattr(args, "pipeline", False)
+    if not pipeline_only:
+        report["decode"] = []
+        print("decode: PointCloud2 (x y z rgb intensity) -> Scan, vs one copy of msg.data "
+              "(median thread CPU time)")
+        print(f"{'points':>10} {'bytes/pt':>8} {'decode ms':>10} {'copy ms':>8} {'ratio':>6} "
+              f"{'Mpoints/s':>10}")
+        for point_step in (20, 32):
+            for num_points in args.points:
+                row = bench_decode(num_points, args.repeats, point_step)
+                report["decode"].append(row)
+                print(f"{row['points']:>10} {row['point_step']:>8} {row['decode_s'] * 1e3:>10.2f} "
+                      f"{row['copy_s'] * 1e3:>8.2f} {row['ratio']:>6.2f} "
+                      f"{row['points_per_s'] / 1e6:>10.1f}")
     if not getattr(args, "decode", False):
-        report["pipeline"] = bench_pipeline(repeats=args.repeats)
+        print()
+        report["pipeline"] = bench_methods(
+            models=getattr(args, "models", None) or PIPELINE_MODELS,
+            devices=getattr(args, "devices", None) or default_devices(),
+            repeats=args.repeats,
+            seed=BENCH_SCENE_SEED if getattr(args, "seed", None) is None else args.seed,
+            progress=True)
         print_pipeline(report["pipeline"])
+    if not (getattr(args, "decode", False) or pipeline_only):
         from .ops.bench import bench_ops, format_bench
 
         report["ops"] = bench_ops()
@@ -112,12 +159,59 @@ def run_benchmarks(args: Any) -> dict:
     return report
 
 
-def bench_pipeline(seed: int = 200_003, repeats: int = 3, model: str = "geometric") -> dict:
-    """Per-stage time of the node's path on one generated ~130k-point room, as one scan.
+def bench_point_model(name: str, device: str = "cpu") -> tuple[Any, str]:
+    """The model ``name`` for the pipeline benchmark and a description of its weights.
 
-    Stages: decode (PointCloud2 → Scan), accumulate (add + cloud() with dedupe), segment
-    (crop, the model's own stages, fusion) and encode (labelled PointCloud2 + InstanceArray).
-    Each stage's share of the total is the ratio reported; medians of wall time over repeats.
+    geometric needs none. A learned model uses its shipped demo weights when this installation
+    has them (``models/<name>_synthetic.pth``), else weights freshly initialised (torch seed 0)
+    from ``config/models/<name>_synthetic.yaml``: the same network and cost per point, but its
+    proposals, and so the grouping and refinement work, are not those of a trained model.
+    """
+    from .config import Config, ModelConfig
+
+    if name == "geometric":
+        from .model.geometric import GeometricSegmenter
+
+        return GeometricSegmenter(Config().geometric), "none needed"
+    from .classes import SCANNET20_CLASSES
+    from .model.inference import (
+        LearnedModel,
+        resolve_device,
+        shipped_model_config,
+        shipped_weights,
+    )
+
+    weights = shipped_weights(name)
+    if weights is not None:
+        return (LearnedModel.from_config(ModelConfig(name=name, device=device)),
+                f"shipped {weights.name}")
+    import torch
+
+    from .model.registry import build_model, load_model_config
+
+    yaml_path = shipped_model_config(name)
+    torch.manual_seed(0)
+    network = build_model(load_model_config(yaml_path))
+    classes = (SCANNET20_CLASSES if network.semantic_classes == len(SCANNET20_CLASSES)
+               else tuple(f"class{i}" for i in range(network.semantic_classes)))
+    model = LearnedModel(network, classes, resolve_device(device), source="random init")
+    return model, (f"random init from {yaml_path.name} (timing only: no {name} weights are "
+                   "shipped, and an untrained network's proposals, hence the grouping and "
+                   "refinement work, differ from a trained one's)")
+
+
+def bench_pipeline(seed: int = BENCH_SCENE_SEED, repeats: int = 3, model: str = "geometric",
+                   device: str = "cpu", scene: Any = None) -> dict:
+    """Per-stage time of the node's path on one generated room, as one scan.
+
+    Stages (:data:`PIPELINE_STAGES`): decode (PointCloud2 → Scan), accumulate (add + cloud()
+    with dedupe), the segmenter's own (crop, the model's stages, fusion) and encode (labelled
+    PointCloud2 + InstanceArray). One untimed warm-up run, then medians of wall time over
+    ``repeats`` runs; each stage's share is its median over the sum of the medians.
+
+    scene: a generated ``Scene`` to reuse (default ``generate_scene(seed)``). Returns ``{model,
+    device, weights, points, accumulated_points, instances, total_ms, stages: {name: {ms,
+    share}}}`` with only the stages the model has, in table order.
     """
     from .cloud import decode, encode_xyz, ns_to_stamp
     from .config import Config
@@ -127,42 +221,100 @@ def bench_pipeline(seed: int = 200_003, repeats: int = 3, model: str = "geometri
     from .pipeline import StreamPipeline
     from .segmenter import Segmenter
 
-    scene = generate_scene(seed)
+    scene = scene if scene is not None else generate_scene(seed)
     factory = MessageFactory.for_rosbags(make_typestore("humble"))
     header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, 1), frame_id="map")
     msg = encode_xyz(factory, header, scene.xyz, scene.rgb)
-    cfg = Config().replace(**{"model.name": model})
-    segmenter = Segmenter(cfg)
+    cfg = Config().replace(**{"model.name": model, "model.device": device})
+    point_model, weights = bench_point_model(model, device)
+    segmenter = Segmenter(cfg, point_model)
     stages: dict[str, list[float]] = {}
 
-    def timed(name: str, fn: Callable[[], Any]) -> Any:
-        t0 = time.perf_counter()
-        out = fn()
-        stages.setdefault(name, []).append((time.perf_counter() - t0) * 1e3)
-        return out
+    def record(name: str, since: float) -> float:
+        now = time.perf_counter()
+        stages.setdefault(name, []).append((now - since) * 1e3)
+        return now
 
-    for _ in range(repeats):
+    for _ in range(repeats + 1):
         pipe = StreamPipeline(cfg, segmenter)
-        scan = timed("decode", lambda: decode(msg))
-        cloud = timed("accumulate", lambda: (pipe.accumulator.add(scan.xyz, scan.rgb, None, 1),
-                                             pipe.accumulator.cloud())[1])
+        t0 = time.perf_counter()
+        scan = decode(msg)
+        t0 = record("decode", t0)
+        pipe.accumulator.add(scan.xyz, scan.rgb, None, 1)
+        cloud = pipe.accumulator.cloud()
+        record("accumulate", t0)
         inst = segmenter.segment(cloud.xyz, cloud.rgb)
         for name, ms in inst.timing_ms.items():
             if name != "total":
-                stages.setdefault(f"segment.{name}", []).append(ms)
-        timed("encode", lambda: (labelled_cloud(factory, inst, header),
-                                 instance_array(factory, inst, header, 1, model)))
-    medians = {name: statistics.median(v) for name, v in stages.items()}
+                stages.setdefault(_MODEL_STAGE_NAMES.get(name, name), []).append(ms)
+        t0 = time.perf_counter()
+        labelled_cloud(factory, inst, header)
+        instance_array(factory, inst, header, 1, model)
+        record("encode", t0)
+    # The first run (lazy imports, allocator and kernel warm-up) is not timed.
+    medians = {name: statistics.median(v[1:]) for name, v in stages.items()}
+    order = [s for s in PIPELINE_STAGES if s in medians] + sorted(set(medians) - set(PIPELINE_STAGES))
     total = sum(medians.values())
-    return {"model": model, "points": int(len(scene.xyz)), "accumulated_points": int(len(cloud.xyz)),
-            "instances": int(inst.num_instances), "total_ms": total,
-            "stages": {name: {"ms": ms, "share": ms / total} for name, ms in medians.items()}}
+    return {"model": model, "device": device if model != "geometric" else "cpu",
+            "weights": weights, "points": len(scene.xyz),
+            "accumulated_points": len(cloud.xyz), "instances": int(inst.num_instances),
+            "total_ms": total,
+            "stages": {name: {"ms": medians[name], "share": medians[name] / total}
+                       for name in order}}
+
+
+def bench_methods(models: Sequence[str] = PIPELINE_MODELS, devices: Sequence[str] = ("cpu",),
+                  repeats: int = 3, seed: int = BENCH_SCENE_SEED, progress: bool = False
+                  ) -> dict:
+    """:func:`bench_pipeline` of every model on every device, on one generated room.
+
+    The geometric baseline is numpy-only and runs once (on CPU) whatever ``devices`` says.
+    Returns ``{scene: {seed, points}, stages: PIPELINE_STAGES, runs: [bench_pipeline ...]}``.
+    """
+    from .data.synthetic import generate_scene
+
+    scene = generate_scene(seed)
+    runs = []
+    for model in models:
+        for device in (["cpu"] if model == "geometric" else devices):
+            if progress:
+                print(f"pipeline: {model} on {device} ...", flush=True)
+            runs.append(bench_pipeline(seed, repeats, model, device, scene=scene))
+    return {"scene": {"seed": int(seed), "points": len(scene.xyz)},
+            "stages": list(PIPELINE_STAGES), "repeats": int(repeats), "runs": runs}
+
+
+def format_pipeline(report: dict) -> str:
+    """The pipeline report as a table: one row per stage, ms and share per model/device ('-'
+    where a method has no such stage), then the total and each run's weights."""
+    runs = report["runs"]
+    heads = [f"{r['model']}/{r['device']}" for r in runs]
+    width = max([16, *(len(h) + 2 for h in heads)])
+    desc = max(len(d) for d in STAGE_DESCRIPTIONS.values())
+    first = runs[0] if runs else {"points": report["scene"]["points"], "accumulated_points": 0}
+    lines = [(f"pipeline: one {first['points']}-point generated room (seed "
+              f"{report['scene']['seed']}, {first['accumulated_points']} points after dedupe), "
+              f"median wall time of {report['repeats']} runs after a warm-up")]
+    lines.append(f"{'stage':<12}{'':<{desc + 2}}" + "".join(f"{h:>{width}}" for h in heads))
+    lines.append(f"{'':<12}{'':<{desc + 2}}" + "".join(f"{'ms    share':>{width}}" for _ in heads))
+    names = [s for s in report["stages"]]
+    names += sorted({n for r in runs for n in r["stages"]} - set(names))
+    for name in names:
+        if not any(name in r["stages"] for r in runs):
+            continue
+        cells = []
+        for r in runs:
+            row = r["stages"].get(name)
+            cells.append(f"{'-':>{width - 8}}{'':8}" if row is None
+                         else f"{row['ms']:>{width - 8}.1f}{row['share']:>8.1%}")
+        lines.append(f"{name:<12}{STAGE_DESCRIPTIONS.get(name, ''):<{desc + 2}}" + "".join(cells))
+    lines.append(f"{'total':<12}{'':<{desc + 2}}"
+                 + "".join(f"{r['total_ms']:>{width - 8}.1f}{1:>8.0%}" for r in runs))
+    lines.append(f"{'instances':<12}{'':<{desc + 2}}"
+                 + "".join(f"{r['instances']:>{width}}" for r in runs))
+    lines += [f"weights of {h}: {r['weights']}" for h, r in zip(heads, runs)]
+    return "\n".join(lines)
 
 
 def print_pipeline(report: dict) -> None:
-    print(f"\npipeline ({report['model']}): one {report['points']}-point generated room "
-          f"({report['accumulated_points']} after dedupe), {report['instances']} instances")
-    print(f"{'stage':<22}{'ms':>9}{'share':>8}")
-    for name, row in report["stages"].items():
-        print(f"{name:<22}{row['ms']:>9.1f}{row['share']:>8.1%}")
-    print(f"{'total':<22}{report['total_ms']:>9.1f}{1:>8.0%}")
+    print(format_pipeline(report))

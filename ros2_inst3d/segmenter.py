@@ -32,26 +32,39 @@ class SegmentationError(RuntimeError):
 
 
 class PointModel(Protocol):
+    """What :class:`Segmenter` runs. Optional attributes it reads when present: ``class_names``
+    (the class table of ``Proposals.class_ids``, default ScanNet-20) and ``device``."""
+
     name: str
 
     def predict_points(self, xyz: np.ndarray, rgb: np.ndarray | None) -> Proposals: ...
 
 
 def build_point_model(cfg: Config) -> PointModel:
-    """The model named by ``cfg.model.name``, ready for inference."""
+    """The model named by ``cfg.model.name``, ready for inference.
+
+    geometric: :class:`~ros2_inst3d.model.geometric.GeometricSegmenter` (no weights).
+    softgroup, pointgroup: :class:`~ros2_inst3d.model.inference.LearnedModel` (weights from
+    ``model.checkpoint`` or the shipped demo weights; ConfigError says how to get them).
+    """
     name = cfg.model.name
     if name == "geometric":
         from .model.geometric import GeometricSegmenter
 
         return GeometricSegmenter(cfg.geometric)
+    from .model.inference import LEARNED_MODELS, LearnedModel
+
+    if name in LEARNED_MODELS:
+        return LearnedModel.from_config(cfg.model)
     from .config import ConfigError
 
-    # The learned methods' backbones, checkpoint loading and ops exist (model/, ops/); their
-    # grouping + instance heads at inference are the next milestone (issue 5), so say so plainly.
+    # ISBNet's backbone and checkpoint loading exist (model/isbnet.py), its instance heads do
+    # not; MTML has no network here at all.
     raise ConfigError(
-        f"model.name '{name}': inference for learned models is not available yet in this "
-        "version; use 'geometric' (the learned backbones can already be built and checked "
-        "against checkpoints: `ros2-inst3d check-checkpoint CKPT -c config/models/<name>.yaml`)")
+        f"model.name '{name}': inference is not implemented in this version; use "
+        f"{', '.join(repr(m) for m in ('geometric', *LEARNED_MODELS))} (an ISBNet checkpoint can "
+        "still be checked against its config: `ros2-inst3d check-checkpoint CKPT -c "
+        "config/models/isbnet_scannet.yaml`)")
 
 
 def subsample_indices(n: int, max_points: int) -> np.ndarray:

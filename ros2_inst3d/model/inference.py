@@ -1,0 +1,287 @@
+"""Learned models (SoftGroup, PointGroup) behind the :class:`~ros2_inst3d.segmenter.PointModel`
+interface: config → weights → network on a device → ``predict_points(xyz, rgb) -> Proposals``.
+
+What is loaded, in order of precedence:
+
+* the model YAML: ``model.config`` if set, else the ``config`` mapping stored in the checkpoint
+  (our training checkpoints carry it), else ``config/models/<name>_synthetic.yaml``;
+* the weights: ``model.checkpoint`` if set, else the shipped demo weights
+  ``models/<name>_synthetic.pth`` (``resources.data_dir("models")``);
+* the class table: the checkpoint's ``class_names``, else the ScanNet-20 table.
+
+Weights always load through :func:`~ros2_inst3d.model.checkpoint.load_checkpoint` with
+``strict=True``, so a checkpoint that does not fit its config is refused with the list of missing,
+unexpected and size-mismatched tensors instead of running with random heads.
+
+A cloud reaches the network exactly as in training (``data.datasets.collate`` over one
+:class:`~ros2_inst3d.data.datasets.Sample`): xyz centred on their mean (the official
+preprocessing), features ``[rgb / 127.5 - 1, xyz]``, voxels of the model's ``voxel_size``. Our
+synthetic models are trained without the official fixed test yaw, so none is applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..classes import IGNORE_LABEL, SCANNET20_CLASSES
+from ..config import ConfigError, ModelConfig
+from .proposals import Proposals
+
+log = logging.getLogger(__name__)
+
+LEARNED_MODELS = ("softgroup", "pointgroup")
+"""``model.name`` values :class:`LearnedModel` serves (both implement ``predict``)."""
+
+SHIPPED_SUFFIX = "_synthetic"
+"""Shipped demo files: ``config/models/<name>_synthetic.yaml``, ``models/<name>_synthetic.pth``."""
+
+
+def train_hint(name: str) -> str:
+    """How to get weights for ``name``, for error messages."""
+    return (f"train them with `ros2-inst3d train config/train/{name}{SHIPPED_SUFFIX}.yaml` and set "
+            "model.checkpoint to the resulting .pth (or pass --checkpoint PATH)")
+
+
+def shipped_weights(name: str, models_dir: str | Path | None = None) -> Path | None:
+    """The demo weights shipped for ``name`` (``models/<name>_synthetic.pth``), or None.
+
+    models_dir: where to look instead of this installation's ``models/`` folder.
+    """
+    from ..resources import data_dir
+
+    if models_dir is None:
+        try:
+            models_dir = data_dir("models")
+        except FileNotFoundError:  # no models/ folder in this installation
+            return None
+    path = Path(models_dir) / f"{name}{SHIPPED_SUFFIX}.pth"
+    return path if path.is_file() else None
+
+
+def shipped_model_config(name: str) -> Path:
+    """``config/models/<name>_synthetic.yaml`` of this installation (it may not exist)."""
+    from ..resources import data_dir
+
+    return data_dir("config") / "models" / f"{name}{SHIPPED_SUFFIX}.yaml"
+
+
+def resolve_checkpoint(model_cfg: ModelConfig, models_dir: str | Path | None = None) -> Path:
+    """The weights file ``model_cfg`` asks for (see the module docstring); ConfigError if none.
+
+    models_dir: folder of the shipped weights (default: this installation's ``models/``).
+    """
+    if model_cfg.checkpoint:
+        path = Path(model_cfg.checkpoint).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model.checkpoint {path} does not exist or is not a file")
+        return path
+    path = shipped_weights(model_cfg.name, models_dir)
+    if path is None:
+        raise ConfigError(
+            f"model.name '{model_cfg.name}' needs weights, and none are shipped with this "
+            f"installation (models/{model_cfg.name}{SHIPPED_SUFFIX}.pth): {train_hint(model_cfg.name)}")
+    return path
+
+
+def resolve_model_config(model_cfg: ModelConfig, meta: Mapping[str, Any]
+                         ) -> tuple[dict[str, Any], str]:
+    """The ``model:`` mapping to build and where it came from (for messages).
+
+    meta: the checkpoint's non-weight entries (``checkpoint.read_checkpoint_meta``).
+    """
+    from .registry import load_model_config
+
+    if model_cfg.config:
+        path = Path(model_cfg.config).expanduser()
+        return load_model_config(path), f"model.config {path}"
+    embedded = meta.get("config")
+    if isinstance(embedded, Mapping) and embedded.get("name"):
+        return dict(embedded), "the config embedded in the checkpoint"
+    path = shipped_model_config(model_cfg.name)
+    if not path.is_file():
+        raise ConfigError(
+            f"the checkpoint holds no model config and {path} does not exist: set model.config "
+            f"to the model YAML the checkpoint was trained with (config/models/*.yaml)")
+    return load_model_config(path), str(path)
+
+
+def resolve_device(device: str) -> Any:
+    """``torch.device`` for ``model.device``: 'auto' is CUDA when torch sees a GPU and spconv
+    is a CUDA build, else CPU. An explicit CUDA device that cannot work is a ConfigError."""
+    import torch
+
+    from .backbone import SPCONV_CPU_ONLY
+
+    if device == "auto":
+        use_cuda = torch.cuda.is_available() and not SPCONV_CPU_ONLY
+        return torch.device("cuda" if use_cuda else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f"model.device {device!r} is not a torch device (auto, cpu, cuda, "
+                          f"cuda:N): {err}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"model.device {device!r}: torch sees no CUDA device; use 'cpu' or "
+                              "'auto'")
+        if SPCONV_CPU_ONLY:
+            raise ConfigError(f"model.device {device!r}: the installed spconv is the CPU-only "
+                              "wheel; install the spconv-cuXXX wheel matching torch's CUDA, or "
+                              "use 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"model.device {device!r}: only {torch.cuda.device_count()} CUDA "
+                              "device(s) visible")
+    elif dev.type != "cpu":
+        raise ConfigError(f"model.device {device!r}: only cpu and cuda devices are supported")
+    return dev
+
+
+def _is_cuda_oom(err: BaseException) -> bool:
+    import torch
+
+    return isinstance(err, torch.cuda.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+
+
+class LearnedModel:
+    """A trained SoftGroup or PointGroup network ready for inference (``eval()`` mode).
+
+    network: the model (``registry.build_model``), weights loaded. class_names: its semantic
+    class table (``network.semantic_classes`` entries). device: where it runs. source: a short
+    description of the weights, for logs.
+
+    Build one from the node's configuration with :meth:`from_config`; the constructor takes an
+    already built network (benchmarks use it with freshly initialised weights).
+    """
+
+    def __init__(self, network: Any, class_names: Sequence[str] = SCANNET20_CLASSES,
+                 device: Any = "cpu", source: str = "") -> None:
+        import torch
+
+        if not hasattr(network, "predict"):
+            raise ConfigError(f"model '{getattr(network, 'name', type(network).__name__)}' has no "
+                              "inference path (predict) in this version")
+        class_names = tuple(str(c) for c in class_names)
+        if len(class_names) != network.semantic_classes:
+            raise ConfigError(
+                f"the class table has {len(class_names)} names but the model predicts "
+                f"{network.semantic_classes} semantic classes (model config semantic_classes)")
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+        self.name: str = str(network.name)
+        self.class_names: tuple[str, ...] = class_names
+        self.voxel_size = float(network.voxel_size)
+        self.with_coords = bool(network.with_coords)
+        self.source = source
+
+    @classmethod
+    def from_config(cls, model_cfg: ModelConfig, *, models_dir: str | Path | None = None
+                    ) -> LearnedModel:
+        """Resolve config, weights and device of ``model_cfg`` (module docstring) and load.
+
+        models_dir: folder of the shipped weights (default: this installation's ``models/``).
+
+        Raises ConfigError when no weights are found, the model config is missing or names
+        another method, the checkpoint does not fit the config (with the full key report), or the
+        device cannot be used.
+        """
+        import torch
+
+        from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta
+        from .registry import build_model
+
+        name = model_cfg.name
+        if name not in LEARNED_MODELS:
+            raise ConfigError(f"model.name '{name}' is not a learned model this version runs "
+                              f"(learned: {', '.join(LEARNED_MODELS)})")
+        path = resolve_checkpoint(model_cfg, models_dir)
+        try:
+            meta = read_checkpoint_meta(path)
+        except CheckpointError as err:
+            raise ConfigError(str(err)) from None
+        net_cfg, cfg_source = resolve_model_config(model_cfg, meta)
+        if net_cfg.get("name") != name:
+            raise ConfigError(f"model.name is '{name}' but {cfg_source} describes a "
+                              f"'{net_cfg.get('name')}' model; make them agree")
+        device = resolve_device(model_cfg.device)
+        if model_cfg.cpu_threads > 0:
+            torch.set_num_threads(model_cfg.cpu_threads)
+        network = build_model(net_cfg)
+        try:
+            load_checkpoint(network, path, strict=True)
+        except CheckpointError as err:
+            raise ConfigError(f"{path} does not fit the model built from {cfg_source}:\n{err}"
+                              ) from None
+        class_names = meta.get("class_names") or SCANNET20_CLASSES
+        model = cls(network, class_names, device, source=str(path))
+        log.info("%s: weights %s, config from %s, %d classes, on %s", name, path, cfg_source,
+                 len(model.class_names), device)
+        return model
+
+    def network_batch(self, xyz: np.ndarray, rgb: np.ndarray) -> dict[str, Any]:
+        """The collated one-cloud batch (on the model's device) the network sees for ``xyz``
+        (N, 3) float, metres, and ``rgb`` (N, 3) in 0..255 units; xyz centred on their mean."""
+        from ..data.datasets import Sample, batch_to_device, collate
+
+        n = len(xyz)
+        points = np.asarray(xyz, np.float64)
+        centred = (points - points.mean(axis=0)).astype(np.float32)
+        no_label = np.full(n, IGNORE_LABEL, np.int64)
+        sample = Sample(name="cloud", xyz=centred, grid_xyz=None,
+                        rgb=np.asarray(rgb).astype(np.float32), semantic=no_label,
+                        instance=no_label.copy(), point_index=np.arange(n, dtype=np.int64),
+                        has_labels=False)
+        batch = collate([sample], self.voxel_size, with_coords=self.with_coords)
+        return batch_to_device(batch, self.device)
+
+    def predict_points(self, xyz: np.ndarray, rgb: np.ndarray | None) -> Proposals:
+        """Instance proposals of one cloud: ``xyz`` (N, 3) float32, metres, z up; ``rgb`` (N, 3)
+        uint8. Proposal indices refer to the N input points; class ids are semantic class ids.
+
+        timing_ms: ``input`` (centring, features, voxels, copy to the device) plus the network's
+        ``backbone``, ``grouping`` and ``refinement``. Raises SegmentationError 'no_color'
+        without rgb and 'gpu_oom' when CUDA runs out of memory (the cache is freed first, so the
+        next, smaller cloud can still run).
+        """
+        import torch
+
+        from ..segmenter import SegmentationError
+
+        if rgb is None:
+            raise SegmentationError(
+                "no_color", f"the learned model '{self.name}' needs colour (rgb is half of its "
+                "input features) but the cloud has no rgb field; use a coloured cloud, or "
+                "model.name 'geometric' (needs xyz only)")
+        t0 = time.perf_counter()
+        batch = self.network_batch(xyz, rgb)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        input_ms = (time.perf_counter() - t0) * 1e3
+        oom_message = None
+        try:
+            proposals = self.network.predict(batch)[0]
+        except RuntimeError as err:  # torch.cuda.OutOfMemoryError is one; spconv raises plain ones
+            if self.device.type != "cuda" or not _is_cuda_oom(err):
+                raise
+            oom_message = str(err).strip().splitlines()[0]
+        if oom_message is not None:
+            # Outside the except block: the exception's traceback (which keeps the forward's
+            # intermediate tensors alive) is gone, so the cache can really be released.
+            del batch
+            torch.cuda.empty_cache()
+            raise SegmentationError(
+                "gpu_oom", f"{self.name}: CUDA out of memory on {len(xyz)} points "
+                f"({oom_message}); lower segment.max_points or accumulate.max_points, or shrink "
+                "the ROI")
+        proposals.timing_ms = {"input": input_ms, **proposals.timing_ms}
+        return proposals
+
+
+__all__ = ["LEARNED_MODELS", "LearnedModel", "resolve_checkpoint", "resolve_device",
+           "resolve_model_config", "shipped_model_config", "shipped_weights", "train_hint"]

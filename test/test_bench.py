@@ -1,0 +1,59 @@
+"""``ros2-inst3d bench --pipeline``: per-stage table and JSON for the geometric baseline and a
+learned model (no timing asserts: the numbers depend on the machine and its load)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ros2_inst3d.bench import BENCH_SCENE_SEED, PIPELINE_STAGES
+from ros2_inst3d.cli import main
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    code = main(["bench", "--pipeline", "--models", "geometric", "softgroup", "--devices", "cpu",
+                 "--repeats", "1", "--json", str(out)])
+    return code, json.loads(out.read_text())
+
+
+def test_bench_json_has_one_run_per_method_with_shares_summing_to_one(bench_run):
+    code, report = bench_run
+    assert code == 0
+    assert set(report) == {"pipeline"}  # --pipeline: no decode or ops sections
+    pipeline = report["pipeline"]
+    assert pipeline["scene"]["seed"] == BENCH_SCENE_SEED
+    assert 90_000 <= pipeline["scene"]["points"] <= 130_000
+    assert pipeline["stages"] == list(PIPELINE_STAGES)
+    runs = {r["model"]: r for r in pipeline["runs"]}
+    assert set(runs) == {"geometric", "softgroup"}
+    for run in runs.values():
+        assert run["device"] == "cpu"
+        assert run["points"] == pipeline["scene"]["points"]
+        assert 0 < run["accumulated_points"] <= run["points"]
+        assert run["instances"] >= 0 and run["weights"]
+        assert sum(s["share"] for s in run["stages"].values()) == pytest.approx(1.0, abs=1e-9)
+        assert sum(s["ms"] for s in run["stages"].values()) == pytest.approx(run["total_ms"])
+        assert all(s["ms"] >= 0.0 for s in run["stages"].values())
+        assert list(run["stages"]) == [s for s in PIPELINE_STAGES if s in run["stages"]]
+    common = {"decode", "accumulate", "crop", "fusion", "encode"}
+    assert set(runs["geometric"]["stages"]) == common | {"planes", "grouping"}
+    assert set(runs["softgroup"]["stages"]) == common | {"voxelize", "backbone", "grouping",
+                                                         "refinement"}
+
+
+def test_bench_table_marks_stages_a_method_lacks(bench_run):
+    from ros2_inst3d.bench import format_pipeline
+
+    _, report = bench_run
+    lines = format_pipeline(report["pipeline"]).splitlines()
+    rows = {line.split()[0]: line for line in lines if line.split()}
+    assert "geometric/cpu" in lines[1] and "softgroup/cpu" in lines[1]
+    planes = rows["planes"].split()
+    assert planes[-1] == "-" and planes[-2].endswith("%")  # geometric has it, softgroup not
+    backbone = rows["backbone"].split()
+    assert backbone[-1].endswith("%") and backbone[-3] == "-"
+    assert rows["total"].split()[-1] == "100%"
+    assert any("random init" in line or "shipped" in line for line in lines)
