@@ -210,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode", action="store_true", help="only the PointCloud2 decode benchmark")
     p.add_argument("--points", type=int, nargs="+", default=[100_000, 1_000_000],
                    help="cloud sizes for the decode benchmark")
+    p.add_argument("--pipeline", action="store_true",
+                   help="only the per-stage pipeline benchmark (no decode, no ops)")
+    p.add_argument("--models", nargs="+", choices=["geometric", "pointgroup", "softgroup"],
+                   help="methods of the pipeline benchmark (default: all three)")
+    p.add_argument("--devices", nargs="+", choices=["cpu", "cuda"],
+                   help="devices of the learned models (default: cpu, and cuda when available)")
+    p.add_argument("--seed", type=int,
+                   help="generated room of the pipeline benchmark (default: a ~100k-point one)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", type=Path, help="also write the report as JSON")
     p.set_defaults(func=cmd_bench)
@@ -267,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands():
-    return []
+    from .train import add_train_commands  # `train` and `export-weights`
+
+    return [add_train_commands]
 
 
 def main(argv: list[str] | None = None) -> int:

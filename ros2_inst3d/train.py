@@ -1,0 +1,968 @@
+"""``ros2-inst3d train``: train SoftGroup / PointGroup on labelled scenes; checkpoints for shipping.
+
+A training YAML (``config/train/*.yaml``) has four top-level keys, each documented in the
+dataclasses below (and in the shipped YAMLs' comments):
+
+* ``model``: a model YAML path (``config/models/*.yaml``; relative paths are looked up beside
+  the training YAML first, then in the package's ``config/`` folder) or an inline mapping with
+  ``name`` and the constructor arguments;
+* ``data`` (:class:`DataConfig`): train / val scene folders, voxel size, augmentation, batch;
+* ``train`` (:class:`OptimConfig`): optimizer, learning-rate schedule, length, validation and
+  checkpoint cadence, seed, threads;
+* ``work_dir``: where ``log.jsonl`` and the checkpoints go.
+
+The loop is the official one (SoftGroup ``tools/train.py``): ``collate`` batches of augmented
+scans, ``loss, parts = model.forward_train(batch, epoch)``, backward, optional gradient clipping,
+an optimizer step and a per-iteration learning-rate step. Validation runs the model's
+``predict`` on every (or the first ``val_limit``) validation scene and scores it with the ScanNet
+AP protocol of :mod:`ros2_inst3d.evaluation` (class-aware, the thing classes).
+
+Checkpoints (``latest.pth``, ``best.pth`` by validation AP, ``epoch_XXX.pth`` when asked) are
+``{'net', 'config', 'class_names', 'epoch', 'iteration', 'optimizer', 'scheduler',
+'train_config', 'metrics'}`` holding only tensors and plain Python values, so
+``torch.load(weights_only=True)`` reads them. ``epoch`` is the number of finished epochs (the
+epoch a ``--resume`` continues with), ``iteration`` the number of finished optimizer steps.
+:func:`export_weights` (``ros2-inst3d export-weights``) writes the slim shipping copy.
+``metrics`` holds ``train`` (the last epoch's mean losses), ``val`` (the last validation: AP,
+AP50, AP25, RC50, mCov, mPrec50, mRec50, num_scenes, per-class AP/AP50/num_gt/num_pred) and
+``best`` (AP, AP50, AP25, epoch, iteration of the best validation so far).
+
+``log.jsonl`` has one JSON object per line, by ``type``: ``start`` (sizes and the whole config)
+or ``resume``; ``iter`` per optimizer step (``epoch`` 1-based, ``iteration`` = steps done, the
+``lr`` of that step, ``loss`` and the model's parts, ``grad_norm`` before clipping, ``data_s``,
+``time_s`` wall and ``cpu_s`` process CPU seconds of the step including data loading,
+``num_points``, ``num_voxels``); ``epoch`` (mean parts); ``val`` (the metrics above); ``end``.
+
+Determinism: every random draw derives from ``train.seed`` and the epoch (augmentation per scene
+and epoch, the shuffle order, torch's global generator), and only finished epochs are
+checkpointed, so a resumed run repeats the iterations an uninterrupted run would have done
+(on CPU, where spconv runs single-threaded, bit for bit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import logging
+import math
+import random
+import time
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import ConfigError
+from .data.inputs import DEFAULT_VOXEL_SIZE
+
+if TYPE_CHECKING:  # torch and scipy (augment) load lazily: `ros2-inst3d --help` stays instant
+    import torch
+
+    from .data.augment import Augmentation
+
+log = logging.getLogger(__name__)
+
+LOG_NAME = "log.jsonl"
+LATEST = "latest.pth"
+BEST = "best.pth"
+CHECKPOINT_KEYS = ("net", "config", "class_names", "epoch", "iteration", "optimizer", "scheduler",
+                   "train_config", "metrics")
+EXPORT_KEYS = ("net", "config", "class_names", "epoch", "iteration", "metrics")
+
+
+def doc(text: str, **limits: Any) -> Any:
+    """Field metadata: the key's documentation plus optional ``low``/``high``/``choices``."""
+    return {"doc": text, **limits}
+
+
+def _default_augmentation() -> Augmentation:
+    from .data.augment import Augmentation
+
+    return Augmentation()
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    from .data.augment import Augmentation
+
+    return typing.get_type_hints(cls, localns={"Augmentation": Augmentation})
+
+
+# --------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The ``data:`` section."""
+
+    train: str = field(metadata=doc(
+        "Folder of labelled training scenes (.npz / preprocessed .pth); relative to the current "
+        "directory. Make the synthetic set with `ros2-inst3d gen-data data/synthetic/train "
+        "--split train --scenes 240`."))
+    val: str | None = field(default=None, metadata=doc(
+        "Folder of labelled validation scenes, or null for no validation (then best.pth is not "
+        "written). Synthetic: `ros2-inst3d gen-data data/synthetic/val --split val --scenes 50`."))
+    voxel_size: float | None = field(default=None, metadata=doc(
+        "Voxel side in metres; must equal the model's voxel_size (null: take the model's).",
+        low=1e-4, high=1.0))
+    scenes_per_batch: int = field(default=4, metadata=doc(
+        "Scenes per optimizer step (the official batch_size per GPU).", low=1))
+    val_limit: int | None = field(default=None, metadata=doc(
+        "Validate on the first N validation scenes only (null: all).", low=1))
+    augment: Augmentation | None = field(default_factory=_default_augmentation, metadata=doc(
+        "Training augmentation, the fields of ros2_inst3d.data.augment.Augmentation (missing "
+        "fields keep SoftGroup's ScanNet values at 2 cm voxels; scale elastic, crop_extent and "
+        "crop_step with the voxel size); null: none (centred scenes, no crop)."))
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The ``train:`` section."""
+
+    optimizer: str = field(default="adam", metadata=doc(
+        "adam or adamw (torch.optim).", choices=("adam", "adamw")))
+    lr: float = field(default=0.004, metadata=doc(
+        "Peak learning rate (official SoftGroup/PointGroup-style runs: Adam 0.004).", low=0.0))
+    weight_decay: float = field(default=0.0, metadata=doc(
+        "Weight decay (Adam: L2 added to the gradient; AdamW: decoupled).", low=0.0))
+    epochs: int | None = field(default=None, metadata=doc(
+        "Passes over the training scenes. Give exactly one of epochs and max_iters.", low=1))
+    max_iters: int | None = field(default=None, metadata=doc(
+        "Optimizer steps in total (the last epoch may be partial). Exactly one of epochs and "
+        "max_iters.", low=1))
+    schedule: str = field(default="cosine", metadata=doc(
+        "Learning-rate schedule per iteration: cosine (constant until cosine_start, then half a "
+        "cosine down to min_lr) or constant.", choices=("cosine", "constant")))
+    cosine_start: float = field(default=0.0, metadata=doc(
+        "Fraction of the iterations run at the peak lr before the cosine decay starts (official "
+        "SoftGroup ScanNet: step_epoch 50 of 128 epochs = 0.39).", low=0.0, high=1.0))
+    warmup_iters: int = field(default=0, metadata=doc(
+        "Iterations of linear warm-up from lr/warmup_iters to lr (0: none).", low=0))
+    min_lr: float = field(default=1e-6, metadata=doc(
+        "Learning rate at the end of the cosine (the official cosine_lr clip).", low=0.0))
+    grad_clip_norm: float | None = field(default=None, metadata=doc(
+        "Clip the gradients' global L2 norm to this (null: no clipping).", low=0.0))
+    amp: bool = field(default=False, metadata=doc(
+        "Mixed precision (float16 autocast + GradScaler) on CUDA; ignored on CPU. The loss "
+        "scale restarts from its default after --resume."))
+    seed: int = field(default=0, metadata=doc(
+        "Seed of every random draw (augmentation, shuffling, weights, torch).", low=0))
+    val_every: int = field(default=1, metadata=doc(
+        "Validate every N epochs (and always after the last one); 0: only after the last.",
+        low=0))
+    save_every: int = field(default=1, metadata=doc(
+        "Write latest.pth every N epochs (and always after the last one).", low=1))
+    keep_epoch_checkpoints: bool = field(default=False, metadata=doc(
+        "Also keep epoch_XXX.pth (XXX = finished epochs) at every save."))
+    num_workers: int = field(default=0, metadata=doc(
+        "DataLoader worker processes (0: load in the training process).", low=0))
+    cpu_threads: int | None = field(default=1, metadata=doc(
+        "torch threads when training on CPU (null: torch's default). spconv always runs "
+        "single-threaded on CPU; 1 lets several trainings share a machine core by core.", low=1))
+    device: str = field(default="auto", metadata=doc(
+        "auto (CUDA when available), cpu, cuda or cuda:N; the --device flag overrides it."))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training YAML, validated; ``model`` is the resolved model mapping."""
+
+    model: dict[str, Any] = field(metadata=doc(
+        "Model YAML path (config/models/*.yaml; looked up beside this file, then in the "
+        "package's config/ folder) or an inline mapping with name and constructor arguments."))
+    data: DataConfig = field(metadata=doc("Training and validation data (see DataConfig)."))
+    train: OptimConfig = field(default_factory=OptimConfig, metadata=doc(
+        "Optimization, schedule, validation and checkpoint cadence (see OptimConfig)."))
+    work_dir: str = field(default="work_dirs/train", metadata=doc(
+        "Output folder (log.jsonl, latest.pth, best.pth, epoch_XXX.pth); relative to the "
+        "current directory; --work-dir overrides it."))
+    model_source: str = field(default="<inline>", metadata=doc(
+        "Where the model mapping came from (filled in by load_train_config, not a YAML key)."))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form (what checkpoints store as ``train_config``)."""
+        return to_plain(dataclasses.asdict(self))
+
+
+YAML_KEYS = ("model", "data", "train", "work_dir")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _check_value(where: str, tp: Any, value: Any, meta: Mapping[str, Any]) -> Any:
+    """``value`` converted to the field type ``tp``, or a ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_value(where, inner[0], value, meta)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{where}' must be true or false, got {value!r}")
+    elif tp is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"'{where}' must be an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not math.isfinite(value):
+            raise ConfigError(f"'{where}' must be a finite number, got {value!r}")
+        value = float(value)
+    elif tp is str and (not isinstance(value, str) or not value):
+        raise ConfigError(f"'{where}' must be a non-empty string, got {value!r}")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"'{where}' must be one of {', '.join(choices)}; got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if meta.get("low") is not None and value < meta["low"]:
+            raise ConfigError(f"'{where}' must be >= {meta['low']}, got {value!r}")
+        if meta.get("high") is not None and value > meta["high"]:
+            raise ConfigError(f"'{where}' must be <= {meta['high']}, got {value!r}")
+    return value
+
+
+def _check_keys(where: str, values: Any, known: typing.Iterable[str]) -> dict[str, Any]:
+    known = list(known)
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"'{where}' must be a mapping of {', '.join(known)}; got {values!r}")
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}; "
+                          f"'{where}' has: {', '.join(known)}")
+    return dict(values)
+
+
+def _build_section(cls: type, where: str, values: Any) -> Any:
+    """Instantiate a schema dataclass from a YAML mapping, checking every key and value."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = _check_keys(where, values if values is not None else {}, fields)
+    hints = _type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if cls is DataConfig and key == "augment":
+            kwargs[key] = parse_augmentation(value, f"{where}.augment")
+        else:
+            kwargs[key] = _check_value(f"{where}.{key}", hints[key], value, fields[key].metadata)
+    missing = [name for name, f in fields.items() if name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"'{where}' needs {', '.join(f'{where}.{k}' for k in missing)} "
+                          f"({fields[missing[0]].metadata['doc']})")
+    return cls(**kwargs)
+
+
+def parse_augmentation(values: Any, where: str = "data.augment") -> Augmentation | None:
+    """An :class:`Augmentation` from a YAML mapping (missing fields keep their defaults);
+    ``null`` / ``false`` turns augmentation off."""
+    from .data.augment import Augmentation
+
+    if values is None or values is False:
+        return None
+    fields = {f.name: f for f in dataclasses.fields(Augmentation)}
+    values = _check_keys(where, values, fields)
+    hints = _type_hints(Augmentation)
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{where}.{key}"
+        if key == "elastic":
+            pairs = value or ()
+            if not isinstance(pairs, (list, tuple)) or not all(
+                    isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
+                raise ConfigError(f"'{name}' must be a list of [granularity, magnitude] pairs in "
+                                  f"voxels (e.g. [[2, 16], [8, 64]]) or [], got {value!r}")
+            kwargs[key] = tuple((_check_value(name, float, g, {"low": 1e-6}),
+                                 _check_value(name, float, m, {"low": 0.0})) for g, m in pairs)
+        elif key == "scale_range":
+            if value is None:
+                kwargs[key] = None
+                continue
+            if not isinstance(value, (list, tuple)) or len(value) != 2:
+                raise ConfigError(f"'{name}' must be [low, high] or null, got {value!r}")
+            lo, hi = (_check_value(name, float, v, {"low": 1e-6}) for v in value)
+            if lo > hi:
+                raise ConfigError(f"'{name}' low {lo} is above high {hi}")
+            kwargs[key] = (lo, hi)
+        else:
+            limits = {"low": 0.0} if key != "prob" else {"low": 0.0, "high": 1.0}
+            kwargs[key] = _check_value(name, hints[key], value, limits)
+    return Augmentation(**kwargs)
+
+
+def resolve_model_config(value: Any, base_dir: Path | None = None) -> tuple[dict[str, Any], str]:
+    """(model mapping, where it came from) for the ``model:`` key of a training YAML."""
+    from .model.registry import MODEL_REGISTRY, build_model, load_model_config
+
+    if isinstance(value, Mapping):
+        cfg, source = dict(value), "<inline>"
+    elif isinstance(value, str) and value:
+        candidates = [Path(value)] if Path(value).is_absolute() else []
+        if not candidates:
+            if base_dir is not None:
+                candidates.append(base_dir / value)
+            try:
+                from .resources import data_dir
+
+                candidates.append(data_dir("config") / value)
+            except FileNotFoundError:
+                pass
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            raise ConfigError(f"model config {value!r} not found (looked in: "
+                              f"{', '.join(str(c) for c in candidates)})")
+        cfg, source = load_model_config(path), str(path)
+    else:
+        raise ConfigError("'model' must be a model YAML path (e.g. models/softgroup_synthetic"
+                          f".yaml) or a mapping with name and arguments, got {value!r}")
+    name = cfg.get("name")
+    if name not in MODEL_REGISTRY:
+        raise ConfigError(f"model {source}: name must be one of {', '.join(sorted(MODEL_REGISTRY))}"
+                          f", got {name!r}")
+    try:  # the module tree without weights: checks every argument now, not after data loading
+        build_model(cfg, device="meta")
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ConfigError(f"model {source}: {exc}") from None
+    return to_plain(cfg), source
+
+
+def train_config_from_dict(data: Mapping[str, Any], base_dir: Path | None = None
+                           ) -> TrainConfig:
+    """Validate a training YAML's mapping (see the module docstring) into a :class:`TrainConfig`."""
+    data = _check_keys("<training config>", data, YAML_KEYS)
+    if "model" not in data:
+        raise ConfigError("the training config needs 'model' (a model YAML path or mapping)")
+    if "data" not in data:
+        raise ConfigError("the training config needs 'data' (with at least data.train)")
+    model, source = resolve_model_config(data["model"], base_dir)
+    section = _build_section(DataConfig, "data", data["data"])
+    model_voxel = float(model.get("voxel_size", DEFAULT_VOXEL_SIZE))
+    if section.voxel_size is None:
+        section = dataclasses.replace(section, voxel_size=model_voxel)
+    elif not math.isclose(section.voxel_size, model_voxel, rel_tol=1e-6):
+        raise ConfigError(f"data.voxel_size {section.voxel_size} differs from the model's "
+                          f"voxel_size {model_voxel} ({source}); the network is trained and run "
+                          "at one voxel size, so make them equal")
+    optim = _build_section(OptimConfig, "train", data.get("train"))
+    if (optim.epochs is None) == (optim.max_iters is None):
+        raise ConfigError("give exactly one of train.epochs and train.max_iters (got "
+                          f"epochs={optim.epochs}, max_iters={optim.max_iters})")
+    if optim.schedule == "cosine" and optim.min_lr > optim.lr:
+        raise ConfigError(f"train.min_lr {optim.min_lr} is above train.lr {optim.lr}: the cosine "
+                          "would raise the learning rate")
+    work_dir = _check_value("work_dir", str, data.get("work_dir", "work_dirs/train"), {})
+    return TrainConfig(model=model, data=section, train=optim, work_dir=work_dir,
+                       model_source=source)
+
+
+def load_train_config(path: str | Path, overrides: Mapping[str, Any] | None = None
+                      ) -> TrainConfig:
+    """Read and validate a training YAML; ``overrides`` are dotted keys (``train.epochs``,
+    ``data.train``, ``work_dir``...) applied before validation. Errors name the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"training config {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"training config {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"training config {path} must hold a mapping, got "
+                          f"{type(data).__name__}")
+    for key, value in (overrides or {}).items():
+        *parents, leaf = key.split(".")
+        node = data
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{path}: cannot override {key}: '{p}' is not a mapping")
+        node[leaf] = value
+    try:
+        return train_config_from_dict(data, path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+def to_plain(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays, tuples and Paths turned into plain Python (tensors
+    are kept), so ``torch.load(weights_only=True)`` and JSON accept it."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, Mapping):
+        return {(k if isinstance(k, (str, int)) else str(k)): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_plain(dataclasses.asdict(value))
+    return value
+
+
+def lr_factor(iteration: int, *, total_iters: int, schedule: str, warmup_iters: int = 0,
+              cosine_start: float = 0.0, min_factor: float = 0.0) -> float:
+    """Learning rate of step ``iteration`` (0-based) as a fraction of the peak.
+
+    Linear warm-up over ``warmup_iters``; with ``schedule='cosine'`` the factor stays 1 until
+    ``cosine_start * total_iters`` and then follows half a cosine down to ``min_factor`` at the
+    last step (the official ``cosine_lr`` per iteration instead of per epoch).
+    """
+    warm = (iteration + 1) / warmup_iters if iteration < warmup_iters else 1.0
+    if schedule == "constant":
+        return warm
+    start = int(cosine_start * total_iters)
+    if iteration < start:
+        return warm
+    progress = (iteration - start) / max(total_iters - start, 1)
+    cosine = min_factor + 0.5 * (1.0 - min_factor) * (1.0 + math.cos(math.pi * progress))
+    return warm * cosine
+
+
+def resolve_device(name: str | None) -> torch.device:
+    import torch
+
+    if not name or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device")
+    return device
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy's legacy global generator and torch (all devices)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: derive numpy / random seeds from the worker's torch seed
+    (which the loader's generator sets), so workers differ but repeat across runs."""
+    import torch
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def freeze_modules(model: Any) -> list[Any]:
+    """Freeze ``model.fixed_modules`` (top-level module names): ``requires_grad`` off. Returns the
+    modules, which the trainer also keeps in eval mode (BatchNorm statistics frozen too)."""
+    modules = []
+    for name in getattr(model, "fixed_modules", None) or []:
+        module = getattr(model, name, None)
+        if module is None:
+            raise ConfigError(f"fixed_modules names {name!r}, but the model has no such module")
+        module.requires_grad_(False)
+        modules.append(module)
+    return modules
+
+
+class JsonLog:
+    """``work_dir/log.jsonl``: one JSON object per line (``type``: iter, epoch, val, ...)."""
+
+    def __init__(self, path: Path, append: bool) -> None:
+        self.path = path
+        self._file = open(path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self._file.write(json.dumps(to_plain(record)) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``log.jsonl``."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`train` (``weights_only`` load onto CPU), checked for the
+    keys a resume needs."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ...
+        raise ValueError(f"{path}: not a readable training checkpoint: "
+                         f"{str(exc).splitlines()[0]}") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a training checkpoint of `ros2-inst3d train` (missing "
+                         f"{', '.join(missing)}); to fine-tune other weights, load them into the "
+                         "model first")
+    return ckpt
+
+
+def save_checkpoint(path: Path, model: Any, cfg: TrainConfig, class_names: list[str],
+                    epoch: int, iteration: int, optimizer: Any, scheduler: Any,
+                    metrics: Mapping[str, Any]) -> Path:
+    """Write a training checkpoint atomically (a crash never leaves half a ``latest.pth``)."""
+    import torch
+
+    ckpt = {
+        "net": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": to_plain(cfg.model),
+        "class_names": [str(c) for c in class_names],
+        "epoch": int(epoch),
+        "iteration": int(iteration),
+        "optimizer": to_plain(optimizer.state_dict()),
+        "scheduler": to_plain(scheduler.state_dict()),
+        "train_config": cfg.to_dict(),
+        "metrics": to_plain(dict(metrics)),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)
+    return path
+
+
+def export_weights(ckpt: str | Path, out: str | Path, half: bool = False) -> Path:
+    """Write the shipping copy of a training checkpoint: ``net`` (floating tensors as float32,
+    or float16 with ``half``), ``config``, ``class_names``, ``epoch``, ``iteration``, ``metrics``;
+    no optimizer or scheduler state. Loadable with ``torch.load(weights_only=True)`` and by
+    ``model/checkpoint.py`` (the ``net`` container)."""
+    import torch
+
+    source = read_training_checkpoint(ckpt)
+    dtype = torch.float16 if half else torch.float32
+    net = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
+           for k, v in source["net"].items()}
+    slim = {k: source[k] for k in EXPORT_KEYS if k != "net"}
+    slim = {"net": net, **to_plain(slim)}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(slim, out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+def validate(model: Any, dataset: Any, device: Any, class_names: list[str],
+             limit: int | None = None, progress: bool = False) -> Any:
+    """ScanNet-protocol AP of ``model`` on the labelled scenes of ``dataset`` (no augmentation).
+
+    Each scene runs alone through ``collate`` and ``model.predict`` in eval mode; the proposals
+    (indices into the batch rows) are mapped through ``batch['point_index']`` to the scene's
+    points and scored class-aware on the default (thing) classes. Returns an ``EvalResult``.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from .data.datasets import batch_to_device, collate
+    from .evaluation import Prediction, evaluate
+
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    pairs, names = [], []
+    was_training = model.training
+    model.eval()
+    try:
+        for i in tqdm(range(count), desc="validate", unit="scene", disable=not progress,
+                      leave=False):
+            sample = dataset[i]
+            batch = collate([sample], dataset.voxel_size, with_coords=model.with_coords)
+            point_index = batch["point_index"].numpy()
+            num_points = int(point_index.max()) + 1 if point_index.size else 0
+            gt_semantic = np.full(num_points, -100, np.int64)
+            gt_instance = np.full(num_points, -100, np.int64)
+            gt_semantic[point_index] = sample.semantic
+            gt_instance[point_index] = sample.instance
+            with torch.no_grad():
+                proposals = model.predict(batch_to_device(batch, device))[0]
+            pred = Prediction.from_indices([point_index[ix] for ix in proposals.indices],
+                                           proposals.class_ids, proposals.scores, num_points)
+            pairs.append((gt_semantic, gt_instance, pred))
+            names.append(sample.name)
+    finally:
+        model.train(was_training)
+    return evaluate(pairs, class_names=class_names, scene_names=names)
+
+
+def _val_summary(result: Any) -> dict[str, Any]:
+    """The metrics kept in the log and checkpoints: means plus per-class AP / AP50."""
+    full = result.to_dict()
+    keys = ("AP", "AP50", "AP25", "RC50", "mCov", "mPrec50", "mRec50", "num_scenes")
+    out = {k: full[k] for k in keys}
+    out["per_class"] = {name: {"AP": v["AP"], "AP50": v["AP50"], "num_gt": v["num_gt"],
+                               "num_pred": v["num_pred"]}
+                        for name, v in full["per_class"].items()}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the trained model (eval mode), its checkpoints and metrics."""
+
+    model: Any
+    work_dir: Path
+    epoch: int
+    iteration: int
+    latest: Path | None
+    best: Path | None
+    metrics: dict[str, Any]
+
+
+def _check_batch_size(dataset_len: int, batch: int) -> tuple[int, bool]:
+    """(iterations per epoch, drop_last): the official loader drops the last partial batch."""
+    if dataset_len >= batch:
+        return dataset_len // batch, True
+    return 1, False
+
+
+def _running_postfix(sums: Mapping[str, float], count: int, lr: float) -> dict[str, str]:
+    """Epoch means of the losses for the progress bar (``semantic_loss`` shown as ``semantic``)."""
+    shown = {("loss" if k == "loss" else k.removesuffix("_loss")): f"{v / max(count, 1):.3f}"
+             for k, v in sums.items() if k.endswith("loss")}
+    shown["lr"] = f"{lr:.2e}"
+    return shown
+
+
+def train(cfg: TrainConfig, *, resume: str | Path | None = None, device: str | None = None,
+          quiet: bool = False) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` and write ``cfg.work_dir`` (see the module docstring).
+
+    resume: a ``latest.pth`` / ``epoch_XXX.pth`` of this config: restores the weights, optimizer,
+    scheduler, epoch and iteration and continues with the same schedule and random draws.
+    device: overrides ``train.device``. quiet: no progress bars (epoch lines are still logged).
+    """
+    import torch
+
+    dev = resolve_device(device or cfg.train.device)
+    previous_threads = torch.get_num_threads()
+    if dev.type == "cpu" and cfg.train.cpu_threads:
+        torch.set_num_threads(cfg.train.cpu_threads)
+    try:
+        return _train(cfg, dev, resume, quiet)
+    finally:  # the thread count is process-wide: give the caller its own back
+        torch.set_num_threads(previous_threads)
+
+
+def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet: bool
+           ) -> TrainResult:
+    import torch
+    from tqdm import tqdm
+
+    from .data.datasets import SceneDataset, batch_to_device, collate
+    from .model.backbone import single_threaded_spconv
+    from .model.registry import build_model
+
+    opt = cfg.train
+    amp = bool(opt.amp and dev.type == "cuda")
+    if opt.amp and not amp:
+        log.info("train.amp is on but the device is %s: training in float32 (AMP is CUDA-only)",
+                 dev)
+    work_dir = Path(cfg.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if resume is None and (work_dir / LATEST).is_file():
+        log.warning("%s already holds a training run: its log.jsonl and checkpoints will be "
+                    "overwritten (--resume %s continues it instead)", work_dir, work_dir / LATEST)
+
+    seed_everything(opt.seed)
+    model = build_model(cfg.model)
+    if not hasattr(model, "forward_train") or not hasattr(model, "predict"):
+        raise ConfigError(f"model {cfg.model['name']!r} cannot be trained here: it has no "
+                          "forward_train/predict (train softgroup or pointgroup)")
+    model.to(dev)
+    frozen = freeze_modules(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("every parameter is frozen (fixed_modules); nothing to train")
+
+    train_set = SceneDataset(cfg.data.train, voxel_size=cfg.data.voxel_size,
+                             augmentation=cfg.data.augment, require_labels=True, seed=opt.seed)
+    class_names = list(train_set.scene(0).class_names)
+    if len(class_names) != model.semantic_classes:
+        raise ConfigError(f"the training scenes use a {len(class_names)}-class table "
+                          f"({class_names[0]}..{class_names[-1]}) but the model has "
+                          f"semantic_classes {model.semantic_classes}")
+    val_set = None
+    if cfg.data.val is not None:
+        val_set = SceneDataset(cfg.data.val, voxel_size=cfg.data.voxel_size, augmentation=None,
+                               class_names=class_names, require_labels=True)
+    iters_per_epoch, drop_last = _check_batch_size(len(train_set), cfg.data.scenes_per_batch)
+    total_iters = opt.max_iters if opt.max_iters is not None else opt.epochs * iters_per_epoch
+    num_epochs = math.ceil(total_iters / iters_per_epoch)
+
+    if opt.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
+    factor = functools.partial(lr_factor, total_iters=total_iters, schedule=opt.schedule,
+                               warmup_iters=opt.warmup_iters, cosine_start=opt.cosine_start,
+                               min_factor=opt.min_lr / opt.lr if opt.lr > 0 else 0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    start_epoch, iteration = 0, 0
+    best_ap, best_epoch = -math.inf, None
+    metrics: dict[str, Any] = {}
+    if resume is not None:
+        ckpt = read_training_checkpoint(resume)
+        if ckpt["config"] != cfg.model:
+            raise ConfigError(f"{resume} was trained with another model config than "
+                              f"{cfg.model_source}; resume with the config it was trained with")
+        if ckpt["train_config"].get("train") != cfg.to_dict()["train"]:
+            log.warning("%s: the train: section differs from the checkpoint's; the schedule "
+                        "continues from the new one", resume)
+        model.load_state_dict(ckpt["net"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, iteration = int(ckpt["epoch"]), int(ckpt["iteration"])
+        metrics = dict(ckpt["metrics"] or {})
+        best = metrics.get("best") or {}
+        if best.get("AP") is not None:
+            best_ap, best_epoch = float(best["AP"]), best.get("epoch")
+        log.info("resumed %s at epoch %d, iteration %d", resume, start_epoch, iteration)
+
+    jlog = JsonLog(work_dir / LOG_NAME, append=resume is not None)
+    if resume is None:
+        jlog.write({"type": "start", "model": cfg.model["name"], "device": str(dev),
+                    "train_scenes": len(train_set), "val_scenes": len(val_set or []),
+                    "iters_per_epoch": iters_per_epoch, "total_iters": total_iters,
+                    "epochs": num_epochs, "config": cfg.to_dict()})
+    else:
+        jlog.write({"type": "resume", "checkpoint": str(resume), "epoch": start_epoch,
+                    "iteration": iteration, "device": str(dev)})
+    log.info("training %s on %s: %d scenes, %d iterations/epoch, %d epochs (%d iterations); "
+             "writing %s", cfg.model["name"], dev, len(train_set), iters_per_epoch, num_epochs,
+             total_iters, work_dir)
+    collate_fn = functools.partial(collate, voxel_size=cfg.data.voxel_size,
+                                   with_coords=model.with_coords)
+    latest = best_path = None
+    done = start_epoch  # finished epochs
+    try:
+        for epoch in range(start_epoch, num_epochs):
+            if iteration >= total_iters:
+                break
+            epoch_seed = _epoch_seed(opt.seed, epoch)
+            torch.manual_seed(epoch_seed)
+            random.seed(epoch_seed)
+            np.random.seed(epoch_seed % 2**32)
+            train_set.set_epoch(epoch)
+            loader = torch.utils.data.DataLoader(
+                train_set, batch_size=cfg.data.scenes_per_batch, shuffle=True,
+                drop_last=drop_last, collate_fn=collate_fn, num_workers=opt.num_workers,
+                generator=torch.Generator().manual_seed(epoch_seed),
+                worker_init_fn=_seed_worker, pin_memory=dev.type == "cuda")
+            model.train()
+            for module in frozen:
+                module.eval()
+            sums: dict[str, float] = {}
+            steps = 0
+            epoch_start = time.perf_counter()
+            steps_left = min(iters_per_epoch, total_iters - iteration)
+            bar = tqdm(total=steps_left, desc=f"epoch {epoch + 1}/{num_epochs}", unit="it",
+                       disable=quiet, leave=False, dynamic_ncols=True)
+            tick, cpu_tick = time.perf_counter(), time.process_time()
+            for batch in loader:
+                if iteration >= total_iters:
+                    break
+                data_s = time.perf_counter() - tick
+                batch = batch_to_device(batch, dev)
+                with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
+                    loss, parts = model.forward_train(batch, epoch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss is {float(loss)} at epoch {epoch}, iteration {iteration} "
+                        f"(scenes {', '.join(batch['scene_names'])}; parts {parts}); lower "
+                        "train.lr or set train.grad_clip_norm")
+                optimizer.zero_grad(set_to_none=True)
+                # spconv's CPU backward races with several torch threads, as its forward does.
+                with single_threaded_spconv(dev):
+                    scaler.scale(loss).backward()
+                grad_norm = None
+                if opt.grad_clip_norm is not None:
+                    scaler.unscale_(optimizer)
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, opt.grad_clip_norm))
+                lr = optimizer.param_groups[0]["lr"]
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                iteration += 1
+                steps += 1
+                values = {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                step_s = time.perf_counter() - tick
+                cpu_s = time.process_time() - cpu_tick  # = step_s on an idle core, 1 thread
+                jlog.write({"type": "iter", "epoch": epoch + 1, "iteration": iteration, "lr": lr,
+                            **values, "grad_norm": grad_norm, "data_s": round(data_s, 4),
+                            "time_s": round(step_s, 4), "cpu_s": round(cpu_s, 4),
+                            "num_points": int(batch["xyz"].shape[0]),
+                            "num_voxels": int(batch["coords"].shape[0])})
+                bar.update(1)
+                bar.set_postfix(_running_postfix(sums, steps, lr), refresh=False)
+                tick, cpu_tick = time.perf_counter(), time.process_time()
+            bar.close()
+            done = epoch + 1
+            means = {k: v / max(steps, 1) for k, v in sums.items()}
+            elapsed = time.perf_counter() - epoch_start
+            last = done >= num_epochs or iteration >= total_iters
+            jlog.write({"type": "epoch", "epoch": done, "iteration": iteration, "steps": steps,
+                        "time_s": round(elapsed, 2), **means})
+            log.info("epoch %d/%d  iter %d  %s  (%.1f s, %.2f s/it)", done, num_epochs, iteration,
+                     "  ".join(f"{k} {v:.4f}" for k, v in means.items()), elapsed,
+                     elapsed / max(steps, 1))
+            metrics["train"] = {"epoch": done, **means}
+
+            validate_now = val_set is not None and (
+                last or (opt.val_every > 0 and done % opt.val_every == 0))
+            improved = False
+            if validate_now:
+                t0 = time.perf_counter()
+                result = validate(model, val_set, dev, class_names, cfg.data.val_limit,
+                                  progress=not quiet)
+                summary = _val_summary(result)
+                jlog.write({"type": "val", "epoch": done, "iteration": iteration,
+                            "time_s": round(time.perf_counter() - t0, 2), **summary})
+                log.info("validation after epoch %d: AP %.4f  AP50 %.4f  AP25 %.4f  (%d scenes)",
+                         done, result.AP, result.AP50, result.AP25, result.num_scenes)
+                metrics["val"] = {"epoch": done, "iteration": iteration, **summary}
+                ap = result.AP
+                if math.isfinite(ap) and ap > best_ap:
+                    best_ap, best_epoch, improved = ap, done, True
+                    metrics["best"] = {"AP": ap, "AP50": result.AP50, "AP25": result.AP25,
+                                       "epoch": done, "iteration": iteration}
+            if last or done % opt.save_every == 0:
+                args = (model, cfg, class_names, done, iteration, optimizer, scheduler, metrics)
+                latest = save_checkpoint(work_dir / LATEST, *args)
+                if opt.keep_epoch_checkpoints:
+                    save_checkpoint(work_dir / f"epoch_{done:03d}.pth", *args)
+            if improved:
+                best_path = save_checkpoint(work_dir / BEST, model, cfg, class_names, done,
+                                            iteration, optimizer, scheduler, metrics)
+                log.info("new best AP %.4f: wrote %s", best_ap, best_path)
+        jlog.write({"type": "end", "epoch": done, "iteration": iteration,
+                    "best": metrics.get("best")})
+    finally:
+        jlog.close()
+    if best_path is None and (work_dir / BEST).is_file() and best_epoch is not None:
+        best_path = work_dir / BEST
+    if latest is None and (work_dir / LATEST).is_file():
+        latest = work_dir / LATEST
+    model.eval()
+    return TrainResult(model=model, work_dir=work_dir, epoch=done, iteration=iteration,
+                       latest=latest, best=best_path, metrics=metrics)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+def train_main(args: argparse.Namespace) -> int:
+    """``ros2-inst3d train CONFIG``: parsed arguments → :func:`train`."""
+    overrides: dict[str, Any] = {}
+    if args.work_dir is not None:
+        overrides["work_dir"] = str(args.work_dir)
+    if args.epochs is not None and args.max_iters is not None:
+        raise ConfigError("give --epochs or --max-iters, not both")
+    if args.epochs is not None:
+        overrides.update({"train.epochs": args.epochs, "train.max_iters": None})
+    if args.max_iters is not None:
+        overrides.update({"train.max_iters": args.max_iters, "train.epochs": None})
+    if args.data_train is not None:
+        overrides["data.train"] = str(args.data_train)
+    if args.data_val is not None:
+        overrides["data.val"] = str(args.data_val)
+    cfg = load_train_config(args.config, overrides)
+    result = train(cfg, resume=args.resume, device=args.device, quiet=args.quiet)
+    best = result.metrics.get("best")
+    print(f"trained {cfg.model['name']}: {result.epoch} epochs, {result.iteration} iterations; "
+          f"latest {result.latest}" + (f", best {result.best} (AP {best['AP']:.4f} after epoch "
+                                        f"{best['epoch']})" if best and result.best else ""))
+    return 0
+
+
+def export_weights_main(args: argparse.Namespace) -> int:
+    """``ros2-inst3d export-weights CKPT OUT [--half]``."""
+    out = export_weights(args.checkpoint_file, args.out, half=args.half)
+    size = out.stat().st_size / 2**20
+    print(f"wrote {out} ({size:.2f} MiB, {'float16' if args.half else 'float32'} weights)")
+    return 0
+
+
+def add_train_commands(sub: Any) -> None:
+    """Register ``train`` and ``export-weights`` on the CLI's sub-parsers."""
+    p = sub.add_parser(
+        "train", help="train SoftGroup / PointGroup from a training YAML (config/train/*.yaml)",
+        description="Train a model on labelled scenes; writes WORK_DIR/log.jsonl, latest.pth, "
+        "best.pth (by validation AP) and optionally epoch_XXX.pth. Example: ros2-inst3d gen-data "
+        "data/synthetic/train --split train --scenes 240 && ros2-inst3d gen-data "
+        "data/synthetic/val --split val --scenes 50 && ros2-inst3d train "
+        "config/train/softgroup_synthetic.yaml")
+    p.add_argument("config", type=Path, metavar="CONFIG", help="training YAML")
+    p.add_argument("--work-dir", type=Path, help="work_dir override")
+    p.add_argument("--resume", type=Path, metavar="CKPT",
+                   help="continue from a checkpoint of this config (latest.pth, epoch_XXX.pth)")
+    p.add_argument("--device", help="train.device override (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--epochs", type=int, help="train.epochs override (clears train.max_iters)")
+    p.add_argument("--max-iters", type=int,
+                   help="train.max_iters override (clears train.epochs)")
+    p.add_argument("--data-train", type=Path, help="data.train override")
+    p.add_argument("--data-val", type=Path, help="data.val override")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=train_main)
+
+    p = sub.add_parser(
+        "export-weights", help="slim copy of a training checkpoint for shipping (no optimizer)",
+        description="Write net (float32, or float16 with --half), config, class_names, epoch, "
+        "iteration and metrics of a `train` checkpoint; segment/the node load it as any "
+        "{'net': ...} checkpoint.")
+    p.add_argument("checkpoint_file", type=Path, metavar="CKPT", help="best.pth or latest.pth")
+    p.add_argument("out", type=Path, metavar="OUT", help="e.g. models/softgroup_synthetic.pth")
+    p.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
+    p.set_defaults(func=export_weights_main)
+
+
+__all__ = ["DataConfig", "OptimConfig", "TrainConfig", "TrainResult", "add_train_commands",
+           "export_weights", "load_train_config", "lr_factor", "read_log",
+           "read_training_checkpoint", "train", "train_config_from_dict", "validate"]
