@@ -131,7 +131,9 @@ class GeometricConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = param("geometric", "Segmentation method.", choices=MODEL_NAMES)
+    name: str = param(
+        "softgroup", "Segmentation method. softgroup and pointgroup need rgb (shipped weights: "
+        "models/); geometric needs xyz only (LiDAR).", choices=MODEL_NAMES)
     config: str = param(
         "", "Model YAML (config/models/*.yaml). Empty: the one embedded in the checkpoint, or the "
         "method's default.")

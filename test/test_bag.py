@@ -15,19 +15,37 @@ import yaml
 from rosbags.highlevel import AnyReader
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
+from test_geometric import room_scene
 
-from ros2_inst3d.bag import (POINTCLOUD2, SUMMARY_FILE, BagError, BagMessage, _json_safe,
-                             bag_main, format_summary, output_topic, segment_bag,
-                             write_scan_bag)
+from ros2_inst3d.bag import (
+    POINTCLOUD2,
+    SUMMARY_FILE,
+    BagError,
+    BagMessage,
+    _json_safe,
+    bag_main,
+    format_summary,
+    output_topic,
+    segment_bag,
+    write_scan_bag,
+)
 from ros2_inst3d.cloud import decode, encode_xyz, ns_to_stamp, stamp_to_ns
 from ros2_inst3d.config import Config
 from ros2_inst3d.io import read_cloud
 from ros2_inst3d.msgs import MessageFactory, make_typestore
 from ros2_inst3d.pipeline import OUTPUT_TYPES
-from ros2_inst3d.transforms import (apply_transform, inverse_matrix, quaternion_from_euler,
-                                    transform_to_matrix)
+from ros2_inst3d.transforms import (
+    apply_transform,
+    inverse_matrix,
+    quaternion_from_euler,
+    transform_to_matrix,
+)
 
-from test_geometric import room_scene
+
+def lidar_config() -> Config:
+    """The default config with the geometric method: these clouds are xyz-only (LiDAR-like),
+    and the learned default needs colour."""
+    return Config().replace(**{"model.name": "geometric"})
 
 SEC = 1_000_000_000
 MS = 1_000_000
@@ -110,7 +128,7 @@ def scene_run(request, tmp_path_factory):
     storage, distro = request.param
     root = tmp_path_factory.mktemp(f"bag_{storage}")
     expected_bad = write_scene_bag(root / "in", storage, distro)
-    summary = segment_bag(root / "in", root / "out", Config(), distro=distro, progress=False)
+    summary = segment_bag(root / "in", root / "out", lidar_config(), distro=distro, progress=False)
     return {"in": root / "in", "out": root / "out", "summary": summary, "bad": expected_bad,
             "storage": storage, "distro": distro}
 
@@ -246,7 +264,7 @@ def test_instances_match_the_scene_objects(scene_run):
 # ---- arguments --------------------------------------------------------------------------------
 
 def test_topic_selection_limit_and_missing_topics(scene_run, tmp_path):
-    summary = segment_bag(scene_run["in"], tmp_path / "out", Config(), topics=["points"],
+    summary = segment_bag(scene_run["in"], tmp_path / "out", lidar_config(), topics=["points"],
                           limit=3, progress=False)
     assert summary["topics"] == ["/points"]
     assert summary["scans"]["total"] == 3 and summary["limit"] == 3
@@ -259,16 +277,16 @@ def test_topic_selection_limit_and_missing_topics(scene_run, tmp_path):
     assert len(output["/aux/points"]) == 1
     assert max(t for msgs in output.values() for t, _, _ in msgs) == last_read
     with pytest.raises(BagError, match=r"/lidar/front.*PointCloud2 topics: /aux/points, /points"):
-        segment_bag(scene_run["in"], tmp_path / "other", Config(), topics=["/lidar/front"],
+        segment_bag(scene_run["in"], tmp_path / "other", lidar_config(), topics=["/lidar/front"],
                     progress=False)
     with pytest.raises(BagError, match="exists already"):
-        segment_bag(scene_run["in"], tmp_path / "out", Config(), progress=False)
+        segment_bag(scene_run["in"], tmp_path / "out", lidar_config(), progress=False)
     with pytest.raises(FileNotFoundError):
-        segment_bag(tmp_path / "missing", tmp_path / "x", Config(), progress=False)
+        segment_bag(tmp_path / "missing", tmp_path / "x", lidar_config(), progress=False)
 
 
 def test_rerun_on_an_output_bag_replaces_the_old_results(scene_run, tmp_path):
-    summary = segment_bag(scene_run["out"], tmp_path / "again", Config(), topics=["/points"],
+    summary = segment_bag(scene_run["out"], tmp_path / "again", lidar_config(), topics=["/points"],
                           limit=4, progress=False)
     # The input now holds MarkerArray etc.: their definitions decide the distro.
     assert summary["distro"] == scene_run["distro"]
@@ -291,7 +309,7 @@ def test_tf_arriving_after_the_scan_is_waited_for(tmp_path):
     # TF is received 100 ms after its stamp, clouds 30 ms after theirs: at a cloud's arrival the
     # sample after its stamp is not in the bag yet. Waiting in bag time (tf_wait_s) fixes it.
     small_bag(tmp_path / "in", 100 * MS, "sqlite3")
-    cfg = Config().replace(**{"segment.min_points": 10})
+    cfg = lidar_config().replace(**{"segment.min_points": 10})
     hasty = segment_bag(tmp_path / "in", tmp_path / "hasty", cfg, tf_wait_s=0.0, progress=False)
     assert hasty["scans"]["skipped_by_reason"] == {"no_transform": 3}
     assert all("into the future" in rec["detail"] for rec in hasty["records"])
@@ -305,7 +323,7 @@ def test_bag_main_prints_the_account_and_honours_the_storage(tmp_path, capsys):
     args = argparse.Namespace(input=tmp_path / "in", output=tmp_path / "out", topics=None,
                               fixed_frame="odom", distro="jazzy", storage="sqlite3", limit=None,
                               tf_wait=None, no_progress=True)
-    assert bag_main(args, Config()) == 0
+    assert bag_main(args, lidar_config()) == 0
     printed = capsys.readouterr().out
     assert "input scans on /points: 3 = " in printed
     assert "(sqlite3, rosbag2 v8, jazzy definitions, model geometric, fixed frame 'odom')" \
@@ -327,7 +345,7 @@ def test_real_vlp16_packet_bag_opens_and_is_refused_with_its_topics(tmp_path):
         assert reader.message_count == 4
     with pytest.raises(BagError, match=r"no sensor_msgs/msg/PointCloud2 topic.*"
                                        r"/velodyne_packets \(velodyne_msgs/msg/VelodyneScan\)"):
-        segment_bag(REAL_BAG, tmp_path / "out", Config(), progress=False)
+        segment_bag(REAL_BAG, tmp_path / "out", lidar_config(), progress=False)
 
 
 def add_cloud_to_humble_bag(bag, topic, time_ns, raw):
@@ -370,7 +388,7 @@ def test_real_vlp16_scan_in_the_real_bag_is_segmented_end_to_end(tmp_path):
     add_cloud_to_humble_bag(bag, "/velodyne_points", last_packet_ns,
                             store.serialize_cdr(msg, POINTCLOUD2))
 
-    summary = segment_bag(bag, tmp_path / "out", Config(), fixed_frame="velodyne",
+    summary = segment_bag(bag, tmp_path / "out", lidar_config(), fixed_frame="velodyne",
                           progress=False)
     assert summary["input_ros_distro"] == "humble"       # from the sqlite3 schema table
     assert summary["storage"] == "sqlite3"

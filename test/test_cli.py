@@ -47,12 +47,24 @@ def test_segment_reads_a_pcd_and_reports_the_stages(tmp_path, capsys):
     header = ("# .PCD v0.7\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\n"
               f"WIDTH {len(pts)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {len(pts)}\nDATA binary\n")
     pcd.write_bytes(header.encode() + pts.astype("<f4").tobytes())
-    assert main(["segment", str(pcd), "-o", str(tmp_path / "out")]) == 0
+    # xyz only: the geometric method (the learned default needs colour, see the next test).
+    assert main(["segment", str(pcd), "-o", str(tmp_path / "out"), "--model", "geometric"]) == 0
     summary = json.loads((tmp_path / "out" / "two_boxes.instances.json").read_text())
     assert summary["num_instances"] == 2
     assert {"crop", "planes", "grouping", "total"} <= set(summary["timing_ms"])
     sizes = sorted(i["num_points"] for i in summary["instances"])
     assert sizes == [2000, 2000]
+
+
+def test_default_learned_model_explains_that_it_needs_colour(tmp_path, capsys):
+    pcd = tmp_path / "xyz_only.pcd"
+    pts = np.random.default_rng(1).uniform(0, 1, (500, 3)).astype("<f4")
+    pcd.write_text("# .PCD v0.7\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\n"
+                   f"WIDTH {len(pts)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {len(pts)}\n"
+                   "DATA ascii\n" + "\n".join(" ".join(map(str, p)) for p in pts) + "\n")
+    assert main(["segment", str(pcd), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "needs colour" in err and "geometric" in err
 
 
 def test_unreadable_input_is_one_line_and_exit_code_2(tmp_path):

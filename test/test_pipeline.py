@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_geometric import room_scene
 
 from ros2_inst3d.cloud import decode, encode_xyz, ns_to_stamp, stamp_to_ns
 from ros2_inst3d.config import Config
 from ros2_inst3d.msgs import MessageFactory, make_typestore
-from ros2_inst3d.pipeline import (TOPIC_CLOUD, TOPIC_DETECTIONS, TOPIC_INSTANCES, TOPIC_MARKERS,
-                                  SegmentTrigger, StreamPipeline, TransformUnavailable)
+from ros2_inst3d.pipeline import (
+    TOPIC_CLOUD,
+    TOPIC_DETECTIONS,
+    TOPIC_INSTANCES,
+    TOPIC_MARKERS,
+    SegmentTrigger,
+    StreamPipeline,
+    TransformUnavailable,
+)
 from ros2_inst3d.segmenter import Segmenter
 from ros2_inst3d.transforms import quaternion_from_euler, transform_to_matrix
 
-from test_geometric import room_scene
+
+def lidar_config() -> Config:
+    """The default config with the geometric method: these clouds are xyz-only (LiDAR-like),
+    and the learned default needs colour."""
+    return Config().replace(**{"model.name": "geometric"})
 
 SEC = 1_000_000_000
 
@@ -73,7 +85,7 @@ def _static_lookup(matrix):
 
 
 def test_scans_are_transformed_into_the_fixed_frame(factory):
-    cfg = Config().replace(**{"accumulate.dedupe_voxel": 0.0})
+    cfg = lidar_config().replace(**{"accumulate.dedupe_voxel": 0.0})
     pipe = StreamPipeline(cfg, Segmenter(cfg))
     pose = transform_to_matrix([1.0, 2.0, 0.5], quaternion_from_euler(0, 0, np.pi / 2))
     xyz = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=np.float32)
@@ -84,7 +96,7 @@ def test_scans_are_transformed_into_the_fixed_frame(factory):
 
 
 def test_every_scan_is_accounted_for(factory):
-    cfg = Config().replace(**{"accumulate.window_s": 10.0, "accumulate.max_scans": 3})
+    cfg = lidar_config().replace(**{"accumulate.window_s": 10.0, "accumulate.max_scans": 3})
     pipe = StreamPipeline(cfg, Segmenter(cfg), keep_records=True)
     ident = _static_lookup(np.eye(4))
     xyz, _ = room_scene()
@@ -124,7 +136,7 @@ def test_every_scan_is_accounted_for(factory):
 
 
 def test_backwards_time_jump_resets_the_window(factory):
-    cfg = Config()
+    cfg = lidar_config()
     pipe = StreamPipeline(cfg, Segmenter(cfg), keep_records=True)
     ident = _static_lookup(np.eye(4))
     pts = np.random.default_rng(0).uniform(0, 1, (100, 3)).astype(np.float32)
@@ -141,7 +153,7 @@ def test_backwards_time_jump_resets_the_window(factory):
 
 
 def test_outputs_carry_fixed_frame_and_newest_stamp(factory):
-    cfg = Config().replace(**{"input.fixed_frame": "odom", "accumulate.dedupe_voxel": 0.0})
+    cfg = lidar_config().replace(**{"input.fixed_frame": "odom", "accumulate.dedupe_voxel": 0.0})
     pipe = StreamPipeline(cfg, Segmenter(cfg))
     xyz, _ = room_scene()
     lookup = _static_lookup(np.eye(4))
@@ -166,7 +178,7 @@ def test_outputs_carry_fixed_frame_and_newest_stamp(factory):
 
 
 def test_runtime_config_changes_apply(factory):
-    cfg = Config().replace(**{"accumulate.dedupe_voxel": 0.0})
+    cfg = lidar_config().replace(**{"accumulate.dedupe_voxel": 0.0})
     pipe = StreamPipeline(cfg, Segmenter(cfg))
     xyz, _ = room_scene()
     pipe.ingest("points", cloud_msg(factory, xyz, SEC, frame="map"), _static_lookup(np.eye(4)))
