@@ -142,9 +142,7 @@ class ScanAccumulator:
 
     @max_scans.setter
     def max_scans(self, value: int) -> None:
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"max_scans must be an integer >= 1, got {value!r}")
-        self._max_scans = int(value)
+        self._max_scans = _positive_int("max_scans", value)
         self._enforce_limits()
 
     @property
@@ -153,9 +151,7 @@ class ScanAccumulator:
 
     @max_points.setter
     def max_points(self, value: int) -> None:
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"max_points must be an integer >= 1, got {value!r}")
-        self._max_points = int(value)
+        self._max_points = _positive_int("max_points", value)
         self._enforce_limits()
 
     @property
@@ -347,3 +343,10 @@ def _take(index: np.ndarray, xyz: np.ndarray, rgb: np.ndarray | None, intensity:
         None if rgb is None else rgb[index],
         None if intensity is None else intensity[index],
     )
+
+
+def _positive_int(name: str, value: int) -> int:
+    """``value`` as an int >= 1 (bools and non-integral numbers refused), else ValueError."""
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)

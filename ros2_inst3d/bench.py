@@ -112,11 +112,9 @@ _MODEL_STAGE_NAMES = {"input": "voxelize"}
 
 def default_devices() -> list[str]:
     """``cpu``, plus ``cuda`` when torch sees a GPU and spconv is a CUDA build."""
-    import torch
+    from .model.backbone import cuda_usable
 
-    from .model.backbone import SPCONV_CPU_ONLY
-
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() and not SPCONV_CPU_ONLY else [])
+    return ["cpu"] + (["cuda"] if cuda_usable() else [])
 
 
 def run_benchmarks(args: Any) -> dict:
@@ -174,12 +172,8 @@ def bench_point_model(name: str, device: str = "cpu") -> tuple[Any, str]:
 
         return GeometricSegmenter(Config().geometric), "none needed"
     from .classes import SCANNET20_CLASSES
-    from .model.inference import (
-        LearnedModel,
-        resolve_device,
-        shipped_model_config,
-        shipped_weights,
-    )
+    from .model.backbone import resolve_device
+    from .model.inference import LearnedModel, shipped_model_config, shipped_weights
 
     weights = shipped_weights(name)
     if weights is not None:

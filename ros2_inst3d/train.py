@@ -441,20 +441,6 @@ def lr_factor(iteration: int, *, total_iters: int, schedule: str, warmup_iters: 
     return warm * cosine
 
 
-def resolve_device(name: str | None) -> torch.device:
-    import torch
-
-    if not name or name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device")
-    return device
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
@@ -676,7 +662,9 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, device: str | N
     """
     import torch
 
-    dev = resolve_device(device or cfg.train.device)
+    from .model.backbone import resolve_device
+
+    dev = resolve_device(device or cfg.train.device, "train.device")
     previous_threads = torch.get_num_threads()
     if dev.type == "cpu" and cfg.train.cpu_threads:
         torch.set_num_threads(cfg.train.cpu_threads)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from config_helpers import lidar_config
 from rosbags.highlevel import AnyReader
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
@@ -30,7 +31,6 @@ from ros2_inst3d.bag import (
     write_scan_bag,
 )
 from ros2_inst3d.cloud import decode, encode_xyz, ns_to_stamp, stamp_to_ns
-from ros2_inst3d.config import Config
 from ros2_inst3d.io import read_cloud
 from ros2_inst3d.msgs import MessageFactory, make_typestore
 from ros2_inst3d.pipeline import OUTPUT_TYPES
@@ -40,12 +40,6 @@ from ros2_inst3d.transforms import (
     quaternion_from_euler,
     transform_to_matrix,
 )
-
-
-def lidar_config() -> Config:
-    """The default config with the geometric method: these clouds are xyz-only (LiDAR-like),
-    and the learned default needs colour."""
-    return Config().replace(**{"model.name": "geometric"})
 
 SEC = 1_000_000_000
 MS = 1_000_000

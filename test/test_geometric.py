@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from config_helpers import lidar_config
 
 from ros2_inst3d.classes import OTHERFURNITURE
-from ros2_inst3d.config import Config, GeometricConfig
-from ros2_inst3d.model.geometric import (GeometricSegmenter, fit_plane, ransac_plane,
-                                         structure_mask, voxel_components)
+from ros2_inst3d.config import GeometricConfig
+from ros2_inst3d.model.geometric import (
+    GeometricSegmenter,
+    fit_plane,
+    ransac_plane,
+    structure_mask,
+    voxel_components,
+)
 from ros2_inst3d.model.proposals import Proposals, paste_by_score
 from ros2_inst3d.segmenter import SegmentationError, Segmenter
 
@@ -131,7 +137,7 @@ def test_paste_by_score_gives_overlaps_to_the_best_proposal():
 
 def test_segmenter_filters_and_maps_back_to_all_points():
     xyz, gt = room_scene()
-    cfg = Config().replace(**{"model.name": "geometric", "segment.roi_max": [50.0, 3.5, 5.0]})  # cuts the far objects
+    cfg = lidar_config().replace(**{"segment.roi_max": [50.0, 3.5, 5.0]})  # cuts the far objects
     inst = Segmenter(cfg).segment(xyz)
     assert len(inst.point_instance) == len(xyz)
     inside = xyz[:, 1] < 3.5
@@ -141,18 +147,18 @@ def test_segmenter_filters_and_maps_back_to_all_points():
     for k in range(inst.num_instances):
         assert (inst.point_instance[inst.indices[k]] == k).all()
 
-    strict = Config().replace(**{"model.name": "geometric", "segment.min_points": 9000})
+    strict = lidar_config().replace(**{"segment.min_points": 9000})
     # The table (~15000 points left) and the 12000-point box (~10000 above the floor) remain.
     assert Segmenter(strict).segment(xyz).num_instances == 2
-    none = Config().replace(**{"model.name": "geometric", "segment.class_filter": ["chair"]})
+    none = lidar_config().replace(**{"segment.class_filter": ["chair"]})
     assert Segmenter(none).segment(xyz).num_instances == 0
 
 
 def test_segmenter_point_cap_and_bad_input():
     xyz, _ = room_scene()
-    capped = Segmenter(Config().replace(**{"model.name": "geometric", "segment.max_points": 20000})).segment(xyz)
+    capped = Segmenter(lidar_config().replace(**{"segment.max_points": 20000})).segment(xyz)
     assert (capped.point_instance >= 0).sum() <= 20000
-    seg = Segmenter(Config().replace(**{"model.name": "geometric"}))
+    seg = Segmenter(lidar_config())
     with pytest.raises(SegmentationError) as err:
         seg.segment(np.array([[0, 0, np.nan]], dtype=np.float32))
     assert err.value.reason == "non_finite"

@@ -18,7 +18,8 @@ import yaml
 from ros2_inst3d.classes import SCANNET20_CLASSES, STUFF_CLASSES
 from ros2_inst3d.config import Config, ConfigError
 from ros2_inst3d.data.synthetic import SceneParams, generate_scene
-from ros2_inst3d.model.inference import LearnedModel, resolve_device
+from ros2_inst3d.model.backbone import resolve_device
+from ros2_inst3d.model.inference import LearnedModel
 from ros2_inst3d.model.proposals import Proposals
 from ros2_inst3d.model.registry import build_model
 from ros2_inst3d.segmenter import SegmentationError, Segmenter, build_point_model

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from config_helpers import lidar_config
 from test_geometric import room_scene
 
 from ros2_inst3d.cloud import decode, encode_xyz, ns_to_stamp, stamp_to_ns
-from ros2_inst3d.config import Config
 from ros2_inst3d.msgs import MessageFactory, make_typestore
 from ros2_inst3d.pipeline import (
     TOPIC_CLOUD,
@@ -20,12 +20,6 @@ from ros2_inst3d.pipeline import (
 )
 from ros2_inst3d.segmenter import Segmenter
 from ros2_inst3d.transforms import quaternion_from_euler, transform_to_matrix
-
-
-def lidar_config() -> Config:
-    """The default config with the geometric method: these clouds are xyz-only (LiDAR-like),
-    and the learned default needs colour."""
-    return Config().replace(**{"model.name": "geometric"})
 
 SEC = 1_000_000_000
 

@@ -13,6 +13,7 @@ from ros2_inst3d.model.proposal_ops import (
     mask_offsets,
     select_masks,
     soft_score_target,
+    split_per_item,
     voxelize_proposals,
 )
 from ros2_inst3d.ops import SparseMasks
@@ -45,6 +46,23 @@ def test_concat_and_select_renumber_masks():
     assert picked.num_masks == 2
     assert picked.mask_idx.tolist() == [0, 0, 1, 1, 1]
     assert picked.point_idx.tolist() == [0, 1, 1, 2, 3]
+    reordered = select_masks(both, torch.tensor([2, 0]))  # any order: new ids follow `keep`
+    assert reordered.mask_idx.tolist() == [0, 0, 0, 1, 1]
+    assert reordered.point_idx.tolist() == [1, 2, 3, 0, 1]
+
+
+def test_split_per_item_makes_indices_local_and_keeps_mask_order():
+    # Item 0 = points 0..3, item 1 = points 4..8; mask 1 lies in item 1, masks 0 and 2 in item 0.
+    masks = SparseMasks(torch.tensor([0, 0, 1, 1, 2]), torch.tensor([1, 2, 5, 8, 3]), 3)
+    point_class = torch.arange(9) + 10
+    items = split_per_item(masks, torch.tensor([4, 5, 6]), torch.tensor([0.9, 0.8, 0.7]),
+                           point_class, torch.tensor([0, 4, 9]), {"grouping": 1.5})
+    assert [ix.tolist() for ix in items[0].indices] == [[1, 2], [3]]
+    assert [ix.tolist() for ix in items[1].indices] == [[1, 4]]
+    assert items[0].class_ids.tolist() == [4, 6] and items[1].class_ids.tolist() == [5]
+    assert items[1].scores.tolist() == pytest.approx([0.8])
+    assert items[1].point_class.tolist() == [14, 15, 16, 17, 18]
+    assert items[0].timing_ms == {"grouping": 1.5}
 
 
 def test_gt_iou_matches_set_arithmetic():

@@ -244,6 +244,26 @@ class Sample:
     has_labels: bool
 
 
+def centred_sample(name: str, xyz: np.ndarray, rgb: np.ndarray,
+                   semantic: np.ndarray | None = None, instance: np.ndarray | None = None,
+                   yaw: float = 0.0) -> Sample:
+    """The un-augmented :class:`Sample` of a whole cloud: xyz (N, 3) metres centred on their
+    mean (as ``prepare_data_inst.py`` does), then turned by ``yaw`` about z; rgb (N, 3) 0..255;
+    labels (N,) or None (all -100, ``has_labels`` False). Evaluation and inference both use it,
+    so the network sees a cloud the same way in both."""
+    n = len(xyz)
+    points = np.asarray(xyz, np.float64)
+    points = points - points.mean(axis=0)
+    if yaw:
+        points = points @ yaw_matrix(yaw)
+    has_labels = semantic is not None and instance is not None
+    no_label = np.full(n, IGNORE_LABEL, np.int64)
+    return Sample(name, points.astype(np.float32), None, np.asarray(rgb).astype(np.float32),
+                  no_label if semantic is None else np.asarray(semantic).astype(np.int64),
+                  no_label.copy() if instance is None else np.asarray(instance).astype(np.int64),
+                  np.arange(n, dtype=np.int64), has_labels)
+
+
 class SceneDataset:
     """Map-style dataset over scene files of any supported format (usable by torch's DataLoader
     with ``collate_fn=functools.partial(collate, voxel_size=...)``).
@@ -303,17 +323,15 @@ class SceneDataset:
         n = scene.num_points
         if scene.rgb is None:
             raise ValueError(f"{scene.path} has no colours; the learned models' input needs rgb")
+        if self.augmentation is None:
+            return centred_sample(scene.name, scene.xyz, scene.rgb, scene.semantic,
+                                  scene.instance, yaw=self.yaw)
         xyz = scene.xyz.astype(np.float64)
         xyz = xyz - xyz.mean(axis=0)  # prepare_data_inst.py centres every scene before augmenting
         semantic = (scene.semantic.astype(np.int64) if scene.semantic is not None
                     else np.full(n, IGNORE_LABEL, np.int64))
         instance = (scene.instance.astype(np.int64) if scene.instance is not None
                     else np.full(n, IGNORE_LABEL, np.int64))
-        if self.augmentation is None:
-            if self.yaw:
-                xyz = xyz @ yaw_matrix(self.yaw)
-            return Sample(scene.name, xyz.astype(np.float32), None, scene.rgb.astype(np.float32),
-                          semantic, instance, np.arange(n, dtype=np.int64), scene.has_labels)
         out = augment(xyz, scene.rgb, self.voxel_size, self.augmentation, self._rng(index))
         if out is None:
             log.info("%s: fewer than %d points left after cropping; sample dropped", scene.name,

@@ -40,6 +40,8 @@ import torch
 from spconv.cppconstants import CPU_ONLY_BUILD as SPCONV_CPU_ONLY
 from torch import nn
 
+from ..config import ConfigError
+
 BN_EPS = 1e-4        # backbone, point-wise MLPs, SoftGroup's tiny U-Net (official norm_fn)
 BN_MOMENTUM = 0.1
 
@@ -91,6 +93,38 @@ def single_threaded_spconv(device: torch.device | str) -> Iterator[None]:
             yield
         finally:
             torch.set_num_threads(previous)
+
+
+def cuda_usable() -> bool:
+    """Whether the sparse U-Net can run on CUDA here: torch sees a GPU and spconv is a CUDA build."""
+    return torch.cuda.is_available() and not SPCONV_CPU_ONLY
+
+
+def resolve_device(device: str | None, setting: str = "model.device") -> torch.device:
+    """``torch.device`` for a device setting (``setting`` names it in errors): 'auto' (or empty)
+    is CUDA when :func:`cuda_usable`, else CPU; an explicit device that cannot run the sparse
+    U-Net is a ConfigError saying why."""
+    if not device or device == "auto":
+        return torch.device("cuda" if cuda_usable() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f"{setting} {device!r} is not a torch device (auto, cpu, cuda, "
+                          f"cuda:N): {err}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{setting} {device!r}: torch sees no CUDA device; use 'cpu' or "
+                              "'auto'")
+        if SPCONV_CPU_ONLY:
+            raise ConfigError(f"{setting} {device!r}: the installed spconv is the CPU-only "
+                              "wheel; install the spconv-cuXXX wheel matching torch's CUDA, or "
+                              "use 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"{setting} {device!r}: only {torch.cuda.device_count()} CUDA "
+                              "device(s) visible")
+    elif dev.type != "cpu":
+        raise ConfigError(f"{setting} {device!r}: only cpu and cuda devices are supported")
+    return dev
 
 
 class PointwiseSparseConv(spconv.SparseConv3d):
@@ -349,3 +383,9 @@ class InstanceNetwork(SparseUNetBackbone):
         self.instance_classes = int(instance_classes)
         self.semantic_only = bool(semantic_only)
         self.voxel_size = float(voxel_size)
+
+    @property
+    def num_stuff_classes(self) -> int:
+        """Semantic classes that never form instances: the first ones (ScanNet wall, floor).
+        Instance-head class i is semantic class ``i + num_stuff_classes``."""
+        return self.semantic_classes - self.instance_classes

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..classes import IGNORE_LABEL, SCANNET20_CLASSES
+from ..classes import SCANNET20_CLASSES
 from ..config import ConfigError, ModelConfig
 from .proposals import Proposals
 
@@ -111,37 +111,6 @@ def resolve_model_config(model_cfg: ModelConfig, meta: Mapping[str, Any]
     return load_model_config(path), str(path)
 
 
-def resolve_device(device: str) -> Any:
-    """``torch.device`` for ``model.device``: 'auto' is CUDA when torch sees a GPU and spconv
-    is a CUDA build, else CPU. An explicit CUDA device that cannot work is a ConfigError."""
-    import torch
-
-    from .backbone import SPCONV_CPU_ONLY
-
-    if device == "auto":
-        use_cuda = torch.cuda.is_available() and not SPCONV_CPU_ONLY
-        return torch.device("cuda" if use_cuda else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ConfigError(f"model.device {device!r} is not a torch device (auto, cpu, cuda, "
-                          f"cuda:N): {err}") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"model.device {device!r}: torch sees no CUDA device; use 'cpu' or "
-                              "'auto'")
-        if SPCONV_CPU_ONLY:
-            raise ConfigError(f"model.device {device!r}: the installed spconv is the CPU-only "
-                              "wheel; install the spconv-cuXXX wheel matching torch's CUDA, or "
-                              "use 'cpu'")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"model.device {device!r}: only {torch.cuda.device_count()} CUDA "
-                              "device(s) visible")
-    elif dev.type != "cpu":
-        raise ConfigError(f"model.device {device!r}: only cpu and cuda devices are supported")
-    return dev
-
-
 def _is_cuda_oom(err: BaseException) -> bool:
     import torch
 
@@ -209,6 +178,8 @@ class LearnedModel:
         if net_cfg.get("name") != name:
             raise ConfigError(f"model.name is '{name}' but {cfg_source} describes a "
                               f"'{net_cfg.get('name')}' model; make them agree")
+        from .backbone import resolve_device
+
         device = resolve_device(model_cfg.device)
         if model_cfg.cpu_threads > 0:
             torch.set_num_threads(model_cfg.cpu_threads)
@@ -227,17 +198,10 @@ class LearnedModel:
     def network_batch(self, xyz: np.ndarray, rgb: np.ndarray) -> dict[str, Any]:
         """The collated one-cloud batch (on the model's device) the network sees for ``xyz``
         (N, 3) float, metres, and ``rgb`` (N, 3) in 0..255 units; xyz centred on their mean."""
-        from ..data.datasets import Sample, batch_to_device, collate
+        from ..data.datasets import batch_to_device, centred_sample, collate
 
-        n = len(xyz)
-        points = np.asarray(xyz, np.float64)
-        centred = (points - points.mean(axis=0)).astype(np.float32)
-        no_label = np.full(n, IGNORE_LABEL, np.int64)
-        sample = Sample(name="cloud", xyz=centred, grid_xyz=None,
-                        rgb=np.asarray(rgb).astype(np.float32), semantic=no_label,
-                        instance=no_label.copy(), point_index=np.arange(n, dtype=np.int64),
-                        has_labels=False)
-        batch = collate([sample], self.voxel_size, with_coords=self.with_coords)
+        batch = collate([centred_sample("cloud", xyz, rgb)], self.voxel_size,
+                        with_coords=self.with_coords)
         return batch_to_device(batch, self.device)
 
     def predict_points(self, xyz: np.ndarray, rgb: np.ndarray | None) -> Proposals:
@@ -283,5 +247,5 @@ class LearnedModel:
         return proposals
 
 
-__all__ = ["LEARNED_MODELS", "LearnedModel", "resolve_checkpoint", "resolve_device",
+__all__ = ["LEARNED_MODELS", "LearnedModel", "resolve_checkpoint",
            "resolve_model_config", "shipped_model_config", "shipped_weights", "train_hint"]

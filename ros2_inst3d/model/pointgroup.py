@@ -29,7 +29,6 @@ Deliberate differences from the official code:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -124,11 +123,6 @@ class PointGroup(InstanceNetwork):
             self.score_unet = UBlock([channels, 2 * channels], block_reps=2, indice_key_id=1)
             self.score_outputlayer = spconv.SparseSequential(norm_fn(channels), nn.ReLU())
             self.score_linear = nn.Linear(channels, 1)
-
-    @property
-    def num_stuff_classes(self) -> int:
-        """Semantic classes that are never grouped (the first ones: ScanNet wall, floor)."""
-        return self.semantic_classes - self.instance_classes
 
     def forward_pointwise(self, voxel_feats: torch.Tensor, voxel_coords: torch.Tensor,
                           spatial_shape: Sequence[int], point_to_voxel: torch.Tensor,
@@ -293,17 +287,15 @@ class PointGroup(InstanceNetwork):
         semantic argmax, ``timing_ms`` the whole batch's ``backbone`` / ``grouping`` /
         ``refinement`` (ScoreNet, filters, NMS) wall times. Deterministic (module docstring).
         """
-        device = batch["xyz"].device
-        start = _now(device)
+        clock = proposal_ops.StageClock(batch["xyz"].device)
         pointwise = self._pointwise(batch)
-        timing = {"backbone": (_now(device) - start) * 1e3}
+        timing = {"backbone": clock.lap()}
         masks, scores = self.instances_from_pointwise(batch, pointwise, timing)
         semantic_pred = pointwise["semantic_logits"].argmax(dim=1)
-        results = _split_per_item(masks, scores, semantic_pred,
-                                  batch["batch_offsets"].long().to(device))
-        for proposals in results:
-            proposals.timing_ms = dict(timing)
-        return results
+        # Official: a proposal's class is the semantic prediction of its first point.
+        first_point = masks.point_idx.long()[proposal_ops.mask_offsets(masks)[:-1]]
+        return proposal_ops.split_per_item(masks, semantic_pred[first_point], scores,
+                                           semantic_pred, batch["batch_offsets"], timing)
 
     @torch.no_grad()
     def instances_from_pointwise(self, batch: dict[str, Any], pointwise: dict[str, torch.Tensor],
@@ -321,14 +313,14 @@ class PointGroup(InstanceNetwork):
         score) and their (K,) scores. timing: filled with ``grouping`` and ``refinement`` ms.
         """
         device = batch["xyz"].device
-        start = _now(device)
+        clock = proposal_ops.StageClock(device)
         empty = torch.zeros(0, dtype=torch.int64, device=device)
         masks = SparseMasks(empty, empty.clone(), 0)
         if not self.semantic_only:
             masks = self.clustering(pointwise["semantic_logits"].argmax(dim=1),
                                     pointwise["offsets"], batch["xyz"],
                                     batch["batch_offsets"].long().to(device))
-        grouped = _now(device)
+        grouping_ms = clock.lap()
         scores = torch.zeros(0, device=device)
         if masks.num_masks:
             scores = torch.sigmoid(self.score_logits(masks, pointwise["point_feats"],
@@ -342,57 +334,13 @@ class PointGroup(InstanceNetwork):
             # Class-agnostic NMS over the whole batch equals per-item NMS: masks of different
             # items share no point, so their IoU is 0 and never suppresses.
             keep = ops.mask_nms(masks, scores, self.TEST_NMS_THRESH)  # by decreasing score
-            masks = _take_masks(masks, keep)
+            masks = proposal_ops.select_masks(masks, keep)
             scores = scores[keep]
         if timing is not None:
-            timing["grouping"] = (grouped - start) * 1e3
-            timing["refinement"] = (_now(device) - grouped) * 1e3
+            timing["grouping"] = grouping_ms
+            timing["refinement"] = clock.lap()
         return masks, scores
 
-
-
-def _split_per_item(masks: SparseMasks, scores: torch.Tensor, semantic_pred: torch.Tensor,
-                    batch_offsets: torch.Tensor) -> list[Proposals]:
-    """Proposals per batch item in mask-id order, indices local to the item; the class of a
-    mask is the semantic prediction of its first (smallest-index) point."""
-    num_items = batch_offsets.numel() - 1
-    sizes = proposal_ops.mask_sizes(masks)
-    first_entry = proposal_ops.mask_offsets(masks)[:-1]
-    first_point = masks.point_idx.long()[first_entry]
-    item = torch.searchsorted(batch_offsets, first_point, right=True) - 1
-    local = masks.point_idx.long() - batch_offsets[item][masks.mask_idx.long()]
-    pieces = torch.split(local.cpu(), sizes.cpu().tolist())
-    class_ids = semantic_pred[first_point].to(torch.int32).cpu().numpy()
-    scores_np = scores.float().cpu().numpy()
-    item_np = item.cpu().numpy()
-    point_class = semantic_pred.to(torch.int32).cpu().numpy()
-    offsets = batch_offsets.cpu().tolist()
-    results = []
-    for b in range(num_items):
-        ids = (item_np == b).nonzero()[0]
-        results.append(Proposals(indices=[pieces[k].numpy() for k in ids],
-                                 class_ids=class_ids[ids], scores=scores_np[ids],
-                                 point_class=point_class[offsets[b]:offsets[b + 1]]))
-    return results
-
-
-def _take_masks(masks: SparseMasks, keep: torch.Tensor) -> SparseMasks:
-    """Masks ``keep[0], keep[1], ...`` ((K',) distinct ids, any order) renumbered 0..K'-1,
-    entries sorted by new id, then point."""
-    new_id = torch.full((masks.num_masks,), -1, dtype=torch.int64, device=keep.device)
-    new_id[keep] = torch.arange(keep.numel(), device=keep.device)
-    mapped = new_id[masks.mask_idx.long()]
-    kept = torch.nonzero(mapped >= 0).squeeze(1)
-    order = torch.sort(mapped[kept], stable=True).indices  # points stay sorted within a mask
-    kept = kept[order]
-    return SparseMasks(mapped[kept], masks.point_idx.long()[kept], int(keep.numel()))
-
-
-def _now(device: torch.device) -> float:
-    """perf_counter after the device's queued work (CUDA kernels run asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 __all__ = ["PointGroup"]

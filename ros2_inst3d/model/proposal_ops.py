@@ -11,12 +11,14 @@ PointGroup's ``get_segmented_scores``. All are plain torch (CPU and CUDA alike).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import spconv.pytorch as spconv
 import torch
 
 from ..ops import SparseMasks, segment_reduce, voxelize_points
+from .proposals import Proposals
 
 
 def clusters_to_masks(cluster: torch.Tensor) -> SparseMasks:
@@ -48,12 +50,14 @@ def concat_masks(parts: Sequence[SparseMasks], device: torch.device | str | None
 
 
 def select_masks(masks: SparseMasks, keep: torch.Tensor) -> SparseMasks:
-    """The masks listed in ``keep`` ((K',) int indices, increasing), renumbered 0..K'-1."""
+    """The masks ``keep[0], keep[1], ...`` ((K',) distinct indices, any order) renumbered
+    0..K'-1 in that order; entries sorted by new id, then point."""
     keep = torch.as_tensor(keep, device=masks.mask_idx.device).long()
     new_id = torch.full((masks.num_masks,), -1, dtype=torch.int64, device=keep.device)
     new_id[keep] = torch.arange(keep.numel(), device=keep.device)
     mapped = new_id[masks.mask_idx.long()]
-    kept = mapped >= 0
+    kept = torch.nonzero(mapped >= 0).squeeze(1)
+    kept = kept[torch.sort(mapped[kept], stable=True).indices]  # points stay sorted in a mask
     return SparseMasks(mapped[kept], masks.point_idx[kept].long(), int(keep.numel()))
 
 
@@ -67,6 +71,55 @@ def mask_offsets(masks: SparseMasks) -> torch.Tensor:
     offsets = torch.zeros(masks.num_masks + 1, dtype=torch.int64, device=masks.mask_idx.device)
     torch.cumsum(mask_sizes(masks), 0, out=offsets[1:])
     return offsets
+
+
+def split_per_item(masks: SparseMasks, class_ids: torch.Tensor, scores: torch.Tensor,
+                   point_class: torch.Tensor, batch_offsets: torch.Tensor,
+                   timing_ms: dict[str, float] | None = None) -> list[Proposals]:
+    """One :class:`Proposals` per batch item from batch-wide masks, in mask order.
+
+    masks: K non-empty masks over the batch's N points (entries sorted by mask, then point;
+    each mask inside one item). class_ids, scores: (K,). point_class: (N,) semantic class per
+    point. batch_offsets: (B + 1,) point offsets. Indices become local to their item.
+    """
+    offsets = torch.as_tensor(batch_offsets).long().cpu()
+    point = masks.point_idx.long().cpu()
+    first_point = point[mask_offsets(masks)[:-1].cpu()]
+    item = torch.searchsorted(offsets, first_point, right=True) - 1
+    local = point - offsets[item][masks.mask_idx.long().cpu()]
+    item = item.numpy()
+    pieces = torch.split(local, mask_sizes(masks).cpu().tolist())
+    class_np = class_ids.to(torch.int32).cpu().numpy()
+    score_np = scores.float().cpu().numpy()
+    point_class_np = point_class.to(torch.int32).cpu().numpy()
+    bounds = offsets.tolist()
+    results = []
+    for b in range(len(bounds) - 1):
+        mine = (item == b).nonzero()[0]
+        results.append(Proposals(indices=[pieces[k].numpy() for k in mine],
+                                 class_ids=class_np[mine], scores=score_np[mine],
+                                 point_class=point_class_np[bounds[b]:bounds[b + 1]],
+                                 timing_ms=dict(timing_ms or {})))
+    return results
+
+
+class StageClock:
+    """Milliseconds between laps of a method's stages (``Proposals.timing_ms``); synchronises
+    CUDA first, since kernels run asynchronously."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self.last = self._now()
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def lap(self) -> float:
+        now = self._now()
+        elapsed, self.last = (now - self.last) * 1000.0, now
+        return elapsed
 
 
 def voxelize_proposals(masks: SparseMasks, point_feats: torch.Tensor, xyz: torch.Tensor,
@@ -161,5 +214,6 @@ def soft_score_target(max_iou: torch.Tensor, fg_thresh: float, bg_thresh: float)
     return ramp.clamp(0.0, 1.0)
 
 
-__all__ = ["clusters_to_masks", "concat_masks", "gt_iou", "mask_offsets", "mask_sizes",
-           "pool_per_proposal", "select_masks", "soft_score_target", "voxelize_proposals"]
+__all__ = ["StageClock", "clusters_to_masks", "concat_masks", "gt_iou", "mask_offsets",
+           "mask_sizes", "pool_per_proposal", "select_masks", "soft_score_target",
+           "split_per_item", "voxelize_proposals"]

@@ -38,7 +38,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -116,24 +115,6 @@ class InstanceTargets(NamedTuple):
     mask_target: torch.Tensor
     mask_weight: torch.Tensor
     fg_index: torch.Tensor
-
-
-class _Clock:
-    """Milliseconds between laps (perf_counter; synchronises CUDA so kernels are counted)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = torch.device(device)
-        self.last = self._now()
-
-    def _now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-    def lap(self) -> float:
-        now = self._now()
-        elapsed, self.last = (now - self.last) * 1000.0, now
-        return elapsed
 
 
 class _PointwiseMixin:
@@ -326,7 +307,7 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
     def gt_instance_classes(self, instance_class: torch.Tensor) -> torch.Tensor:
         """(I,) int64 head class of each GT instance from its semantic class (I,): semantic class
         minus ``semantic_classes - instance_classes``; negative (stuff, ignore) becomes -1."""
-        cls = instance_class.long() - (self.semantic_classes - self.instance_classes)
+        cls = instance_class.long() - self.num_stuff_classes
         return torch.where(cls >= 0, cls, torch.full_like(cls, -1))
 
     def _instance_targets(self, masks: SparseMasks, instance: torch.Tensor,
@@ -534,7 +515,7 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
         after the others. Deterministic.
         """
         device = batch["feats"].device
-        clock = _Clock(device)
+        clock = proposal_ops.StageClock(device)
         out = self._forward_batch(batch)
         semantic_logits = out["semantic_logits"]
         point_class = semantic_logits.argmax(1)
@@ -557,32 +538,19 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
     def _split_by_item(self, batch: dict[str, Any], hyps: SparseMasks, hyp_class: torch.Tensor,
                        hyp_score: torch.Tensor, point_class: torch.Tensor,
                        timing: dict[str, float]) -> list[Proposals]:
-        """Per-item :class:`Proposals` from batch-wide hypotheses (each lies in one item)."""
-        bounds = torch.as_tensor(batch["batch_offsets"]).cpu().numpy().astype(np.int64)
-        point = hyps.point_idx.cpu().numpy().astype(np.int64)
-        starts = proposal_ops.mask_offsets(hyps).cpu().numpy()
-        classes = hyp_class.cpu().numpy() + (self.semantic_classes - self.instance_classes)
-        scores = hyp_score.float().cpu().numpy()
-        item_of = np.searchsorted(bounds, point[starts[:-1]], side="right") - 1 if len(point) \
-            else np.zeros(0, np.int64)
-        point_class = point_class.cpu().numpy().astype(np.int32)
-        results = []
-        for b in range(len(bounds) - 1):
-            lo, hi = int(bounds[b]), int(bounds[b + 1])
-            mine = np.flatnonzero(item_of == b)
-            indices = [point[starts[h]:starts[h + 1]] - lo for h in mine]
-            ids, conf = list(classes[mine]), list(scores[mine])
-            item_class = point_class[lo:hi]
-            for c in self.sem2ins_classes:  # official: the argmax mask, score 1
-                sem = c + self.semantic_classes - self.instance_classes
-                where = np.flatnonzero(item_class == sem)
+        """Per-item :class:`Proposals` from batch-wide hypotheses, plus the ``sem2ins_classes``
+        instances (official: each item's argmax mask of the class, score 1)."""
+        results = proposal_ops.split_per_item(hyps, hyp_class + self.num_stuff_classes,
+                                              hyp_score, point_class, batch["batch_offsets"],
+                                              timing)
+        for proposals in results:
+            for c in self.sem2ins_classes:
+                sem = c + self.num_stuff_classes
+                where = np.flatnonzero(proposals.point_class == sem)
                 if where.size:
-                    indices.append(where)
-                    ids.append(sem)
-                    conf.append(1.0)
-            results.append(Proposals(indices=indices, class_ids=np.asarray(ids, np.int32),
-                                     scores=np.asarray(conf, np.float32), point_class=item_class,
-                                     timing_ms=dict(timing)))
+                    proposals.indices.append(where.astype(np.int64))
+                    proposals.class_ids = np.append(proposals.class_ids, np.int32(sem))
+                    proposals.scores = np.append(proposals.scores, np.float32(1.0))
         return results
 
 
