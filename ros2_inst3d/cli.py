@@ -50,7 +50,7 @@ def _load_config(args: argparse.Namespace):
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", type=Path, help="YAML config (see `ros2-inst3d params`)")
-    p.add_argument("--model", help="model.name override (geometric, pointgroup, softgroup, ...)")
+    p.add_argument("--model", help="model.name override (geometric, lidar, pointgroup, softgroup, ...)")
     p.add_argument("--checkpoint", type=Path, help="model.checkpoint override")
     p.add_argument("--device", help="model.device override (auto, cpu, cuda)")
 
@@ -71,14 +71,40 @@ def print_instance_table(inst) -> None:
     print(f"timing (ms): {timing}")
 
 
-def segment_file(input_path: Path, cfg, outdir: Path, render: bool = False) -> dict:
-    """Segment one cloud file and write the result files; returns their paths."""
+def cloud_fields(cloud) -> dict:
+    """The per-point fields of a read cloud that models may use (intensity, ring/channel)."""
+    fields = {} if cloud.intensity is None else {"intensity": cloud.intensity}
+    fields.update({k: v for k, v in cloud.extra.items()
+                   if k in ("ring", "channel", "laser_id", "line") and v.ndim == 1})
+    return fields
+
+
+def gravity_from_args(args: argparse.Namespace, xyz):
+    """The --transform/--up/--level matrix for ``xyz`` (None without those options); logged."""
+    from .gravity import gravity_transform
+
+    matrix = gravity_transform(xyz, transform=getattr(args, "transform", None),
+                               up=getattr(args, "up", None), level=getattr(args, "level", False))
+    if matrix is not None:
+        rows = "; ".join(" ".join(f"{v:.4f}" for v in row) for row in matrix)
+        log.info("cloud transformed to z up by [%s]", rows)
+    return matrix
+
+
+def segment_file(input_path: Path, cfg, outdir: Path, render: bool = False,
+                 args: argparse.Namespace | None = None) -> dict:
+    """Segment one cloud file and write the result files; returns their paths.
+
+    ``args`` may carry --up/--transform/--level: the cloud is rotated to z up first and the
+    results (PLY, boxes, PNG) are in that frame.
+    """
     import time
 
     import numpy as np
 
     from .io import read_cloud, write_results
     from .segmenter import Segmenter
+    from .transforms import apply_transform
 
     t0 = time.perf_counter()
     cloud = read_cloud(input_path)
@@ -86,8 +112,13 @@ def segment_file(input_path: Path, cfg, outdir: Path, render: bool = False) -> d
     if cloud.dropped_non_finite:
         log.warning("%s: dropped %d points with non-finite coordinates", input_path,
                     cloud.dropped_non_finite)
+    xyz = cloud.xyz
+    if args is not None:
+        matrix = gravity_from_args(args, xyz)
+        if matrix is not None:
+            xyz = apply_transform(matrix, xyz)
     segmenter = Segmenter(cfg)
-    inst = segmenter.segment(cloud.xyz, cloud.rgb)
+    inst = segmenter.segment(xyz, cloud.rgb, fields=cloud_fields(cloud))
     inst.timing_ms = {"read": read_ms, **inst.timing_ms}
     stem = input_path.name.split(".")[0]
     paths = write_results(outdir, stem, inst, inst.timing_ms, model_name=segmenter.model_name)
@@ -110,7 +141,7 @@ def segment_file(input_path: Path, cfg, outdir: Path, render: bool = False) -> d
 
 def cmd_segment(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
-    segment_file(args.input, cfg, args.outdir, render=args.png)
+    segment_file(args.input, cfg, args.outdir, render=args.png, args=args)
     return 0
 
 
@@ -165,7 +196,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.data is None:
         raise FileNotFoundError("give --data DIR (scene .npz files) or --pred/--gt directories")
     cfg = _load_config(args)
-    result = evaluate_model(cfg, args.data, class_agnostic=args.class_agnostic, limit=args.limit)
+    from functools import partial
+
+    result = evaluate_model(cfg, args.data, class_agnostic=args.class_agnostic, limit=args.limit,
+                            gravity=partial(gravity_from_args, args))
     report(result, json_out=args.json, plot_out=plot)
     return 0
 
@@ -184,6 +218,8 @@ def cmd_check_checkpoint(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .gravity import add_gravity_arguments
+
     parser = argparse.ArgumentParser(
         prog="ros2-inst3d", description="3D instance segmentation of point clouds, offline and in ROS 2.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -199,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("-o", "--outdir", type=Path, default=Path("."))
     p.add_argument("--png", action="store_true", help="also render <stem>.instances.png")
+    add_gravity_arguments(p)
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("params", help="list every configuration parameter with its documentation")
@@ -234,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="merge every thing class into one (compares with the geometric baseline)")
     p.add_argument("--json", type=Path, help="write the metrics as JSON")
     p.add_argument("--plot", type=Path, help="precision-recall PNG (default: beside --json)")
+    add_gravity_arguments(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bag", help="segment a rosbag2 (mcap/sqlite3) into a new rosbag2 with the results",
@@ -280,9 +318,23 @@ def _extra_commands():
     return [add_train_commands]
 
 
+def _join_dash_values(argv: list[str]) -> list[str]:
+    """``--up -y`` → ``--up=-y`` (argparse would take ``-y`` for an option; likewise a
+    ``--transform`` starting with a minus sign)."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg in ("--up", "--transform"):
+            value = next(it, None)
+            out.append(arg if value is None else f"{arg}={value}")
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     user_errors = _user_errors()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-MODEL_NAMES = ("geometric", "pointgroup", "softgroup", "isbnet", "mtml")
+MODEL_NAMES = ("geometric", "lidar", "pointgroup", "softgroup", "isbnet", "mtml")
 
 
 class ConfigError(ValueError):
@@ -127,13 +127,77 @@ class GeometricConfig:
         4.0, "Clusters larger than this (largest side) are discarded as structure.", low=0.0,
         unit="m")
     seed: int = param(0, "Seed of the RANSAC sampler (results are deterministic).", low=0)
+    tabletop: bool = param(
+        False, "Table-top mode: remove the largest horizontal plane (the supporting surface) and "
+        "keep only what stands on it, inside its outline and up to `tabletop_height` above it.")
+    tabletop_height: float = param(
+        0.6, "Table-top mode: points higher than this above the support plane are dropped.",
+        low=0.0, unit="m")
+
+
+@dataclass
+class LidarConfig:
+    ground: str = param(
+        "auto", "Ground segmentation of model.name lidar: patchworkpp (Patchwork++, the "
+        "`pypatchworkpp` wheel), grid (polar-grid local plane fit, no dependency), auto "
+        "(patchworkpp when installed, else grid), none.",
+        choices=("auto", "patchworkpp", "grid", "none"))
+    origin: list[float] = param(
+        [0.0, 0.0, 0.0], "Sensor position in the fixed frame: ranges, the polar ground grid and "
+        "Patchwork++'s sensor height are taken relative to it.", unit="m")
+    ground_distance: float = param(
+        0.2, "Points this far above the local ground plane still count as ground (grid; "
+        "Patchwork++'s th_dist).", low=0.01, high=2.0, unit="m")
+    ground_max_slope_deg: float = param(
+        20.0, "A ground cell's plane may tilt at most this much (grid; Patchwork++'s "
+        "uprightness).", low=1.0, high=60.0, unit="deg")
+    ground_max_step: float = param(
+        0.5, "grid: a cell's ground may rise at most this much above the ground of the cell "
+        "before it (towards the sensor) plus slope; higher cells see only objects.",
+        low=0.01, high=5.0, unit="m")
+    ground_cell: float = param(
+        0.5, "grid: radial size of the innermost polar ground cells; cells grow with range "
+        "(10 % of it) and span `ground_sectors` of the circle.", low=0.05, high=10.0, unit="m")
+    ground_sectors: int = param(96, "grid: azimuth sectors of the polar ground grid.",
+                                low=8, high=1024)
+    voxel_size: float = param(
+        0.1, "Grid of the range-adaptive Euclidean clustering.", low=0.01, high=2.0, unit="m")
+    cluster_tolerance: float = param(
+        0.3, "Points closer than this are in one cluster, at short range.", low=0.01,
+        high=5.0, unit="m")
+    tolerance_growth_deg: float = param(
+        0.0, "Beyond short range the tolerance is range x tan(this angle) x 2 (about two beam "
+        "spacings, so a vertical object's rings join). 0: from the `ring`/`channel` field when "
+        "the cloud has one, else 0.5 deg.", low=0.0, high=10.0, unit="deg")
+    max_reach: int = param(
+        4, "Cap of the tolerance in voxels (it bounds the cost of the neighbour search).",
+        low=1, high=8)
+    min_cluster_points: int = param(
+        15, "Smaller clusters are discarded.", low=1)
+    min_height: float = param(
+        0.2, "Clusters lower than this (z extent) are discarded (kerbs, ground left-overs).",
+        low=0.0, unit="m")
+    max_height: float = param(
+        4.0, "Clusters taller than this are discarded as buildings and trees.", low=0.0, unit="m")
+    max_length: float = param(
+        8.0, "Clusters longer than this (largest horizontal side of the oriented box) are "
+        "discarded as walls, fences and hedges.", low=0.0, unit="m")
+    max_scatter: float = param(
+        1.0, "Clusters whose smallest / largest covariance eigenvalue exceeds this are "
+        "discarded as volumetric clutter (foliage); surfaces, poles and vehicles score low. "
+        "1 disables the test.", low=0.0, high=1.0)
+    max_ground_gap: float = param(
+        1.0, "Clusters whose lowest point is this far above the local ground are discarded "
+        "(canopies, overhangs); 0 disables the test.", low=0.0, unit="m")
 
 
 @dataclass
 class ModelConfig:
     name: str = param(
         "softgroup", "Segmentation method. softgroup and pointgroup need rgb (shipped weights: "
-        "models/); geometric needs xyz only (LiDAR).", choices=MODEL_NAMES)
+        "models/); geometric (RANSAC planes + voxel clusters: indoor, table tops) and lidar "
+        "(ground segmentation + range-adaptive clusters: spinning LiDAR) need xyz only.",
+        choices=MODEL_NAMES)
     config: str = param(
         "", "Model YAML (config/models/*.yaml). Empty: the one embedded in the checkpoint, or the "
         "method's default.")
@@ -162,6 +226,7 @@ class Config:
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     geometric: GeometricConfig = field(default_factory=GeometricConfig)
+    lidar: LidarConfig = field(default_factory=LidarConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_flat(self) -> dict[str, Any]:

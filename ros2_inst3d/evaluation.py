@@ -823,12 +823,17 @@ def eval_main(pred_dir: str | Path, gt_dir: str | Path, *, json_out: str | Path 
 
 
 def evaluate_model(cfg: Any, data_dir: str | Path, *, class_agnostic: bool = False,
-                   limit: int | None = None, progress: bool = True) -> EvalResult:
+                   limit: int | None = None, progress: bool = True,
+                   gravity: Any = None) -> EvalResult:
     """Run the configured model (``Segmenter``) on every labelled scene of ``data_dir``; score it.
 
     ``ros2-inst3d eval -c CONFIG [--checkpoint CKPT] --data DIR``: the same path as ``segment``
     (ROI crop, point cap, filters, fusion), so the numbers describe what the node publishes.
+    gravity: optional ``xyz -> (4, 4) matrix or None`` applied to each scene first (``--up``,
+    ``--transform``, ``--level``).
     """
+    from .transforms import apply_transform
+
     from tqdm import tqdm
 
     from .data.datasets import find_scene_files, read_scene
@@ -843,7 +848,11 @@ def evaluate_model(cfg: Any, data_dir: str | Path, *, class_agnostic: bool = Fal
         scene = read_scene(path)
         if not scene.has_labels:
             raise ValueError(f"{path} has no semantic/instance labels to evaluate against")
-        inst = segmenter.segment(scene.xyz, scene.rgb)
+        xyz = scene.xyz
+        matrix = gravity(xyz) if gravity is not None else None
+        if matrix is not None:
+            xyz = apply_transform(matrix, xyz)
+        inst = segmenter.segment(xyz, scene.rgb)
         preds.append(Prediction.from_indices(inst.indices, inst.class_ids, inst.scores,
                                              scene.num_points))
         gts.append((scene.semantic, scene.instance))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Protocol
+from typing import Mapping, Protocol
 
 import numpy as np
 
@@ -44,6 +44,7 @@ def build_point_model(cfg: Config) -> PointModel:
     """The model named by ``cfg.model.name``, ready for inference.
 
     geometric: :class:`~ros2_inst3d.model.geometric.GeometricSegmenter` (no weights).
+    lidar: :class:`~ros2_inst3d.model.lidar.LidarSegmenter` (no weights).
     softgroup, pointgroup: :class:`~ros2_inst3d.model.inference.LearnedModel` (weights from
     ``model.checkpoint`` or the shipped demo weights; ConfigError says how to get them).
     """
@@ -52,6 +53,10 @@ def build_point_model(cfg: Config) -> PointModel:
         from .model.geometric import GeometricSegmenter
 
         return GeometricSegmenter(cfg.geometric)
+    if name == "lidar":
+        from .model.lidar import LidarSegmenter
+
+        return LidarSegmenter(cfg.lidar)
     from .model.inference import LEARNED_MODELS, LearnedModel
 
     if name in LEARNED_MODELS:
@@ -99,8 +104,12 @@ class Segmenter:
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def segment(self, xyz: np.ndarray, rgb: np.ndarray | None = None) -> Instances:
+    def segment(self, xyz: np.ndarray, rgb: np.ndarray | None = None,
+                fields: Mapping[str, np.ndarray] | None = None) -> Instances:
         """Instances of ``xyz`` (N, 3) float32, metres, fixed frame (z up); ``rgb`` (N, 3) uint8.
+
+        fields: other per-point (N,) arrays by name (``intensity``, ``ring``); passed on to
+        models that use them (``accepts_fields``), ignored by the others.
 
         The result refers to all N input points; points outside the ROI or removed by the point
         cap get instance -1. Raises :class:`SegmentationError` for input it cannot use.
@@ -125,7 +134,13 @@ class Segmenter:
             inst = Instances.empty(xyz, rgb, class_names=self.class_names)
             inst.timing_ms.update(timing)
             return inst
-        proposals = self.model.predict_points(xyz[keep], None if rgb is None else rgb[keep])
+        rgb_kept = None if rgb is None else rgb[keep]
+        if fields and getattr(self.model, "accepts_fields", False):
+            kept = {name: np.asarray(v)[keep] for name, v in fields.items()
+                    if np.asarray(v).shape[:1] == (len(xyz),)}
+            proposals = self.model.predict_points(xyz[keep], rgb_kept, fields=kept)
+        else:
+            proposals = self.model.predict_points(xyz[keep], rgb_kept)
         timing.update(proposals.timing_ms)
         t1 = time.perf_counter()
         proposals = self._filter(proposals)

@@ -117,6 +117,48 @@ def structure_mask(xyz: np.ndarray, cfg: GeometricConfig) -> np.ndarray:
     return structure
 
 
+def tabletop_mask(xyz: np.ndarray, cfg: GeometricConfig) -> np.ndarray:
+    """(N,) bool: everything but what stands on the support plane (the table top).
+
+    The support is the largest horizontal plane RANSAC finds among the ``max_planes`` largest
+    planes of the voxel centroids. Kept (False) are the points above it by more than
+    ``clearance`` and at most ``tabletop_height``, whose horizontal position lies inside the
+    plane's outline (the convex hull of its inliers: PCL's polygonal prism); the plane itself, the
+    floor and whatever is beside or below the table are removed (True). No horizontal plane: the
+    structure mask of the normal mode.
+    """
+    from scipy.spatial import ConvexHull, Delaunay, QhullError
+
+    n = len(xyz)
+    if n < 3:
+        return np.zeros(n, dtype=bool)
+    reps = voxel_mean(voxelize(xyz, cfg.voxel_size), xyz.astype(np.float64))
+    rng = np.random.default_rng(cfg.seed)
+    candidate = np.ones(len(reps), dtype=bool)
+    best: tuple[np.ndarray, float, np.ndarray] | None = None
+    for _ in range(max(1, cfg.max_planes)):
+        idx = np.flatnonzero(candidate)
+        found = ransac_plane(reps[idx], cfg.plane_distance, cfg.ransac_iterations, rng)
+        if found is None:
+            break
+        normal, d, inl = found
+        candidate[idx[inl]] = False
+        if abs(normal[2]) >= _HORIZONTAL_NZ and (best is None or inl.sum() > len(best[2])):
+            best = (normal if normal[2] > 0 else -normal, d if normal[2] > 0 else -d, idx[inl])
+    if best is None:
+        return structure_mask(xyz, cfg)
+    normal, d, plane_reps = best
+    height = xyz.astype(np.float64) @ normal + d
+    above = (height > max(cfg.plane_distance, cfg.clearance)) & (height <= cfg.tabletop_height)
+    try:
+        outline = reps[plane_reps, :2]
+        hull = Delaunay(outline[ConvexHull(outline).vertices])  # few vertices: fast lookups
+        inside = hull.find_simplex(xyz[:, :2].astype(np.float64)) >= 0
+    except QhullError:  # a degenerate (collinear) outline: keep the height test only
+        inside = np.ones(n, dtype=bool)
+    return ~(above & inside)
+
+
 def _neighbour_offsets(reach: int) -> np.ndarray:
     """Half of the (2r+1)^3 - 1 cell offsets: each undirected voxel edge is generated once."""
     r = np.arange(-reach, reach + 1)
@@ -166,7 +208,7 @@ class GeometricSegmenter:
         cfg = self.cfg
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
-        structure = structure_mask(xyz, cfg)
+        structure = tabletop_mask(xyz, cfg) if cfg.tabletop else structure_mask(xyz, cfg)
         t1 = time.perf_counter()
         timing["planes"] = (t1 - t0) * 1e3
         rest = np.flatnonzero(~structure)
