@@ -2,8 +2,10 @@
 
     ros2 launch ros2_inst3d segment.launch.py input_topic:=/camera/depth/points fixed_frame:=odom
     ros2 launch ros2_inst3d segment.launch.py model:=softgroup rviz:=true use_sim_time:=true
+    ros2 launch ros2_inst3d segment.launch.py preset:=lidar_outdoor input_topic:=/velodyne_points
 
-Arguments left empty keep the value of ``params_file``.
+``preset`` picks one of the shipped parameter files (config/<preset>.yaml, see README: Which
+preset when); otherwise ``params_file`` is used. Arguments left empty keep the file's value.
 """
 
 from launch import LaunchDescription
@@ -13,10 +15,16 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+PRESETS = ("rgbd", "tabletop", "lidar_outdoor", "lidar_indoor")
+"""Shipped presets: ``config/<name>.yaml`` (``rgbd`` is the full default file, segment.yaml)."""
+PRESET_FILES = {"rgbd": "segment.yaml"}
+
 ARGUMENTS = [
+    ("preset", "", "Shipped parameter file to use: " + ", ".join(PRESETS)
+     + "; empty: params_file."),
     ("params_file", PathJoinSubstitution([FindPackageShare("ros2_inst3d"), "config", "segment.yaml"]),
      "Node parameter file (see README: Parameters)."),
-    ("model", "", "model.name override: geometric, pointgroup, softgroup, isbnet, mtml."),
+    ("model", "", "model.name override: geometric, lidar, pointgroup, softgroup, isbnet, mtml."),
     ("checkpoint", "", "model.checkpoint override: path to a weights file."),
     ("input_topic", "points", "PointCloud2 topic the node's `points` input is remapped to."),
     ("fixed_frame", "", "input.fixed_frame override (e.g. map, odom)."),
@@ -31,6 +39,12 @@ def _node(context, *args, **kwargs):
     def value(name):
         return LaunchConfiguration(name).perform(context)
 
+    preset = value("preset")
+    if preset and preset not in PRESETS:
+        raise RuntimeError(f"preset:={preset!r} is not one of {', '.join(PRESETS)}")
+    params_file = (PathJoinSubstitution([FindPackageShare("ros2_inst3d"), "config",
+                                         PRESET_FILES.get(preset, f"{preset}.yaml")]
+                                        ).perform(context) if preset else value("params_file"))
     overrides = {"use_sim_time": value("use_sim_time").lower() in ("true", "1", "yes")}
     for arg, param in (("model", "model.name"), ("checkpoint", "model.checkpoint"),
                        ("fixed_frame", "input.fixed_frame")):
@@ -39,7 +53,7 @@ def _node(context, *args, **kwargs):
     return [Node(
         package="ros2_inst3d", executable="segment_node", name="ros2_inst3d",
         namespace=value("namespace"), output="screen", emulate_tty=True,
-        parameters=[value("params_file"), overrides],
+        parameters=[params_file, overrides],
         remappings=[("points", value("input_topic"))],
         # ros_arguments= (launch_ros#249, in Humble and later) adds the --ros-args itself.
         ros_arguments=["--log-level", value("log_level")])]

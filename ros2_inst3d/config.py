@@ -152,9 +152,10 @@ class LidarConfig:
         20.0, "A ground cell's plane may tilt at most this much (grid; Patchwork++'s "
         "uprightness).", low=1.0, high=60.0, unit="deg")
     ground_max_step: float = param(
-        0.5, "grid: a cell's ground may rise at most this much above the ground of the cell "
-        "before it (towards the sensor) plus slope; higher cells see only objects.",
-        low=0.01, high=5.0, unit="m")
+        0.3, "grid: a cell's ground plane may rise at most this much above the ground carried "
+        "from the cell before it (towards the sensor; compared at their shared edge) and above "
+        "the median ground of its ring neighbours; higher cells hold only objects (kerbs are "
+        "~0.15 m).", low=0.01, high=5.0, unit="m")
     ground_cell: float = param(
         0.5, "grid: radial size of the innermost polar ground cells; cells grow with range "
         "(10 % of it) and span `ground_sectors` of the circle.", low=0.05, high=10.0, unit="m")

@@ -120,22 +120,21 @@ def structure_mask(xyz: np.ndarray, cfg: GeometricConfig) -> np.ndarray:
 def tabletop_mask(xyz: np.ndarray, cfg: GeometricConfig) -> np.ndarray:
     """(N,) bool: everything but what stands on the support plane (the table top).
 
-    The support is the largest horizontal plane RANSAC finds among the ``max_planes`` largest
-    planes of the voxel centroids. Kept (False) are the points above it by more than
-    ``clearance`` and at most ``tabletop_height``, whose horizontal position lies inside the
-    plane's outline (the convex hull of its inliers: PCL's polygonal prism); the plane itself, the
-    floor and whatever is beside or below the table are removed (True). No horizontal plane: the
-    structure mask of the normal mode.
+    Among the horizontal planes RANSAC finds (up to ``max_planes``, on the voxel centroids), the
+    support is the one with the most points standing on it: above it by more than ``clearance``
+    and at most ``tabletop_height``, horizontally inside its outline (the convex hull of its
+    inliers: PCL's polygonal prism). Those points are kept (False); the plane, the floor and
+    whatever is beside, below or high above the table are removed (True). Without a horizontal
+    plane: the structure mask of the normal mode.
     """
-    from scipy.spatial import ConvexHull, Delaunay, QhullError
-
     n = len(xyz)
     if n < 3:
         return np.zeros(n, dtype=bool)
-    reps = voxel_mean(voxelize(xyz, cfg.voxel_size), xyz.astype(np.float64))
+    xyz64 = xyz.astype(np.float64)
+    reps = voxel_mean(voxelize(xyz, cfg.voxel_size), xyz64)
     rng = np.random.default_rng(cfg.seed)
     candidate = np.ones(len(reps), dtype=bool)
-    best: tuple[np.ndarray, float, np.ndarray] | None = None
+    best_kept: np.ndarray | None = None
     for _ in range(max(1, cfg.max_planes)):
         idx = np.flatnonzero(candidate)
         found = ransac_plane(reps[idx], cfg.plane_distance, cfg.ransac_iterations, rng)
@@ -143,20 +142,34 @@ def tabletop_mask(xyz: np.ndarray, cfg: GeometricConfig) -> np.ndarray:
             break
         normal, d, inl = found
         candidate[idx[inl]] = False
-        if abs(normal[2]) >= _HORIZONTAL_NZ and (best is None or inl.sum() > len(best[2])):
-            best = (normal if normal[2] > 0 else -normal, d if normal[2] > 0 else -d, idx[inl])
-    if best is None:
+        if inl.sum() < 3 or abs(normal[2]) < _HORIZONTAL_NZ:
+            continue
+        if normal[2] < 0:
+            normal, d = -normal, -d
+        kept = _standing_on(xyz64, reps[idx[inl]], normal, d, cfg)
+        if best_kept is None or kept.sum() > best_kept.sum():
+            best_kept = kept
+    if best_kept is None:
         return structure_mask(xyz, cfg)
-    normal, d, plane_reps = best
-    height = xyz.astype(np.float64) @ normal + d
+    return ~best_kept
+
+
+def _standing_on(xyz: np.ndarray, plane_points: np.ndarray, normal: np.ndarray, d: float,
+                 cfg: GeometricConfig) -> np.ndarray:
+    """(N,) bool: points above the plane (clearance, tabletop_height] inside its xy outline."""
+    from scipy.spatial import ConvexHull, Delaunay, QhullError
+
+    height = xyz @ normal + d
     above = (height > max(cfg.plane_distance, cfg.clearance)) & (height <= cfg.tabletop_height)
+    if not above.any():
+        return above
     try:
-        outline = reps[plane_reps, :2]
+        outline = plane_points[:, :2]
         hull = Delaunay(outline[ConvexHull(outline).vertices])  # few vertices: fast lookups
-        inside = hull.find_simplex(xyz[:, :2].astype(np.float64)) >= 0
+        above[above] = hull.find_simplex(xyz[above, :2]) >= 0
     except QhullError:  # a degenerate (collinear) outline: keep the height test only
-        inside = np.ones(n, dtype=bool)
-    return ~(above & inside)
+        pass
+    return above
 
 
 def _neighbour_offsets(reach: int) -> np.ndarray:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from typing import Mapping
 
 import numpy as np
@@ -42,8 +43,9 @@ log = logging.getLogger(__name__)
 DEFAULT_GROWTH_DEG = 0.5   # tolerance growth without a ring field (HDL-64-like beam spacing)
 _RING_FIELDS = ("ring", "channel", "laser_id", "line")
 _GRID_MAX_RANGE = 250.0    # m; the polar grid ends here (farther points: no ground estimate)
-_GROUND_SEED_BAND = 0.3    # m above a cell's lowest point: the seeds of its plane fit
+_GROUND_SEED_BAND = 0.5    # x ground_distance above a cell's lowest point: its plane's seeds
 _SLOPE_RIDGE = 0.05        # ridge weight on the slopes: few or collinear seeds give a flat plane
+_LATERAL_SECTORS = 4       # grid ground: a cell is compared with this many sectors each side
 _TOLERANCE_LEVELS = 1.5    # ratio between the tolerance levels of the neighbour search
 
 
@@ -132,13 +134,14 @@ def grid_ground(rel: np.ndarray, cfg: LidarConfig) -> tuple[np.ndarray, np.ndarr
     rel: (N, 3) float64 points relative to the sensor, z up, metres.
     Returns (ground (N,) bool, ground_z (N,) float64: the local ground height under each point).
 
-    Per cell: seeds are the points within 0.3 m of the cell's lowest point; a plane is fitted,
-    refitted on the points within ``ground_distance`` of it, and accepted when its slope is below
-    ``ground_max_slope_deg`` and its height at the cell centre exceeds the ground of the previous
-    accepted cell of the same sector (walking outwards from the sensor) by at most
-    ``ground_max_step`` plus the slope over the distance. Rejected or empty cells inherit that
-    previous ground as a level plane. Points below ``ground_distance`` above their cell's ground
-    are ground.
+    Per cell: a plane is fitted to the seeds, the points within half ``ground_distance`` of the
+    cell's lowest point (no refit on a wider band: the foot of a wall or a car side in the cell
+    would tilt the plane up towards it). Walking outwards from the sensor, a cell is accepted when
+    its plane tilts less than ``ground_max_slope_deg``, rises at most ``ground_max_step`` above
+    the plane carried from the last accepted cell of its sector (compared at the cell's inner
+    edge: hills stay continuous at any slope), and its centre is at most ``ground_max_step``
+    above the median ground of the 4 sectors each side in its ring. Rejected and empty cells use
+    the carried plane. Points less than ``ground_distance`` above their cell's plane are ground.
     """
     grid = PolarGrid(cfg.ground_cell, cfg.ground_sectors)
     n = len(rel)
@@ -148,42 +151,49 @@ def grid_ground(rel: np.ndarray, cfg: LidarConfig) -> tuple[np.ndarray, np.ndarr
     z = rel[:, 2]
     low = np.full(grid.num_cells, np.inf)
     np.minimum.at(low, cell_in[inside], z[inside])
-    seeds = inside & (z < low[cell_in] + _GROUND_SEED_BAND)
+    seeds = inside & (z < low[cell_in] + _GROUND_SEED_BAND * cfg.ground_distance)
     a, b, c, count = _cell_plane_fit(rel, cell_in, seeds.astype(np.float64), grid.num_cells)
-    near = inside & (np.abs(z - (a[cell_in] * rel[:, 0] + b[cell_in] * rel[:, 1] + c[cell_in]))
-                     < cfg.ground_distance)
-    a, b, c, count = _cell_plane_fit(rel, cell_in, near.astype(np.float64), grid.num_cells)
 
-    # Walk outwards ring by ring: each sector carries the last accepted ground height.
+    # Walk outwards ring by ring; each sector carries the plane of its last accepted cell.
     tan_slope = math.tan(math.radians(cfg.ground_max_slope_deg))
+    rings, sectors = grid.rings, grid.sectors
+    a, b, c = (v.reshape(rings, sectors) for v in (a, b, c))
+    angle = (np.arange(sectors) + 0.5) * (2 * math.pi / sectors) - math.pi
+    cos_s, sin_s = np.cos(angle), np.sin(angle)
     mid = 0.5 * (grid.edges[:-1] + grid.edges[1:])
-    angle = (np.arange(grid.sectors) + 0.5) * (2 * math.pi / grid.sectors) - math.pi
-    cx = mid[:, None] * np.cos(angle)[None, :]
-    cy = mid[:, None] * np.sin(angle)[None, :]
-    height = (a.reshape(grid.rings, grid.sectors) * cx + b.reshape(grid.rings, grid.sectors) * cy
-              + c.reshape(grid.rings, grid.sectors))
-    upright = (np.hypot(a, b) <= tan_slope).reshape(grid.rings, grid.sectors)
-    has = (count >= 3).reshape(grid.rings, grid.sectors)
-    first = has[: max(1, min(grid.rings, 8))]
-    # Start: the median ground of the innermost populated cells (the ground near the robot).
-    start_heights = height[: first.shape[0]][first & upright[: first.shape[0]]]
-    ref = np.full(grid.sectors, float(np.median(start_heights)) if start_heights.size
-                  else float(np.quantile(z, 0.05)) if n else 0.0)
-    ref_r = np.zeros(grid.sectors)
-    accepted = np.zeros((grid.rings, grid.sectors), dtype=bool)
-    level = np.empty((grid.rings, grid.sectors))
-    for k in range(grid.rings):
-        limit = ref + cfg.ground_max_step + tan_slope * (mid[k] - ref_r)
-        ok = has[k] & upright[k] & (height[k] <= limit)
-        accepted[k] = ok
-        ref = np.where(ok, height[k], ref)
-        ref_r = np.where(ok, mid[k], ref_r)
-        level[k] = ref
-    accepted = accepted.reshape(-1)
-    level = level.reshape(-1)
-    plane_z = a[cell_in] * rel[:, 0] + b[cell_in] * rel[:, 1] + c[cell_in]
-    ground_z = np.where(accepted[cell_in], plane_z, level[cell_in])
-    ground_z = np.where(inside, ground_z, level[-1] if level.size else 0.0)
+    upright = np.hypot(a, b) <= tan_slope
+    has = (count >= 3).reshape(rings, sectors)
+    centre_height = a * (mid[:, None] * cos_s) + b * (mid[:, None] * sin_s) + c
+    inner = slice(0, min(rings, 8))
+    # Start: a level plane at the median ground of the innermost populated cells.
+    start = centre_height[inner][has[inner] & upright[inner]]
+    ref_a, ref_b = np.zeros(sectors), np.zeros(sectors)
+    ref_c = np.full(sectors, float(np.median(start)) if start.size
+                    else float(np.quantile(z, 0.05)) if n else 0.0)
+    used = np.empty((3, rings, sectors))
+    for k in range(rings):
+        # Continuity at the cell's inner edge: this cell's plane may rise above the carried one
+        # by ground_max_step there. A hill stays continuous at any slope; the lowest returns of
+        # a car that fills the cell (no ground seen in front) sit a step higher.
+        ex, ey = grid.edges[k] * cos_s, grid.edges[k] * sin_s
+        rise = (a[k] * ex + b[k] * ey + c[k]) - (ref_a * ex + ref_b * ey + ref_c)
+        ok = has[k] & upright[k] & (rise <= cfg.ground_max_step)
+        # Beside an object the same ring sees the ground: a cell much higher than the median of
+        # its ring neighbours holds only an object's lowest returns.
+        candidates = np.where(ok, centre_height[k], np.nan)
+        window = np.stack([np.roll(candidates, j) for j in range(-_LATERAL_SECTORS,
+                                                                 _LATERAL_SECTORS + 1)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: no neighbours
+            lateral = np.nanmedian(window, axis=0)
+        ok &= ~(centre_height[k] > lateral + cfg.ground_max_step)
+        ref_a = np.where(ok, a[k], ref_a)
+        ref_b = np.where(ok, b[k], ref_b)
+        ref_c = np.where(ok, c[k], ref_c)
+        used[:, k] = ref_a, ref_b, ref_c
+    used = used.reshape(3, -1)
+    ground_z = used[0, cell_in] * rel[:, 0] + used[1, cell_in] * rel[:, 1] + used[2, cell_in]
+    ground_z = np.where(inside, ground_z, float(np.median(ref_c)))
     ground = inside & (z - ground_z < cfg.ground_distance)
     return ground, ground_z
 
@@ -307,12 +317,30 @@ def range_adaptive_components(centres: np.ndarray, ranges: np.ndarray,
     return labels.astype(np.int64)
 
 
-def _voxel_ids(xyz: np.ndarray, voxel: float) -> tuple[np.ndarray, int]:
-    """(N,) voxel index per point (numbered by sorted key) and the voxel count."""
-    q = np.floor(xyz / voxel).astype(np.int64)
+def join_tolerance(ranges: np.ndarray, cfg: LidarConfig, growth_deg: float) -> np.ndarray:
+    """Join distance (m) at each range: max(cluster_tolerance, 2 x range x tan(growth)), capped
+    at cluster_tolerance + max_reach x voxel_size."""
+    tol = np.maximum(cfg.cluster_tolerance, 2.0 * ranges * math.tan(math.radians(growth_deg)))
+    return np.minimum(tol, cfg.cluster_tolerance + cfg.max_reach * cfg.voxel_size)
+
+
+def adaptive_voxel_ids(pts: np.ndarray, tolerance: np.ndarray, voxel: float,
+                       floor_tolerance: float) -> tuple[np.ndarray, int]:
+    """(N,) voxel index per point and the voxel count, on grids that coarsen with range.
+
+    Points are put into tolerance levels 1.5x apart; level l uses voxels of
+    max(voxel, its tolerance x voxel / floor_tolerance), so a far surface, joined with a large
+    radius anyway, holds as few voxels per radius as a near one (a constant neighbour count keeps
+    the radius search cheap). The level is part of the key: voxels of different levels stay apart.
+    """
+    ratio = voxel / floor_tolerance
+    level = np.floor(np.log(np.maximum(tolerance / floor_tolerance, 1.0))
+                     / math.log(_TOLERANCE_LEVELS) + 1e-9).astype(np.int64)
+    size = np.maximum(voxel, floor_tolerance * _TOLERANCE_LEVELS ** level * ratio)
+    q = np.floor(pts / size[:, None]).astype(np.int64)
     q -= q.min(axis=0)
     dims = q.max(axis=0) + 1
-    keys = (q[:, 0] * dims[1] + q[:, 1]) * dims[2] + q[:, 2]
+    keys = ((level * dims[0] + q[:, 0]) * dims[1] + q[:, 1]) * dims[2] + q[:, 2]
     _, inverse = np.unique(keys, return_inverse=True)
     inverse = inverse.reshape(-1)
     return inverse, int(inverse.max()) + 1 if inverse.size else 0
@@ -403,15 +431,15 @@ class LidarSegmenter:
         timing["voxelize"] = timing["clusters"] = 0.0
         if len(rest):
             pts = rel[rest]
-            vox, m = _voxel_ids(pts, cfg.voxel_size)
+            vox, m = adaptive_voxel_ids(
+                pts, join_tolerance(np.linalg.norm(pts, axis=1), cfg, growth), cfg.voxel_size,
+                cfg.cluster_tolerance)
             counts = np.bincount(vox, minlength=m)
             centres = np.stack([np.bincount(vox, pts[:, d], m) for d in range(3)], 1) / counts[:, None]
             t2 = time.perf_counter()
             timing["voxelize"] = (t2 - t1) * 1e3
             ranges = np.linalg.norm(centres, axis=1)
-            tol = np.maximum(cfg.cluster_tolerance,
-                             2.0 * ranges * math.tan(math.radians(growth)))
-            tol = np.minimum(tol, cfg.max_reach * cfg.voxel_size + cfg.cluster_tolerance)
+            tol = join_tolerance(ranges, cfg, growth)
             labels = range_adaptive_components(centres, ranges, tol)[vox]
             t3 = time.perf_counter()
             timing["clusters"] = (t3 - t2) * 1e3

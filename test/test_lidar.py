@@ -1,0 +1,330 @@
+"""The LiDAR method (ground segmentation, range-adaptive clusters, filters), the table-top mode,
+the gravity options and the presets, on ray-cast scans built here with known answers and on the
+real nebula frames when ../shared/data/real is present."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ros2_inst3d.cli import main
+from ros2_inst3d.config import ConfigError, LidarConfig, load_config
+from ros2_inst3d.gravity import (
+    gravity_transform,
+    level_matrix,
+    parse_transform,
+    parse_up_axis,
+    up_axis_matrix,
+)
+from ros2_inst3d.io import read_cloud
+from ros2_inst3d.model.lidar import (
+    LidarSegmenter,
+    beam_spacing_deg,
+    grid_ground,
+    patchworkpp_available,
+    range_adaptive_components,
+)
+from ros2_inst3d.segmenter import Segmenter
+from ros2_inst3d.transforms import apply_transform
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = ("lidar_outdoor", "lidar_indoor", "tabletop", "segment")
+GROUND_METHODS = ["grid"] + (["patchworkpp"] if patchworkpp_available() else [])
+SENSOR_HEIGHT = 1.7
+
+
+def spinning_scan(boxes, beams=32, vfov=(-16.0, 15.0), steps=1800, max_range=80.0, seed=0):
+    """Ray-cast one spinning-LiDAR revolution from (0, 0, 0) over flat ground at z = -1.7 and
+    axis-aligned boxes ((centre, size) in metres). Returns xyz (N, 3) float32, the hit box per
+    point (-1 = ground) and the ring (beam index) per point; 1 cm range noise."""
+    rng = np.random.default_rng(seed)
+    elev = np.radians(np.linspace(vfov[0], vfov[1], beams))
+    azim = np.linspace(-math.pi, math.pi, steps, endpoint=False)
+    el, az = np.meshgrid(elev, azim, indexing="ij")
+    d = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], -1).reshape(-1, 3)
+    ring = np.repeat(np.arange(beams), steps)
+    t_best = np.full(len(d), np.inf)
+    hit = np.full(len(d), -2)
+    down = d[:, 2] < -1e-6
+    t_ground = np.where(down, -SENSOR_HEIGHT / np.where(down, d[:, 2], -1.0), np.inf)
+    better = t_ground < t_best
+    t_best[better], hit[better] = t_ground[better], -1
+    for k, (centre, size) in enumerate(boxes):
+        lo = np.asarray(centre) - np.asarray(size) / 2
+        hi = np.asarray(centre) + np.asarray(size) / 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t1, t2 = lo / d, hi / d
+        t_near = np.nanmax(np.minimum(t1, t2), axis=1)
+        t_far = np.nanmin(np.maximum(t1, t2), axis=1)
+        ok = (t_near <= t_far) & (t_near > 0) & (t_near < t_best)
+        t_best[ok], hit[ok] = t_near[ok], k
+    valid = t_best < max_range
+    t = t_best[valid] + rng.normal(0, 0.01, valid.sum())
+    return (d[valid] * t[:, None]).astype(np.float32), hit[valid], ring[valid]
+
+
+def street(z=-SENSOR_HEIGHT):
+    """A car at 6 m, a person at 12 m, a car at 25 m, a long wall at 20 m, a lamp post at 9 m."""
+    def standing(x, y, size):
+        return ((x, y, z + size[2] / 2), size)
+
+    return [standing(6.0, -3.0, (4.2, 1.8, 1.5)), standing(-12.0, 2.0, (0.5, 0.5, 1.8)),
+            standing(3.0, 25.0, (1.8, 4.5, 1.5)), standing(-5.0, -20.0, (30.0, 0.3, 3.0)),
+            standing(-3.0, 9.0, (0.2, 0.2, 3.5))]
+
+
+def best_iou(indices, mask):
+    return max((np.count_nonzero(mask[ix]) / (mask.sum() + len(ix) - np.count_nonzero(mask[ix]))
+                for ix in indices), default=0.0)
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return spinning_scan(street())
+
+
+@pytest.mark.parametrize("method", GROUND_METHODS)
+def test_ground_methods_separate_ground_from_objects(scan, method):
+    xyz, hit, _ = scan
+    cfg = LidarConfig(ground=method)
+    rel = xyz.astype(np.float64)
+    if method == "grid":
+        ground, ground_z = grid_ground(rel, cfg)
+        # the local ground height it reports is the plane the scan was cast on
+        assert np.median(np.abs(ground_z[hit == -1] + SENSOR_HEIGHT)) < 0.05
+    else:
+        from ros2_inst3d.model.lidar import patchworkpp_ground
+
+        ground = patchworkpp_ground(rel, None, cfg)
+    is_ground = hit == -1
+    recall = (ground & is_ground).sum() / is_ground.sum()
+    # object points more than 0.45 m up are never ground: lower ones are within th_dist of a
+    # ground plane fitted in a cell the object fills (its foot looks like ground there)
+    raised = (hit >= 0) & (xyz[:, 2] > -SENSOR_HEIGHT + 0.45)
+    assert recall > 0.95 and ground[raised].mean() < 0.03, (method, recall, ground[raised].mean())
+
+
+@pytest.mark.parametrize("method", GROUND_METHODS)
+def test_objects_found_whole_and_structure_dropped(scan, method):
+    xyz, hit, ring = scan
+    cfg = load_config(ROOT / "config" / "lidar_outdoor.yaml", {"lidar.ground": method})
+    inst = Segmenter(cfg).segment(xyz, None, fields={"ring": ring})
+    above_ground = xyz[:, 2] > -SENSOR_HEIGHT + cfg.lidar.ground_distance
+    for k in (0, 1, 2, 4):  # two cars, a person, a lamp post
+        assert best_iou(inst.indices, (hit == k) & above_ground) > 0.8, (method, k)
+    # the 30 m wall is longer than lidar.max_length: no instance is mostly wall
+    for ix in inst.indices:
+        assert np.mean(hit[ix] == 3) < 0.5
+    assert inst.num_instances <= 6
+
+
+def test_range_adaptive_tolerance_keeps_far_objects_whole():
+    # 16 beams 2 deg apart (VLP-16): at 25 m the rings on a car are 0.87 m apart
+    car = [((0.0, 25.0, -SENSOR_HEIGHT + 0.75), (4.5, 1.8, 1.5))]
+    xyz, hit, ring = spinning_scan(car, beams=16, vfov=(-15.0, 15.0))
+    cfg = LidarConfig(ground="grid", min_height=0.0, max_reach=8, min_cluster_points=5)
+    adaptive = LidarSegmenter(cfg).predict_points(xyz, fields={"ring": ring})
+    fixed = LidarSegmenter(LidarConfig(ground="grid", min_height=0.0, min_cluster_points=5,
+                                       tolerance_growth_deg=0.01)).predict_points(xyz)
+    car_mask = hit == 0
+    assert best_iou(adaptive.indices, car_mask) > 0.9
+    assert best_iou(fixed.indices, car_mask) < 0.6  # a fixed 0.3 m radius breaks it into rings
+
+
+def test_beam_spacing_from_ring_field():
+    xyz, _, ring = spinning_scan([], beams=16, vfov=(-15.0, 15.0))
+    assert beam_spacing_deg(xyz.astype(np.float64), ring) == pytest.approx(2.0, abs=0.05)
+    assert beam_spacing_deg(xyz.astype(np.float64), np.zeros(len(xyz))) is None
+
+
+def test_range_adaptive_components_joins_by_the_larger_tolerance():
+    centres = np.array([[0.0, 0, 0], [0.25, 0, 0], [0.9, 0, 0], [40.0, 0, 0], [40.8, 0, 0],
+                        [42.0, 0, 0]])
+    ranges = np.linalg.norm(centres, axis=1)
+    tol = np.array([0.3, 0.3, 0.3, 1.0, 1.0, 1.0])
+    labels = range_adaptive_components(centres, ranges, tol)
+    assert labels[0] == labels[1] != labels[2]          # 0.65 m > 0.3 m near the sensor
+    assert labels[3] == labels[4] != labels[5]          # 0.8 m < 1.0 m far away, 1.2 m is not
+    assert len(set(labels.tolist())) == 4
+    assert range_adaptive_components(np.zeros((0, 3)), np.zeros(0), np.zeros(0)).size == 0
+
+
+def test_generated_lidar_room_gives_objects():
+    from ros2_inst3d.data.synthetic import SceneParams, generate_scene
+
+    scene = generate_scene(3, SceneParams(sensor="lidar", max_poses=4, room_size=(5.0, 7.0)))
+    cfg = load_config(ROOT / "config" / "lidar_indoor.yaml",
+                      {"lidar.ground": "grid", "lidar.origin": [float(v) for v in
+                                                                 scene.xyz.mean(axis=0)]})
+    inst = Segmenter(cfg).segment(scene.xyz)
+    objects = [scene.instance == k for k in np.unique(scene.instance[scene.instance >= 0])
+               if (scene.instance == k).sum() >= 100]
+    assert objects and inst.num_instances > 0
+    matched = sum(best_iou(inst.indices, m) >= 0.25 for m in objects)
+    assert matched >= 0.3 * len(objects), (matched, len(objects))
+    floor = scene.semantic == 1
+    assert all(np.mean(floor[ix]) < 0.5 for ix in inst.indices)
+
+
+def test_unknown_ground_method_and_missing_patchwork_are_config_errors(monkeypatch):
+    with pytest.raises(ConfigError, match="lidar.ground"):
+        load_config(None, {"lidar.ground": "ransac"})
+    import ros2_inst3d.model.lidar as lidar
+
+    monkeypatch.setattr(lidar, "patchworkpp_available", lambda: False)
+    assert lidar.resolve_ground_method("auto") == "grid"
+    with pytest.raises(ConfigError, match="pip install pypatchworkpp"):
+        lidar.resolve_ground_method("patchworkpp")
+
+
+# ------------------------------------------------------------------------------------------
+# table-top mode of the geometric method
+
+
+TABLE_Z = 0.75
+
+
+def tabletop_scene(seed=0):
+    """A 1.2 x 0.8 m table top at 0.75 m on a floor, three objects on it (one 4 cm from
+    another), a chair-like box beside the table on the floor."""
+    rng = np.random.default_rng(seed)
+
+    def plane(xr, yr, z, n):
+        return np.column_stack([rng.uniform(*xr, n), rng.uniform(*yr, n), np.full(n, z)])
+
+    def box(c, s, n):
+        p = rng.uniform(-0.5, 0.5, (n, 3))
+        ax = rng.integers(0, 3, n)
+        p[np.arange(n), ax] = rng.choice([-0.5, 0.5], n)
+        return p * np.asarray(s) + np.asarray(c)
+
+    parts = [plane((-2, 2), (-2, 2), 0.0, 20000), plane((-0.6, 0.6), (-0.4, 0.4), TABLE_Z, 15000),
+             box((-0.3, 0.0, 0.85), (0.1, 0.1, 0.2), 1500), box((-0.14, 0.0, 0.80), (0.08, 0.15, 0.1), 1500),
+             box((0.3, 0.2, 0.9), (0.12, 0.12, 0.3), 1500), box((1.2, 0.0, 0.4), (0.5, 0.5, 0.8), 3000)]
+    label = np.concatenate([np.full(len(p), k - 2) for k, p in enumerate(parts)])
+    xyz = np.concatenate(parts).astype(np.float32)
+    return xyz + rng.normal(0, 0.002, xyz.shape).astype(np.float32), label
+
+
+def test_tabletop_preset_keeps_only_objects_on_the_table():
+    xyz, label = tabletop_scene()
+    inst = Segmenter(load_config(ROOT / "config" / "tabletop.yaml")).segment(xyz)
+    standing = xyz[:, 2] > TABLE_Z + 0.02  # the bottom faces and feet go with the table plane
+    for k in (0, 1, 2):
+        assert best_iou(inst.indices, (label == k) & standing) > 0.9, k
+    assert inst.num_instances == 3  # not the table, not the floor, not the box beside the table
+
+
+def test_tabletop_in_a_camera_frame_needs_up_and_level(tmp_path):
+    xyz, label = tabletop_scene(1)
+    # a camera optical frame looking down at 35 deg: y down, z forward
+    tilt = np.radians(35.0)
+    body_to_optical = np.array([[0, -1, 0], [0, 0, -1], [1, 0, 0]], float)
+    pitch = np.array([[math.cos(tilt), 0, math.sin(tilt)], [0, 1, 0],
+                      [-math.sin(tilt), 0, math.cos(tilt)]])
+    cam = ((xyz - [-1.0, 0.0, 1.4]) @ pitch @ body_to_optical.T).astype(np.float32)
+    cfg = load_config(ROOT / "config" / "tabletop.yaml")
+    m = gravity_transform(cam, up="-y", level=True)
+    levelled = apply_transform(m, cam)
+    inst = Segmenter(cfg).segment(levelled)
+    standing = xyz[:, 2] > TABLE_Z + 0.02
+    for k in (0, 1, 2):
+        assert best_iou(inst.indices, (label == k) & standing) > 0.9, k
+    # levelled, the table top is horizontal; with the up axis alone it is still tilted 35 deg
+    assert np.std(levelled[label == -1][:, 2]) < 0.01
+    upright_only = apply_transform(gravity_transform(cam, up="-y"), cam)
+    assert np.std(upright_only[label == -1][:, 2]) > 0.1
+    # the CLI does the same with --up -y --level
+    np.save(tmp_path / "cam.npy", cam)
+    assert main(["segment", str(tmp_path / "cam.npy"), "-c", str(ROOT / "config" / "tabletop.yaml"),
+                 "-o", str(tmp_path), "--up", "-y", "--level"]) == 0
+    labels = np.load(tmp_path / "cam.labels.npz")["instance"]
+    assert len(np.unique(labels[labels >= 0])) == 3
+
+
+# ------------------------------------------------------------------------------------------
+# gravity helpers
+
+
+def test_up_axis_and_transform_parsing():
+    np.testing.assert_allclose(up_axis_matrix("-y")[:3, :3] @ [0, -1, 0], [0, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(up_axis_matrix("x")[:3, :3] @ [1, 0, 0], [0, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(up_axis_matrix("-z")[:3, :3] @ [0, 0, -1], [0, 0, 1], atol=1e-12)
+    assert np.allclose(up_axis_matrix("z"), np.eye(4))
+    for bad in ("w", "--y", "", "xy"):
+        with pytest.raises(ValueError, match="--up"):
+            parse_up_axis(bad)
+    m = parse_transform("1,2,3, 0,0,0.7071068,0.7071068")
+    np.testing.assert_allclose(m[:3, 3], [1, 2, 3])
+    np.testing.assert_allclose(m[:3, :3] @ [1, 0, 0], [0, 1, 0], atol=1e-6)
+    eye = " ".join(str(v) for v in np.eye(4).ravel())
+    assert np.allclose(parse_transform(eye), np.eye(4))
+    with pytest.raises(ValueError, match="16 numbers"):
+        parse_transform("1 2 3")
+    with pytest.raises(ValueError, match="not a rotation"):
+        parse_transform(" ".join(str(v) for v in np.diag([2.0, 1.0, 1.0, 1.0]).ravel()))
+    with pytest.raises(ValueError, match="numbers"):
+        parse_transform("a,b")
+
+
+def test_level_matrix_makes_a_tilted_floor_horizontal():
+    rng = np.random.default_rng(0)
+    floor = np.column_stack([rng.uniform(-3, 3, 5000), rng.uniform(-3, 3, 5000), np.zeros(5000)])
+    tilt = np.radians(12.0)
+    r = np.array([[1, 0, 0], [0, math.cos(tilt), -math.sin(tilt)], [0, math.sin(tilt), math.cos(tilt)]])
+    levelled = apply_transform(level_matrix(floor @ r.T), floor @ r.T)
+    assert np.ptp(levelled[:, 2]) < 0.01
+    # a wall alone is not levelled onto
+    wall = floor[:, [2, 0, 1]]
+    assert np.allclose(level_matrix(wall), np.eye(4))
+
+
+def test_cli_rejects_bad_up_axis(tmp_path, capsys):
+    np.save(tmp_path / "c.npy", np.zeros((10, 3), np.float32))
+    assert main(["segment", str(tmp_path / "c.npy"), "--model", "lidar", "--up", "q",
+                 "-o", str(tmp_path)]) == 2
+    assert "--up must be one of" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------
+# presets
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_load(preset):
+    cfg = load_config(ROOT / "config" / f"{preset}.yaml")
+    assert cfg.model.name in ("lidar", "geometric", "softgroup")
+
+
+# ------------------------------------------------------------------------------------------
+# real frames (nebula, Apache-2.0) from ../shared/data/real when present
+
+
+def _real_dir() -> Path:
+    env = os.environ.get("ROS2_INST3D_REAL_DATA")
+    return Path(env) if env else ROOT.parent / "shared" / "data" / "real"
+
+
+NEBULA = sorted((_real_dir() / "nebula").glob("*.pcd"))
+
+
+@pytest.mark.skipif(not NEBULA, reason="no ../shared/data/real/nebula frames here")
+@pytest.mark.parametrize("path", NEBULA, ids=lambda p: p.name.split("_1")[0])
+def test_nebula_frames_give_plausible_instances(path):
+    preset = "lidar_outdoor" if "vls128" in path.name else "lidar_indoor"
+    cloud = read_cloud(path)
+    fields = {"intensity": cloud.intensity} if cloud.intensity is not None else {}
+    if "channel" in cloud.extra:
+        fields["channel"] = cloud.extra["channel"]
+    inst = Segmenter(load_config(ROOT / "config" / f"{preset}.yaml")).segment(cloud.xyz, None,
+                                                                              fields=fields)
+    assert 1 <= inst.num_instances <= 200
+    cfg = load_config(ROOT / "config" / f"{preset}.yaml").lidar
+    for k in range(inst.num_instances):
+        size = inst.obb(k).size
+        assert max(size[0], size[1]) <= cfg.max_length + 1e-3
+        assert size[2] <= cfg.max_height + 1e-3
