@@ -135,7 +135,7 @@ def _png(path: Path, inst, title: str) -> None:
                          boxes=[inst.obb(k) for k in range(inst.num_instances)])
 
 
-def bench_mosd(data: Path, out: Path) -> dict:
+def bench_mosd(data: Path, out: Path, overrides: dict | None = None) -> dict:
     from ros2_inst3d.classes import IGNORE_LABEL, OTHERFURNITURE, SCANNET20_CLASSES
     from ros2_inst3d.evaluation import Prediction, evaluate
 
@@ -143,7 +143,7 @@ def bench_mosd(data: Path, out: Path) -> dict:
     if not files:
         print(f"skip mOSD: no {data / 'mosd'}/test*.pcd")
         return {}
-    cfg = load_config(ROOT / "config" / "tabletop.yaml")
+    cfg = load_config(ROOT / "config" / "tabletop.yaml", overrides)
     segmenter = Segmenter(cfg)
     pairs: dict[str, list] = {"objects": [], "parts": []}
     per_scene = []

@@ -127,6 +127,13 @@ class GeometricConfig:
         4.0, "Clusters larger than this (largest side) are discarded as structure.", low=0.0,
         unit="m")
     seed: int = param(0, "Seed of the RANSAC sampler (results are deterministic).", low=0)
+    concave_angle_deg: float = param(
+        0.0, "Cut clusters at concave creases sharper than this (LCCP-style convexity test on "
+        "voxel normals): splits objects that touch or stand on each other; 0 disables it "
+        "(plain connectivity).", low=0.0, high=90.0, unit="deg")
+    viewpoint: list[float] = param(
+        [0.0, 0.0, 0.0], "Sensor position the voxel normals are turned towards (the "
+        "convexity test needs outward normals).", unit="m")
     tabletop: bool = param(
         False, "Table-top mode: remove the largest horizontal plane (the supporting surface) and "
         "keep only what stands on it, inside its outline and up to `tabletop_height` above it.")

@@ -328,3 +328,41 @@ def test_nebula_frames_give_plausible_instances(path):
         size = inst.obb(k).size
         assert max(size[0], size[1]) <= cfg.max_length + 1e-3
         assert size[2] <= cfg.max_height + 1e-3
+
+
+def test_convex_components_cut_touching_objects_at_concave_creases():
+    from ros2_inst3d.model.geometric import convex_components
+    from ros2_inst3d.voxelize import voxel_mean, voxelize
+
+    rng = np.random.default_rng(0)
+
+    def visible_box(lo, hi, n, front_from=None):
+        """Top and front (-x) face of an axis-aligned box as seen from the viewpoint (-x, +z);
+        the front face only from height ``front_from`` up (below, something hides it)."""
+        lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+        top = np.column_stack([rng.uniform(lo[0], hi[0], n), rng.uniform(lo[1], hi[1], n),
+                               np.full(n, hi[2])])
+        front = np.column_stack([np.full(n, lo[0]), rng.uniform(lo[1], hi[1], n),
+                                 rng.uniform(lo[2] if front_from is None else front_from,
+                                             hi[2], n)])
+        return np.concatenate([top, front])
+
+    # a short box pressed against a taller one: the crease between the short top and the
+    # visible part of the tall front face is concave
+    short = visible_box((0.0, 0.0, 0.0), (0.1, 0.1, 0.08), 3000)
+    tall = visible_box((0.1, 0.0, 0.0), (0.2, 0.1, 0.2), 3000, front_from=0.08)
+    xyz = np.concatenate([short, tall])
+    truth = np.repeat([0, 1], [len(short), len(tall)])
+    grid = voxelize(xyz, 0.01)
+    centres = voxel_mean(grid, xyz)
+    labels = convex_components(centres, 0.0175, 10.0, viewpoint=(-1.0, 0.05, 1.0))
+    point_labels = labels[grid.point_to_voxel]
+    for k in (0, 1):  # each box is (mostly) one component of its own
+        values, counts = np.unique(point_labels[truth == k], return_counts=True)
+        main = values[np.argmax(counts)]
+        assert counts.max() > 0.9 * (truth == k).sum()
+        assert np.mean(truth[point_labels == main] == k) > 0.95
+    # plain connectivity joins them
+    from ros2_inst3d.model.geometric import voxel_components
+
+    assert len(np.unique(voxel_components(grid.coords, 1))) == 1

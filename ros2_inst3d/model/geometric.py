@@ -172,6 +172,45 @@ def _standing_on(xyz: np.ndarray, plane_points: np.ndarray, normal: np.ndarray, 
     return above
 
 
+_NORMAL_NEIGHBOURS = 12  # voxel centroids per normal estimate
+
+
+def convex_components(centres: np.ndarray, radius: float, concave_angle_deg: float,
+                      viewpoint) -> np.ndarray:
+    """Connected components of voxel centroids joined across convex or flat edges only.
+
+    centres: (M, 3) float64; two centroids closer than ``radius`` are neighbours. The edge is
+    kept when the surface bends outwards there (LCCP's convexity test, Stein et al. CVPR 2014:
+    (n_i - n_j) . (p_i - p_j) > 0 with normals facing the ``viewpoint``) or when the normals
+    differ by less than ``concave_angle_deg``; the concave creases where two objects touch, or
+    where an object stands on another, are cut. Returns (M,) int64 component ids.
+    """
+    from scipy.spatial import cKDTree
+
+    m = len(centres)
+    if m == 0:
+        return np.zeros(0, dtype=np.int64)
+    tree = cKDTree(centres)
+    k = min(_NORMAL_NEIGHBOURS, m)
+    _, nbr = tree.query(centres, k=k)
+    nbr = nbr.reshape(m, k)
+    local = centres[nbr] - centres[nbr].mean(axis=1, keepdims=True)
+    _, vecs = np.linalg.eigh(np.einsum("mki,mkj->mij", local, local))
+    normals = vecs[:, :, 0]
+    flip = np.einsum("ij,ij->i", normals, np.asarray(viewpoint, np.float64) - centres) < 0
+    normals[flip] *= -1
+    pairs = tree.query_pairs(radius, output_type="ndarray")
+    i, j = pairs[:, 0], pairs[:, 1]
+    convex = np.einsum("ij,ij->i", normals[i] - normals[j], centres[i] - centres[j]) > 0
+    flat = np.einsum("ij,ij->i", normals[i], normals[j]) > np.cos(np.radians(concave_angle_deg))
+    keep = convex | flat
+    r = np.concatenate([np.arange(m), i[keep]])
+    c = np.concatenate([np.arange(m), j[keep]])
+    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(m, m))
+    _, labels = connected_components(graph, directed=False)
+    return labels.astype(np.int64)
+
+
 def _neighbour_offsets(reach: int) -> np.ndarray:
     """Half of the (2r+1)^3 - 1 cell offsets: each undirected voxel edge is generated once."""
     r = np.arange(-reach, reach + 1)
@@ -228,7 +267,13 @@ class GeometricSegmenter:
         indices: list[np.ndarray] = []
         if len(rest):
             grid = voxelize(xyz[rest], cfg.voxel_size)
-            comp = voxel_components(grid.coords, cfg.connectivity)[grid.point_to_voxel]
+            if cfg.concave_angle_deg > 0:
+                centres = voxel_mean(grid, xyz[rest].astype(np.float64))
+                comp = convex_components(centres, cfg.voxel_size * (cfg.connectivity + 0.75),
+                                         cfg.concave_angle_deg, cfg.viewpoint)
+            else:
+                comp = voxel_components(grid.coords, cfg.connectivity)
+            comp = comp[grid.point_to_voxel]
             order = np.argsort(comp, kind="stable")
             bounds = np.flatnonzero(np.diff(comp[order])) + 1
             for members in np.split(rest[order], bounds):
