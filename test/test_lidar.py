@@ -186,6 +186,9 @@ def test_unknown_ground_method_and_missing_patchwork_are_config_errors(monkeypat
 
 
 TABLE_Z = 0.75
+# The boxes here are sampled on all six faces, which no scan sees; the convexity cut (built for
+# the visible surfaces, see test_convex_components_...) would chip their hidden faces off.
+CLOSED_BOXES = {"geometric.concave_angle_deg": 0.0}
 
 
 def tabletop_scene(seed=0):
@@ -212,7 +215,7 @@ def tabletop_scene(seed=0):
 
 def test_tabletop_preset_keeps_only_objects_on_the_table():
     xyz, label = tabletop_scene()
-    inst = Segmenter(load_config(ROOT / "config" / "tabletop.yaml")).segment(xyz)
+    inst = Segmenter(load_config(ROOT / "config" / "tabletop.yaml", CLOSED_BOXES)).segment(xyz)
     standing = xyz[:, 2] > TABLE_Z + 0.02  # the bottom faces and feet go with the table plane
     for k in (0, 1, 2):
         assert best_iou(inst.indices, (label == k) & standing) > 0.9, k
@@ -227,7 +230,7 @@ def test_tabletop_in_a_camera_frame_needs_up_and_level(tmp_path):
     pitch = np.array([[math.cos(tilt), 0, math.sin(tilt)], [0, 1, 0],
                       [-math.sin(tilt), 0, math.cos(tilt)]])
     cam = ((xyz - [-1.0, 0.0, 1.4]) @ pitch @ body_to_optical.T).astype(np.float32)
-    cfg = load_config(ROOT / "config" / "tabletop.yaml")
+    cfg = load_config(ROOT / "config" / "tabletop.yaml", CLOSED_BOXES)
     m = gravity_transform(cam, up="-y", level=True)
     levelled = apply_transform(m, cam)
     inst = Segmenter(cfg).segment(levelled)
@@ -241,9 +244,11 @@ def test_tabletop_in_a_camera_frame_needs_up_and_level(tmp_path):
     # the CLI does the same with --up -y --level
     np.save(tmp_path / "cam.npy", cam)
     assert main(["segment", str(tmp_path / "cam.npy"), "-c", str(ROOT / "config" / "tabletop.yaml"),
-                 "-o", str(tmp_path), "--up", "-y", "--level"]) == 0
+                 "-o", str(tmp_path), "--up", "-y", "--level"]) == 0  # convexity cut on
     labels = np.load(tmp_path / "cam.labels.npz")["instance"]
-    assert len(np.unique(labels[labels >= 0])) == 3
+    found = [np.flatnonzero(labels == i) for i in np.unique(labels[labels >= 0])]
+    for k in (0, 1, 2):
+        assert best_iou(found, (label == k) & standing) > 0.8, k
 
 
 # ------------------------------------------------------------------------------------------
