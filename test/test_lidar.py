@@ -243,8 +243,12 @@ def test_tabletop_in_a_camera_frame_needs_up_and_level(tmp_path):
     assert np.std(upright_only[label == -1][:, 2]) > 0.1
     # the CLI does the same with --up -y --level
     np.save(tmp_path / "cam.npy", cam)
-    assert main(["segment", str(tmp_path / "cam.npy"), "-c", str(ROOT / "config" / "tabletop.yaml"),
-                 "-o", str(tmp_path), "--up", "-y", "--level"]) == 0  # convexity cut on
+    preset = (ROOT / "config" / "tabletop.yaml").read_text()
+    assert "concave_angle_deg: 10.0" in preset
+    (tmp_path / "closed.yaml").write_text(preset.replace("concave_angle_deg: 10.0",
+                                                         "concave_angle_deg: 0.0"))
+    assert main(["segment", str(tmp_path / "cam.npy"), "-c", str(tmp_path / "closed.yaml"),
+                 "-o", str(tmp_path), "--up", "-y", "--level"]) == 0
     labels = np.load(tmp_path / "cam.labels.npz")["instance"]
     found = [np.flatnonzero(labels == i) for i in np.unique(labels[labels >= 0])]
     for k in (0, 1, 2):
