@@ -22,6 +22,9 @@ class BuildWithData(build_py):
 
 
 SPCONV = "spconv{suffix}>=2.3.6"
+# Patchwork++ ground segmentation for model.name lidar (lidar.ground auto/patchworkpp); without
+# it `auto` falls back to the built-in polar-grid fit.
+PATCHWORK = "pypatchworkpp>=1.4"
 
 setup(
     name="ros2_inst3d",
@@ -51,7 +54,9 @@ setup(
         "cu121": [SPCONV.format(suffix="-cu121")],
         "cu124": [SPCONV.format(suffix="-cu124")],
         "cu126": [SPCONV.format(suffix="-cu126")],
-        "dev": [SPCONV.format(suffix=""), "pytest>=7", "hypothesis>=6.80", "pytest-benchmark>=4"],
+        "lidar": [PATCHWORK],
+        "dev": [SPCONV.format(suffix=""), PATCHWORK, "pytest>=7", "hypothesis>=6.80",
+                "pytest-benchmark>=4"],
     },
     entry_points={"console_scripts": ["ros2-inst3d = ros2_inst3d.cli:main",
                                       "segment_node = ros2_inst3d.node:main"]},

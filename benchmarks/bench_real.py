@@ -83,7 +83,7 @@ def kitti_scores(inst, label: np.ndarray) -> dict:
                         "points": int(count), "best_iou": round(best, 3)})
     majority = [int(np.bincount(semantic[ix]).argmax()) for ix in inst.indices]
     junk = sum(m in KITTI_JUNK for m in majority)
-    return {"objects": len(objects), "matched": sum(o["best_iou"] >= 0.5 for o in objects),
+    return {"objects": len(objects), "matched": int(sum(o["best_iou"] >= 0.5 for o in objects)),
             "instances": inst.num_instances, "junk": junk,
             "junk_fraction": round(junk / max(1, inst.num_instances), 3),
             "per_object": objects,
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"done in {time.perf_counter() - t0:.1f} s")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
+        args.json.write_text(json.dumps(report, indent=1, default=lambda o: o.item()))
         print(f"wrote {args.json}")
     return 0
 

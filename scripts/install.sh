@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs ros2_inst3d and everything it needs on a fresh Debian 12 / Python 3.11 machine:
 # the shared libraries open3d's wheel links (libusb, GL, OpenMP), the CPU build of torch, then this
-# package in editable mode with its dev extras (spconv CPU wheel, pytest, hypothesis).
+# package in editable mode with its dev extras (spconv CPU wheel, pypatchworkpp, pytest,
+# hypothesis).
 # GPU hosts: afterwards `pip install -e .[cu121]` (or cu118/cu124/cu126) for the CUDA spconv wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
