@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ros2_inst3d.cli import main
+from ros2_inst3d.cli import cloud_fields, main
 from ros2_inst3d.config import ConfigError, LidarConfig, load_config
 from ros2_inst3d.gravity import (
     gravity_transform,
@@ -326,11 +326,8 @@ NEBULA = sorted((_real_dir() / "nebula").glob("*.pcd"))
 def test_nebula_frames_give_plausible_instances(path):
     preset = "lidar_outdoor" if "vls128" in path.name else "lidar_indoor"
     cloud = read_cloud(path)
-    fields = {"intensity": cloud.intensity} if cloud.intensity is not None else {}
-    if "channel" in cloud.extra:
-        fields["channel"] = cloud.extra["channel"]
-    inst = Segmenter(load_config(ROOT / "config" / f"{preset}.yaml")).segment(cloud.xyz, None,
-                                                                              fields=fields)
+    inst = Segmenter(load_config(ROOT / "config" / f"{preset}.yaml")).segment(
+        cloud.xyz, None, fields=cloud_fields(cloud))
     assert 1 <= inst.num_instances <= 200
     cfg = load_config(ROOT / "config" / f"{preset}.yaml").lidar
     for k in range(inst.num_instances):

@@ -22,7 +22,6 @@ Everything is vectorised numpy/scipy; ``timing_ms`` reports ``ground``, ``voxeli
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from typing import Mapping
@@ -36,10 +35,8 @@ from ..classes import OTHERFURNITURE
 from ..config import ConfigError, LidarConfig
 from .proposals import Proposals
 
-log = logging.getLogger(__name__)
-
 DEFAULT_GROWTH_DEG = 0.5   # tolerance growth without a ring field (HDL-64-like beam spacing)
-_RING_FIELDS = ("ring", "channel", "laser_id", "line")
+RING_FIELDS = ("ring", "channel", "laser_id", "line")  # beam index field names of common drivers
 _GRID_MAX_RANGE = 250.0    # m; the polar grid ends here (farther points: no ground estimate)
 _GROUND_SEED_BAND = 0.5    # x ground_distance above a cell's lowest point: its plane's seeds
 _SLOPE_RIDGE = 0.05        # ridge weight on the slopes: few or collinear seeds give a flat plane
@@ -428,7 +425,7 @@ class LidarSegmenter:
         rest = np.flatnonzero(~ground)
         growth = cfg.tolerance_growth_deg
         if growth <= 0:
-            ring = next((fields[k] for k in _RING_FIELDS if k in fields), None)
+            ring = next((fields[k] for k in RING_FIELDS if k in fields), None)
             measured = beam_spacing_deg(rel, ring) if ring is not None else None
             growth = measured if measured is not None else DEFAULT_GROWTH_DEG
         indices: list[np.ndarray] = []
