@@ -17,7 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["VoxelGrid", "voxelize", "voxel_coords", "unique_voxels", "voxel_mean", "crop_roi"]
+__all__ = ["VoxelGrid", "voxelize", "voxel_coords", "voxel_keys", "unique_voxels", "voxel_mean",
+           "crop_roi"]
 
 _INT32_MAX = np.iinfo(np.int32).max
 # Three axis extents multiplied into one int64 key must stay below this; otherwise rows are
@@ -108,6 +109,27 @@ def voxel_coords(xyz: Any, voxel_size: float, origin: Sequence[float] | np.ndarr
             "crop the cloud, or put the origin near the points"
         )
     return scaled.astype(np.int64)
+
+
+# Global voxel keys pack three 21-bit signed axis indices into one int64 (see voxel_keys).
+_KEY_BITS = 21
+_KEY_OFFSET = 1 << (_KEY_BITS - 1)
+
+
+def voxel_keys(xyz: Any, voxel_size: float) -> np.ndarray:
+    """(M,) int64 sorted unique keys of the global voxels ``floor(xyz / voxel_size)`` holding ``xyz``.
+
+    xyz: (N, 3) float, metres. Keys of different clouds compare directly (same grid, no per-cloud
+    origin), so set overlap in the fixed frame is ``np.intersect1d`` of two key arrays. Each axis
+    index must lie within +-2**20 voxels (+-105 km at 0.1 m), else ValueError.
+    """
+    coords = voxel_coords(xyz, voxel_size, np.zeros(3))
+    if coords.size and int(np.abs(coords).max()) >= _KEY_OFFSET:
+        raise ValueError(f"voxel_keys: coordinates beyond +-{_KEY_OFFSET} voxels of "
+                         f"{voxel_size} m from the origin")
+    shifted = coords + _KEY_OFFSET
+    keys = (shifted[:, 0] << (2 * _KEY_BITS)) | (shifted[:, 1] << _KEY_BITS) | shifted[:, 2]
+    return np.unique(keys)
 
 
 def unique_voxels(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
