@@ -219,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int,
                    help="generated room of the pipeline benchmark (default: a ~100k-point one)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--tracking", action="store_true",
+                   help="only the tracking benchmark: ID switches, MOTA, IDF1 on generated "
+                   "sequences (README: Tracking)")
+    p.add_argument("--sequences", type=int, default=3,
+                   help="generated sequences per sensor of the tracking benchmark")
+    p.add_argument("--sensors", nargs="+", choices=["rgbd", "lidar"], default=["rgbd", "lidar"],
+                   help="sensors of the tracking benchmark's sequences")
     p.add_argument("--json", type=Path, help="also write the report as JSON")
     p.set_defaults(func=cmd_bench)
 

@@ -273,8 +273,11 @@ class StreamPipeline:
             xyz = scan.xyz
         # Drivers write "no return" as float max, and float max overflows to inf in the
         # transform: neither is a place, and either would break the voxel grids downstream.
-        valid = (np.abs(xyz) <= MAX_COORDINATE_M).all(axis=1)
-        if not valid.all():
+        # Two whole-array reductions decide the usual case; the per-point mask only when needed.
+        in_range = bool(xyz.size == 0 or (xyz.max() <= MAX_COORDINATE_M
+                                          and xyz.min() >= -MAX_COORDINATE_M))
+        valid = None if in_range else (np.abs(xyz) <= MAX_COORDINATE_M).all(axis=1)
+        if valid is not None and not valid.all():
             self.stats.points_dropped_non_finite += int((~valid).sum())
             xyz = xyz[valid]
             scan.rgb = None if scan.rgb is None else scan.rgb[valid]
