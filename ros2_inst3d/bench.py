@@ -134,6 +134,11 @@ def run_benchmarks(args: Any) -> dict:
             num_sequences=getattr(args, "sequences", 3), progress=True)
         print(format_tracking(report["tracking"]))
         return report
+    if getattr(args, "stream", False):
+        from .bench_stream import run_stream_benchmarks
+
+        report["stream"] = run_stream_benchmarks(args)
+        return report
     pipeline_only = getattr(args, "pipeline", False)
     if not pipeline_only:
         report["decode"] = []

@@ -226,6 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generated sequences per sensor of the tracking benchmark")
     p.add_argument("--sensors", nargs="+", choices=["rgbd", "lidar"], default=["rgbd", "lidar"],
                    help="sensors of the tracking benchmark's sequences")
+    p.add_argument("--stream", action="store_true",
+                   help="only the ingest and streaming benchmarks: per-scan ingest, decode of "
+                   "common layouts, 10 Hz of 100k-point scans in real time (README: Streaming)")
+    p.add_argument("--duration", type=float, default=10.0,
+                   help="seconds of streaming per method (--stream)")
+    p.add_argument("--baseline-tree", type=Path,
+                   help="with --stream: a checkout of the code before a change; its ingest and "
+                   "decode are timed interleaved with this tree's (before/after ratios)")
     p.add_argument("--json", type=Path, help="also write the report as JSON")
     p.set_defaults(func=cmd_bench)
 
