@@ -208,6 +208,8 @@ def bench_streaming(models: Sequence[str] = ("geometric", "softgroup"), duration
         stop = threading.Event()
         request = threading.Event()
         ingest_ms: list[float] = []
+        ingest_cpu_ms: list[float] = []
+        segment_cpu_ms: list[float] = []
         latency_ms: list[float] = []
         results: list[float] = []
         superseded = [0]
@@ -220,9 +222,10 @@ def bench_streaming(models: Sequence[str] = ("geometric", "softgroup"), duration
                     batch = dict(mailbox)
                     mailbox.clear()
                 for msg in batch.values():
-                    start = time.perf_counter()
+                    start, cpu = time.perf_counter(), time.thread_time()
                     pipe.ingest("points", msg, lambda t, s, ns: poses[ns])
                     ingest_ms.append((time.perf_counter() - start) * 1e3)
+                    ingest_cpu_ms.append((time.thread_time() - cpu) * 1e3)
                 if pipe.trigger.poll(time.monotonic()):
                     request.set()
 
@@ -231,11 +234,13 @@ def bench_streaming(models: Sequence[str] = ("geometric", "softgroup"), duration
                 if not request.wait(timeout=0.05):
                     continue
                 request.clear()
+                cpu = time.thread_time()
                 result = pipe.segment()
                 if result is None:
                     continue
                 pipe.output_messages(factory, result, wanted={TOPIC_INSTANCES})
                 now = time.time_ns()
+                segment_cpu_ms.append((time.thread_time() - cpu) * 1e3)
                 results.append(time.monotonic())
                 latency_ms.append((now - result.newest_stamp_ns) / 1e6)
 
@@ -269,6 +274,11 @@ def bench_streaming(models: Sequence[str] = ("geometric", "softgroup"), duration
             "scans_lost": superseded[0], "scans_ingested": len(ingest_ms),
             "ingest_ms_median": statistics.median(ingest_ms) if ingest_ms else float("nan"),
             "ingest_ms_p95": float(np.percentile(ingest_ms, 95)) if ingest_ms else float("nan"),
+            "ingest_cpu_ms_median": (statistics.median(ingest_cpu_ms) if ingest_cpu_ms
+                                     else float("nan")),
+            "segment_cpu_ms_median": (statistics.median(segment_cpu_ms) if segment_cpu_ms
+                                      else float("nan")),
+            "load_average": os.getloadavg()[0],
             "results": len(results),
             "result_hz": (len(results) - 1) / span if len(results) > 1 else float("nan"),
             "latency_ms_median": statistics.median(latency_ms) if latency_ms else float("nan"),
@@ -340,11 +350,14 @@ def format_report(report: dict) -> str:
         lines += [f"| {r['layout']} | {r['ratio_before']:.2f} | {r['ratio_after']:.2f} |"
                   for r in ba["layouts"]]
     if "streaming" in report:
-        lines.append("\n| method | scans sent | lost | ingest ms (median / p95) | results/s | "
-                     "latency ms (median / p95) |\n|---|---|---|---|---|---|")
+        lines.append("\n| method | scans sent | lost | ingest wall ms (median / p95) | ingest CPU "
+                     "ms | results/s | latency ms (median / p95) | segment+outputs CPU ms | "
+                     "load avg |\n|---|---|---|---|---|---|---|---|---|")
         lines += [f"| {r['model']} | {r['scans_sent']} | {r['scans_lost']} | "
-                  f"{r['ingest_ms_median']:.1f} / {r['ingest_ms_p95']:.1f} | {r['result_hz']:.2f} | "
-                  f"{r['latency_ms_median']:.0f} / {r['latency_ms_p95']:.0f} |"
+                  f"{r['ingest_ms_median']:.1f} / {r['ingest_ms_p95']:.1f} | "
+                  f"{r['ingest_cpu_ms_median']:.1f} | {r['result_hz']:.2f} | "
+                  f"{r['latency_ms_median']:.0f} / {r['latency_ms_p95']:.0f} | "
+                  f"{r['segment_cpu_ms_median']:.0f} | {r['load_average']:.1f} |"
                   for r in report["streaming"]]
     return "\n".join(lines)
 

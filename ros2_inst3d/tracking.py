@@ -10,10 +10,12 @@ node and the bag tool both get it):
       cost = 1 - (W_OVERLAP * overlap + W_BOX * box_iou + W_DISTANCE * (1 - d / max_distance))
              + class_mismatch_cost * [classes differ]
 
-  ``overlap``: shared fixed-frame voxels (``voxel_size`` grid, :func:`~ros2_inst3d.voxelize.voxel_keys`)
-  over the smaller of the two voxel sets; min rather than union because a moving sensor sees
-  an object partly, so two views of one chair may differ a lot in size. The track's voxels are
-  the union of its last :data:`KEY_HISTORY` observations. ``box_iou``: axis-aligned 3D IoU with
+  ``overlap``: the fraction of the instance's fixed-frame voxels (``voxel_size`` grid,
+  :func:`~ros2_inst3d.voxelize.voxel_keys`) that lie in the track's shape, the union of its last
+  :data:`KEY_HISTORY` observations. Not IoU: a moving sensor sees an object partly, so a view
+  inside the object's known shape should score 1; an instance that merges two objects scores
+  about 0.5 with each (on generated RGB-D sequences, geometric method, this measure gave 14 ID
+  switches where the overlap over the smaller set gave 23 and IoU 16; SoftGroup 2, 2, 3). ``box_iou``: axis-aligned 3D IoU with
   the last observed box. ``d``: centroid distance, metres. Pairs farther apart than
   ``max_distance`` or costing more than ``max_cost`` are never matched; the rest are assigned
   optimally (Hungarian, ``scipy.optimize.linear_sum_assignment``).
@@ -141,6 +143,13 @@ def _box_iou(lo_a: np.ndarray, hi_a: np.ndarray, lo_b: np.ndarray, hi_b: np.ndar
         return np.where(union > 0, inter / union, 0.0)
 
 
+def voxel_overlap(detection: np.ndarray, track: np.ndarray) -> float:
+    """Fraction of the detection's voxels inside the track's shape, in [0, 1]; both sorted unique
+    key arrays (:func:`~ros2_inst3d.voxelize.voxel_keys`)."""
+    shared = len(np.intersect1d(detection, track, assume_unique=True))
+    return shared / max(1, len(detection))
+
+
 def association_costs(dets: list[_Detection], tracks: list[_Track], cfg: Any) -> np.ndarray:
     """(D, T) float64 costs (module docstring); :data:`FORBIDDEN` where a pair may not match."""
     costs = np.full((len(dets), len(tracks)), FORBIDDEN)
@@ -155,9 +164,7 @@ def association_costs(dets: list[_Detection], tracks: list[_Track], cfg: Any) ->
     for i, j in zip(*np.nonzero(dist <= cfg.max_distance)):
         if j not in shapes:
             shapes[j] = tracks[j].shape_keys()
-        a, b = dets[i].keys, shapes[j]
-        shared = len(np.intersect1d(a, b, assume_unique=True))
-        overlap = shared / max(1, min(len(a), len(b)))
+        overlap = voxel_overlap(dets[i].keys, shapes[j])
         similarity = (W_OVERLAP * overlap + W_BOX * box_iou[i, j]
                       + W_DISTANCE * (1.0 - dist[i, j] / cfg.max_distance))
         cost = 1.0 - similarity
