@@ -235,3 +235,16 @@ def test_tracking_parameters_are_in_the_schema():
     for key in ("enabled", "min_hits", "max_age_s", "publish_remembered", "voxel_size",
                 "max_distance", "max_cost", "class_mismatch_cost", "score_smoothing"):
         assert f"tracking.{key}" in flat
+
+
+def test_an_empty_result_keeps_every_confirmed_track_in_memory():
+    rng = np.random.default_rng(6)
+    tracker = Tracker(TrackingConfig(min_hits=1))
+    ids = sorted(tracker.update(result(ROOM, rng), SEC).instances.ids.tolist())
+    empty = Instances.empty(rng.uniform(-1, 1, (10, 3)).astype(np.float32))
+    tracked = tracker.update(empty, 2 * SEC)
+    assert tracked.instances.num_instances == 0 and tracked.info == {}
+    assert sorted(r.id for r in tracked.remembered) == ids
+    assert TrackingConfig(publish_remembered=False).publish_remembered is False
+    tracker.cfg = TrackingConfig(min_hits=1, publish_remembered=False)
+    assert tracker.update(empty, 3 * SEC).remembered == []
