@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ros2_inst3d.voxelize import unique_voxels, voxel_coords
+from ros2_inst3d.voxelize import first_points_of_voxels, voxel_coords
 
 __all__ = ["AccumulatedCloud", "ScanAccumulator", "MISSING_RGB", "MISSING_INTENSITY"]
 
@@ -222,7 +222,7 @@ class ScanAccumulator:
             return False
 
         if self.dedupe_voxel > 0.0 and points.shape[0]:
-            first, _ = unique_voxels(voxel_coords(points, self.dedupe_voxel, np.zeros(3)))
+            first = first_points_of_voxels(voxel_coords(points, self.dedupe_voxel, np.zeros(3)))
             if first.shape[0] < points.shape[0]:
                 self.dropped_duplicate_points += points.shape[0] - first.shape[0]
                 points, colours, intensities = _take(first, points, colours, intensities)
@@ -327,7 +327,8 @@ class ScanAccumulator:
         if self.dedupe_voxel > 0.0 and xyz.shape[0]:
             # First occurrence over the reversed (newest-first) cloud = the newest scan's point;
             # each stored scan already has at most one point per voxel (unless dedupe_voxel grew).
-            first_reversed, _ = unique_voxels(voxel_coords(xyz[::-1], self.dedupe_voxel, np.zeros(3)))
+            first_reversed = first_points_of_voxels(
+                voxel_coords(xyz[::-1], self.dedupe_voxel, np.zeros(3)))
             keep = np.sort(xyz.shape[0] - 1 - first_reversed)
             xyz, rgb, intensity = _take(keep, xyz, rgb, intensity)
             stamps = stamps[keep]

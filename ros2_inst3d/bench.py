@@ -125,6 +125,20 @@ def run_benchmarks(args: Any) -> dict:
     :data:`PIPELINE_MODELS` and :func:`default_devices`), ``seed`` (its generated room).
     """
     report: dict[str, Any] = {}
+    if getattr(args, "tracking", False):
+        from .tracking_eval import TRACKING_MODELS, bench_tracking, format_tracking
+
+        report["tracking"] = bench_tracking(
+            models=getattr(args, "models", None) or TRACKING_MODELS,
+            sensors=getattr(args, "sensors", None) or ("rgbd", "lidar"),
+            num_sequences=getattr(args, "sequences", 3), progress=True)
+        print(format_tracking(report["tracking"]))
+        return report
+    if getattr(args, "stream", False):
+        from .bench_stream import run_stream_benchmarks
+
+        report["stream"] = run_stream_benchmarks(args)
+        return report
     pipeline_only = getattr(args, "pipeline", False)
     if not pipeline_only:
         report["decode"] = []

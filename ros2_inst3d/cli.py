@@ -290,6 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int,
                    help="generated room of the pipeline benchmark (default: a ~100k-point one)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--tracking", action="store_true",
+                   help="only the tracking benchmark: ID switches, MOTA, IDF1 on generated "
+                   "sequences (README: Tracking)")
+    p.add_argument("--sequences", type=int, default=3,
+                   help="generated sequences per sensor of the tracking benchmark")
+    p.add_argument("--sensors", nargs="+", choices=["rgbd", "lidar"], default=["rgbd", "lidar"],
+                   help="sensors of the tracking benchmark's sequences")
+    p.add_argument("--stream", action="store_true",
+                   help="only the ingest and streaming benchmarks: per-scan ingest, decode of "
+                   "common layouts, 10 Hz of 100k-point scans in real time (README: Streaming)")
+    p.add_argument("--duration", type=float, default=10.0,
+                   help="seconds of streaming per method (--stream)")
+    p.add_argument("--baseline-tree", type=Path,
+                   help="with --stream: a checkout of the code before a change; its ingest and "
+                   "decode are timed interleaved with this tree's (before/after ratios)")
     p.add_argument("--json", type=Path, help="also write the report as JSON")
     p.set_defaults(func=cmd_bench)
 

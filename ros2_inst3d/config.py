@@ -229,6 +229,39 @@ class OutputConfig:
 
 
 @dataclass
+class TrackingConfig:
+    enabled: bool = param(
+        True, "Track instances over results: Instance.id becomes a track id that an object keeps "
+        "and that is never reused; off: ids are per result (0..K-1).")
+    min_hits: int = param(
+        2, "A track is published once it was matched in this many results (all tracks are "
+        "published during the first min_hits results after start or a time jump).", low=1,
+        high=100, runtime=True)
+    max_age_s: float = param(
+        30.0, "A confirmed track not observed for this long is forgotten; until then it is "
+        "remembered (published with observed = false).", low=0.0, high=86_400.0, unit="s",
+        runtime=True)
+    publish_remembered: bool = param(
+        True, "Publish remembered tracks (objects out of the accumulation window) in instances "
+        "and instances/markers.", runtime=True)
+    voxel_size: float = param(
+        0.1, "Grid of the point-overlap term of the association (fixed frame).", low=0.01,
+        high=1.0, unit="m", runtime=True)
+    max_distance: float = param(
+        1.0, "Instances whose centroids are farther apart than this from a track never match it.",
+        low=0.01, high=100.0, unit="m", runtime=True)
+    max_cost: float = param(
+        0.8, "Largest association cost accepted (1 - weighted overlap, box IoU and closeness, "
+        "plus the class penalty; see tracking.py).", low=0.0, high=2.0, runtime=True)
+    class_mismatch_cost: float = param(
+        0.2, "Added to the association cost when the instance's class differs from the track's "
+        "voted class.", low=0.0, high=2.0, runtime=True)
+    score_smoothing: float = param(
+        0.5, "Weight of the newest score in the track's moving-average score (1: no smoothing).",
+        low=0.05, high=1.0, runtime=True)
+
+
+@dataclass
 class Config:
     input: InputConfig = field(default_factory=InputConfig)
     accumulate: AccumulateConfig = field(default_factory=AccumulateConfig)
@@ -237,6 +270,7 @@ class Config:
     geometric: GeometricConfig = field(default_factory=GeometricConfig)
     lidar: LidarConfig = field(default_factory=LidarConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_flat(self) -> dict[str, Any]:
         """``{"accumulate.window_s": 2.0, ...}``: the node's parameter names and values."""

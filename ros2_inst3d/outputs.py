@@ -12,12 +12,16 @@ always gets the same colour (:func:`instance_color`).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from ros2_inst3d.classes import class_name
 from ros2_inst3d.cloud import encode, ns_to_stamp
 from ros2_inst3d.instances import BOX_KINDS, Box3D, Instances
+
+if TYPE_CHECKING:
+    from ros2_inst3d.tracking import RememberedTrack, TrackInfo
 
 MARKER = "visualization_msgs/msg/Marker"
 INSTANCE = "ros2_inst3d/msg/Instance"
@@ -26,6 +30,7 @@ INSTANCE = "ros2_inst3d/msg/Instance"
 UNASSIGNED_COLOR = (128, 128, 128)
 
 BOX_ALPHA = 0.35            # translucent boxes keep the points inside visible
+REMEMBERED_ALPHA = 0.12     # remembered objects (not observed now) are drawn fainter
 TEXT_HEIGHT_M = 0.15        # label text height
 MIN_MARKER_SCALE_M = 0.01   # RViz rejects markers with a zero scale (flat or 1-point instances)
 
@@ -124,8 +129,8 @@ def _check_box_type(box_type: str) -> None:
         raise ValueError(f"unknown box_type '{box_type}'; choose one of {BOX_KINDS}")
 
 
-def _label(inst: Instances, k: int) -> str:
-    return f"{inst.class_name(k)} {float(inst.scores[k]):.2f} #{int(inst.ids[k])}"
+def _label(name: str, score: float, instance_id: int) -> str:
+    return f"{name} {score:.2f} #{instance_id}"
 
 
 # ---------------------------------------------------------------------------------- builders
@@ -200,14 +205,16 @@ def _marker(factory: Any, header: Any, ns: str, marker_id: int, marker_type: int
 
 
 def markers(factory: Any, inst: Instances, header: Any, lifetime_s: float = 0.0,
-            box_type: str = "obb_z") -> Any:
+            box_type: str = "obb_z", remembered: Sequence["RememberedTrack"] = ()) -> Any:
     """``visualization_msgs/msg/MarkerArray`` for RViz.
 
     First a DELETEALL (empty ns: clears every marker of the topic, so instances that vanished
     leave no stale boxes), then per instance a translucent CUBE (ns ``boxes``) of its
     ``box_type`` box and a TEXT_VIEW_FACING label (ns ``labels``) like ``chair 0.87 #12`` above
-    it, both with marker id = instance id and the instance's colour. ``lifetime_s`` 0 = until
-    replaced. Box scales are at least :data:`MIN_MARKER_SCALE_M`.
+    it, both with marker id = instance id and the instance's colour. ``remembered`` tracks
+    (not observed now) follow with their last box, fainter (:data:`REMEMBERED_ALPHA`), and a
+    label ending in ``(seen 4.2 s ago)``. ``lifetime_s`` 0 = until replaced. Box scales are at
+    least :data:`MIN_MARKER_SCALE_M`.
     """
     _check_box_type(box_type)
     marker_cls = factory.cls(MARKER)
@@ -215,14 +222,20 @@ def markers(factory: Any, inst: Instances, header: Any, lifetime_s: float = 0.0,
     items = [_marker(factory, header, "", 0, marker_cls.CUBE, marker_cls.DELETEALL,
                      _identity_pose(factory), (1.0, 1.0, 1.0),
                      _color(factory, (0, 0, 0), 0.0), lifetime)]
-    colors = instance_colors(inst.ids)
-    for k in range(inst.num_instances):
-        box = inst.box(k, box_type)
-        instance_id = int(inst.ids[k])
+    stamp_ns = _stamp_ns(header)
+    entries = [(int(inst.ids[k]), inst.box(k, box_type),
+                _label(inst.class_name(k), float(inst.scores[k]), int(inst.ids[k])), BOX_ALPHA)
+               for k in range(inst.num_instances)]
+    entries += [(t.id, t.box(box_type),
+                 _label(class_name(t.class_id, inst.class_names), t.score, t.id)
+                 + f" (seen {(stamp_ns - t.info.last_seen_ns) / 1e9:.1f} s ago)", REMEMBERED_ALPHA)
+                for t in remembered]
+    colors = instance_colors([e[0] for e in entries])
+    for (instance_id, box, text, alpha), color in zip(entries, colors):
         items.append(_marker(
             factory, header, "boxes", instance_id, marker_cls.CUBE, marker_cls.ADD,
             _pose(factory, box.center, box.quaternion),
-            np.maximum(box.size, MIN_MARKER_SCALE_M), _color(factory, colors[k], BOX_ALPHA),
+            np.maximum(box.size, MIN_MARKER_SCALE_M), _color(factory, color, alpha),
             lifetime))
         top = box.center[2] + 0.5 * box.size[2]
         items.append(_marker(
@@ -230,36 +243,64 @@ def markers(factory: Any, inst: Instances, header: Any, lifetime_s: float = 0.0,
             marker_cls.ADD,
             _pose(factory, (box.center[0], box.center[1], top + TEXT_HEIGHT_M),
                   (0.0, 0.0, 0.0, 1.0)),
-            (TEXT_HEIGHT_M, TEXT_HEIGHT_M, TEXT_HEIGHT_M), _color(factory, colors[k], 1.0),
-            lifetime, text=_label(inst, k)))
+            (TEXT_HEIGHT_M, TEXT_HEIGHT_M, TEXT_HEIGHT_M), _color(factory, color, 1.0),
+            lifetime, text=text))
     return factory("visualization_msgs/msg/MarkerArray", markers=items)
 
 
+def _stamp_ns(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
 def instance_array(factory: Any, inst: Instances, header: Any, oldest_stamp_ns: int,
-                   model_name: str, box_type: str = "obb_z") -> Any:
+                   model_name: str, box_type: str = "obb_z",
+                   track_info: Mapping[int, "TrackInfo"] | None = None,
+                   remembered: Sequence["RememberedTrack"] = ()) -> Any:
     """``ros2_inst3d/msg/InstanceArray`` (msg/InstanceArray.msg, msg/Instance.msg).
 
     header: fixed frame + newest scan stamp; oldest_stamp_ns: stamp of the oldest scan used,
     integer ns. Per instance: the ``box_type`` box, centroid, xy convex-hull footprint at
     z = min_z, z range, point count and ascending indices into the labelled cloud of the same
-    header.
+    header, and the track facts: ``track_info`` by instance id (None or a missing id: observed
+    now for the first time, hits 1, first/last seen = the header stamp). ``remembered`` tracks
+    follow with their last geometry, ``observed`` false, no points.
     """
     _check_box_type(box_type)
     instance_cls = factory.cls(INSTANCE)
     kind = instance_cls.BOX_AXIS_ALIGNED if box_type == "aabb" else instance_cls.BOX_ORIENTED_Z
+    stamp_ns = _stamp_ns(header)
+    track_info = track_info or {}
+
+    def item(instance_id: int, class_id: int, score: float, box: Box3D, centroid: Any,
+             footprint_xy: np.ndarray, min_z: float, max_z: float, indices: np.ndarray,
+             observed: bool, first_ns: int, last_ns: int, hits: int) -> Any:
+        footprint = [factory("geometry_msgs/msg/Point32", x=float(x), y=float(y), z=min_z)
+                     for x, y in footprint_xy]
+        return factory(
+            INSTANCE, id=int(instance_id), class_id=int(class_id),
+            class_name=class_name(int(class_id), inst.class_names), score=float(score),
+            bbox=_bounding_box(factory, box), box_type=int(kind),
+            centroid=_point(factory, centroid), footprint=footprint,
+            min_z=float(min_z), max_z=float(max_z), num_points=len(indices),
+            point_indices=factory.sequence(np.sort(indices), np.uint32), observed=bool(observed),
+            first_seen=ns_to_stamp(factory, first_ns), last_seen=ns_to_stamp(factory, last_ns),
+            hits=int(hits))
+
     items = []
     for k in range(inst.num_instances):
         points = inst.points(k)
-        min_z, max_z = float(points[:, 2].min()), float(points[:, 2].max())
-        footprint = [factory("geometry_msgs/msg/Point32", x=float(x), y=float(y), z=min_z)
-                     for x, y in inst.footprint(k)]
-        items.append(factory(
-            INSTANCE, id=int(inst.ids[k]), class_id=int(inst.class_ids[k]),
-            class_name=inst.class_name(k), score=float(inst.scores[k]),
-            bbox=_bounding_box(factory, inst.box(k, box_type)), box_type=int(kind),
-            centroid=_point(factory, inst.centroid(k)), footprint=footprint,
-            min_z=min_z, max_z=max_z, num_points=len(inst.indices[k]),
-            point_indices=factory.sequence(np.sort(inst.indices[k]), np.uint32)))
+        instance_id = int(inst.ids[k])
+        info = track_info.get(instance_id)
+        first_ns, last_ns, hits = ((info.first_seen_ns, info.last_seen_ns, info.hits)
+                                   if info is not None else (stamp_ns, stamp_ns, 1))
+        items.append(item(instance_id, int(inst.class_ids[k]), float(inst.scores[k]),
+                          inst.box(k, box_type), inst.centroid(k), inst.footprint(k),
+                          float(points[:, 2].min()), float(points[:, 2].max()), inst.indices[k],
+                          True, first_ns, last_ns, hits))
+    for t in remembered:
+        items.append(item(t.id, t.class_id, t.score, t.box(box_type), t.centroid, t.footprint,
+                          t.min_z, t.max_z, np.zeros(0, np.int64), False,
+                          t.info.first_seen_ns, t.info.last_seen_ns, t.info.hits))
     return factory("ros2_inst3d/msg/InstanceArray", header=header,
                    oldest_stamp=ns_to_stamp(factory, oldest_stamp_ns),
                    model_name=str(model_name), instances=items)

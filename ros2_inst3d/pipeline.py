@@ -27,6 +27,7 @@ from .accumulate import ScanAccumulator
 from .cloud import CloudDecodeError, Scan, decode
 from .config import Config
 from .instances import Instances
+from .tracking import RememberedTrack, Tracker, TrackInfo
 from .transforms import apply_transform
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,10 @@ class SegmentationResult:
     num_scans: int
     scan_indices: list[int]
     model_name: str
+    # Tracking (tracking.enabled): track facts per published instance id, and the confirmed
+    # tracks not observed in this result. Empty when tracking is off.
+    track_info: dict[int, TrackInfo] = field(default_factory=dict)
+    remembered: list[RememberedTrack] = field(default_factory=list)
 
 
 class StreamPipeline:
@@ -180,6 +185,9 @@ class StreamPipeline:
         acc = cfg.accumulate
         self.accumulator = ScanAccumulator(acc.window_s, acc.max_scans, acc.max_points,
                                            acc.dedupe_voxel)
+        self.tracker = Tracker(cfg.tracking) if cfg.tracking.enabled else None
+        # Guards the tracker (reset() runs on the ingest thread); taken after _lock, never before.
+        self._track_lock = threading.Lock()
         self._lock = threading.Lock()
         # Counters are bumped from the executor thread (mailbox) and the worker threads; never
         # take _lock while holding this one.
@@ -201,6 +209,8 @@ class StreamPipeline:
             self.accumulator.max_scans = acc.max_scans
             self.accumulator.max_points = acc.max_points
             self.accumulator.dedupe_voxel = acc.dedupe_voxel
+            if self.tracker is not None:
+                self.tracker.cfg = cfg.tracking
 
     def reset(self, reason: str) -> None:
         """Forget accumulated scans (time jumped backwards, or the front end asks)."""
@@ -211,6 +221,9 @@ class StreamPipeline:
             self._pending.clear()
             self._newest_stamp_ns = None
             self.trigger.reset()
+            if self.tracker is not None:
+                with self._track_lock:
+                    self.tracker.reset()
 
     # ---- per scan ------------------------------------------------------------------------
     def ingest(self, topic: str, msg: Any, lookup: TransformLookup) -> ScanRecord:
@@ -260,8 +273,11 @@ class StreamPipeline:
             xyz = scan.xyz
         # Drivers write "no return" as float max, and float max overflows to inf in the
         # transform: neither is a place, and either would break the voxel grids downstream.
-        valid = (np.abs(xyz) <= MAX_COORDINATE_M).all(axis=1)
-        if not valid.all():
+        # Two whole-array reductions decide the usual case; the per-point mask only when needed.
+        in_range = bool(xyz.size == 0 or (xyz.max() <= MAX_COORDINATE_M
+                                          and xyz.min() >= -MAX_COORDINATE_M))
+        valid = None if in_range else (np.abs(xyz) <= MAX_COORDINATE_M).all(axis=1)
+        if valid is not None and not valid.all():
             self.stats.points_dropped_non_finite += int((~valid).sum())
             xyz = xyz[valid]
             scan.rgb = None if scan.rgb is None else scan.rgb[valid]
@@ -355,6 +371,14 @@ class StreamPipeline:
                 raise
         finally:
             self.trigger.end()
+        track_info: dict[int, TrackInfo] = {}
+        remembered: list[RememberedTrack] = []
+        if self.tracker is not None:
+            t0 = time.perf_counter()
+            with self._track_lock:
+                tracked = self.tracker.update(inst, cloud.newest_stamp_ns)
+            inst, track_info, remembered = tracked.instances, tracked.info, tracked.remembered
+            inst.timing_ms["tracking"] = (time.perf_counter() - t0) * 1e3
         self.stats.segmentations += 1
         self.stats.last_latency_ms.update({f"segment.{k}": v for k, v in inst.timing_ms.items()})
         newest = max(used, key=lambda r: (r.stamp_ns, r.index), default=None)
@@ -362,7 +386,8 @@ class StreamPipeline:
             rec.fate = "processed" if rec is newest else "merged"
         return SegmentationResult(inst, self.cfg.input.fixed_frame, cloud.newest_stamp_ns,
                                   cloud.oldest_stamp_ns or cloud.newest_stamp_ns, cloud.num_scans,
-                                  [r.index for r in used], self.segmenter.model_name)
+                                  [r.index for r in used], self.segmenter.model_name,
+                                  track_info, remembered)
 
     def finish(self) -> None:
         """End of input (bag tool): scans never segmented are skipped as ``not_segmented``."""
@@ -391,7 +416,8 @@ class StreamPipeline:
 
         msgs = {TOPIC_INSTANCES: outputs.instance_array(
             factory, inst, header, result.oldest_stamp_ns, result.model_name,
-            box_type=out_cfg.box_type)}
+            box_type=out_cfg.box_type, track_info=result.track_info,
+            remembered=result.remembered)}
         if enabled(TOPIC_CLOUD, out_cfg.publish_cloud):
             msgs[TOPIC_CLOUD] = outputs.labelled_cloud(factory, inst, header)
         if enabled(TOPIC_DETECTIONS, out_cfg.publish_detections):
@@ -400,7 +426,8 @@ class StreamPipeline:
         if enabled(TOPIC_MARKERS, out_cfg.publish_markers):
             msgs[TOPIC_MARKERS] = outputs.markers(factory, inst, header,
                                                   lifetime_s=out_cfg.marker_lifetime_s,
-                                                  box_type=out_cfg.box_type)
+                                                  box_type=out_cfg.box_type,
+                                                  remembered=result.remembered)
         return msgs
 
     def label_message(self, factory: Any, stamp_ns: int) -> Any:

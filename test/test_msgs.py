@@ -62,7 +62,9 @@ def test_our_messages_are_registered_with_their_constants(distro):
         "bbox": "vision_msgs/msg/BoundingBox3D", "box_type": "uint8",
         "centroid": "geometry_msgs/msg/Point", "footprint": "geometry_msgs/msg/Point32[]",
         "min_z": "float32", "max_z": "float32", "num_points": "uint32",
-        "point_indices": "uint32[]"}
+        "point_indices": "uint32[]", "observed": "bool",
+        "first_seen": "builtin_interfaces/msg/Time", "last_seen": "builtin_interfaces/msg/Time",
+        "hits": "uint32"}
 
 
 def test_typestores_are_cached_per_distro_and_distros_are_checked():

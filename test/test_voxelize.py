@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ros2_inst3d.voxelize import VoxelGrid, crop_roi, unique_voxels, voxel_coords, voxel_mean, voxelize
+from ros2_inst3d.voxelize import (VoxelGrid, crop_roi, first_points_of_voxels, unique_voxels,
+                                  voxel_coords, voxel_mean, voxelize)
 
 PROPERTY = settings(max_examples=80, deadline=None)
 
@@ -232,3 +233,20 @@ def test_crop_roi_bad_bounds():
         crop_roi(np.zeros((1, 3)), [0, float("nan"), 0], None)
     with pytest.raises(ValueError, match="ROI is empty"):
         crop_roi(np.zeros((1, 3)), [0, 0, 1], [1, 1, 1])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_grouping_matches_numpy_unique(seed):
+    # unique_voxels / first_points_of_voxels group with an unstable sort; the answer must be the
+    # one np.unique's stable definition gives: first occurrence, voxels in first-point order.
+    rng = np.random.default_rng(seed)
+    coords = rng.integers(-3, 4, size=(5000, 3))
+    _, first_ref, inverse_ref = np.unique(coords, axis=0, return_index=True, return_inverse=True)
+    by_first = np.argsort(first_ref)
+    rank = np.empty_like(by_first)
+    rank[by_first] = np.arange(len(by_first))
+    first, point_to_voxel = unique_voxels(coords)
+    np.testing.assert_array_equal(first, first_ref[by_first])
+    np.testing.assert_array_equal(point_to_voxel, rank[inverse_ref.reshape(-1)])
+    np.testing.assert_array_equal(first_points_of_voxels(coords), first)
+    assert first_points_of_voxels(np.zeros((0, 3), np.int64)).shape == (0,)
