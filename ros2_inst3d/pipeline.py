@@ -152,6 +152,7 @@ class ScanRecord:
     fate: str = "pending"   # processed | merged | skipped
     reason: str = ""        # why it was skipped: a diagnostics counter name
     detail: str = ""        # the error message, when there is one
+    sequence: int = -1      # the accumulator's sequence number of the scan, once added
 
 
 @dataclass
@@ -201,6 +202,7 @@ class StreamPipeline:
             self.accumulator.max_scans = acc.max_scans
             self.accumulator.max_points = acc.max_points
             self.accumulator.dedupe_voxel = acc.dedupe_voxel
+            self._expire_pending()   # smaller limits evict scans at once
 
     def reset(self, reason: str) -> None:
         """Forget accumulated scans (time jumped backwards, or the front end asks)."""
@@ -250,9 +252,14 @@ class StreamPipeline:
                         (self._newest_stamp_ns - scan.stamp_ns) / 1e9)
             self.reset("time_jump")
         fixed = self.cfg.input.fixed_frame
-        if scan.frame_id and scan.frame_id != fixed:
+        frame_id = scan.frame_id or self.cfg.input.empty_frame_id
+        if not frame_id:
+            # Taking it as the fixed frame would put it wherever the sensor happens to be.
+            return self._skip(rec, "no_frame_id", "header.frame_id is empty (set "
+                              "input.empty_frame_id to name the frame such scans are in)")
+        if frame_id != fixed:
             try:
-                matrix = lookup(fixed, scan.frame_id, scan.stamp_ns)
+                matrix = lookup(fixed, frame_id, scan.stamp_ns)
             except TransformUnavailable as exc:
                 return self._skip(rec, "no_transform", str(exc))
             xyz = apply_transform(matrix, scan.xyz)
@@ -271,6 +278,7 @@ class StreamPipeline:
         t2 = time.perf_counter()
         with self._lock:
             self.accumulator.add(xyz, scan.rgb, scan.intensity, scan.stamp_ns)
+            rec.sequence = self.accumulator.last_sequence
             self._newest_stamp_ns = max(self._newest_stamp_ns or scan.stamp_ns, scan.stamp_ns)
             self._pending.append(rec)
             self._expire_pending()
@@ -316,11 +324,14 @@ class StreamPipeline:
         return rec
 
     def _expire_pending(self) -> None:
-        """Scans the accumulator has dropped before any result used them are skipped: expired."""
-        oldest = self.accumulator.oldest_stamp_ns
+        """Scans the accumulator has dropped before any result used them are skipped: expired.
+
+        By sequence number, not stamp: scans sharing a stamp may be evicted one by one (scan
+        count, point budget), and only those still held go into a result as merged."""
+        held = self.accumulator.held_sequences()
         keep = []
         for rec in self._pending:
-            if oldest is None or rec.stamp_ns < oldest:
+            if rec.sequence not in held:
                 self._skip(rec, "expired")
             else:
                 keep.append(rec)

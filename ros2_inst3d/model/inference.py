@@ -190,6 +190,10 @@ class LearnedModel:
             raise ConfigError(f"{path} does not fit the model built from {cfg_source}:\n{err}"
                               ) from None
         class_names = meta.get("class_names") or SCANNET20_CLASSES
+        if not (isinstance(class_names, (list, tuple))
+                and all(isinstance(c, str) for c in class_names)):
+            raise ConfigError(f"{path}: the class table embedded in the checkpoint must be a list "
+                              f"of names, got {str(class_names)[:100]!r}")
         model = cls(network, class_names, device, source=str(path))
         log.info("%s: weights %s, config from %s, %d classes, on %s", name, path, cfg_source,
                  len(model.class_names), device)
