@@ -15,6 +15,7 @@ log = logging.getLogger("ros2_inst3d")
 
 # Errors the user can fix: printed as one line, exit code 2, no traceback.
 _USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, IsADirectoryError,
+                                                  NotADirectoryError, FileExistsError,
                                                   PermissionError)
 
 
@@ -55,9 +56,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="model.device override (auto, cpu, cuda)")
 
 
+def count_noun(count: int, noun: str) -> str:
+    """``1 instance``, ``0 instances``, ``3 instances``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def print_instance_table(inst) -> None:
     """A human-readable table of one result (stdout)."""
-    print(f"{inst.num_instances} instances in {len(inst.xyz)} points")
+    print(f"{count_noun(inst.num_instances, 'instance')} in {len(inst.xyz)} points")
     print(f"{'id':>4}  {'class':<16}{'score':>6}{'points':>8}  centroid (m)            size (m)")
     for k in range(inst.num_instances):
         box = inst.obb(k)
@@ -92,15 +98,18 @@ def segment_file(input_path: Path, cfg, outdir: Path, render: bool = False) -> d
     stem = input_path.name.split(".")[0]
     paths = write_results(outdir, stem, inst, inst.timing_ms, model_name=segmenter.model_name)
     if render:
+        from .atomic import atomic_file
         from .outputs import instance_colors
         from .render import render_instances_png
 
-        point_ids = np.where(inst.point_instance >= 0, inst.ids[inst.point_instance], -1)
-        colors = instance_colors(point_ids)
+        # point_instance holds instance ids (-1 = none), as write_results colours them.
+        colors = instance_colors(inst.point_instance)
         png = outdir / f"{stem}.instances.png"
-        render_instances_png(png, inst.xyz, colors,
-                             f"{stem}: {inst.num_instances} instances ({segmenter.model_name})",
-                             boxes=[inst.obb(k) for k in range(inst.num_instances)])
+        with atomic_file(png) as tmp:
+            render_instances_png(
+                tmp, inst.xyz, colors,
+                f"{stem}: {count_noun(inst.num_instances, 'instance')} ({segmenter.model_name})",
+                boxes=[inst.obb(k) for k in range(inst.num_instances)])
         paths["png"] = png
     print_instance_table(inst)
     for kind, path in paths.items():
@@ -299,6 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        if args.verbose:
+            raise
+        message = " ".join(str(exc).split())[:300]
+        print(f"ros2-inst3d {args.command}: internal error: {type(exc).__name__}: {message} "
+              "(a bug: please report it with the output of -v)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

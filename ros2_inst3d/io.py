@@ -106,6 +106,9 @@ def read_cloud(path: str | os.PathLike[str]) -> PointCloudFile:
     """
     p = Path(path)
     ext = p.suffix.lower()
+    if p.is_dir():
+        raise CloudFileError(f"{p}: is a directory; give one cloud file "
+                             f"({', '.join(SUPPORTED_EXTENSIONS)})")
     if ext not in SUPPORTED_EXTENSIONS:
         raise CloudFileError(f"{p}: unknown extension {p.suffix!r}; supported: "
                              f"{', '.join(SUPPORTED_EXTENSIONS)}")
@@ -1039,15 +1042,21 @@ def write_results(outdir: str | os.PathLike[str], stem: str, inst: Instances,
     id + 1), ``semantic`` int32 [N] (class per point, -100 = unknown) and, only when instances
     overlap, ``masks`` = ``np.packbits`` of the bool [K, N] masks along axis 1.
     """
+    from ros2_inst3d.atomic import atomic_file
     from ros2_inst3d.outputs import instance_colors
 
     outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise NotADirectoryError(f"output directory {outdir} is an existing file; give a "
+                                 "directory (-o DIR)")
     outdir.mkdir(parents=True, exist_ok=True)
     paths = {"ply": outdir / f"{stem}.instances.ply", "json": outdir / f"{stem}.instances.json",
              "labels": outdir / f"{stem}.labels.npz"}
     labels = contiguous_instance_labels(inst)
-    write_instances_ply(paths["ply"], inst.xyz, instance_colors(inst.point_instance), labels,
-                        inst.point_class)
+    # Each file appears whole or not at all (atomic_file): a failed run leaves no torn file.
+    with atomic_file(paths["ply"]) as tmp:
+        write_instances_ply(tmp, inst.xyz, instance_colors(inst.point_instance), labels,
+                            inst.point_class)
 
     arrays: dict[str, np.ndarray] = {
         "instance": labels,
@@ -1058,11 +1067,13 @@ def write_results(outdir: str | os.PathLike[str], stem: str, inst: Instances,
     masks = _masks_if_overlapping(inst, labels)
     if masks is not None:
         arrays["masks"] = masks
-    np.savez_compressed(paths["labels"], **arrays)
+    with atomic_file(paths["labels"]) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
 
     summary = results_summary(inst, timing_ms, model_name,
                               files={"ply": paths["ply"].name, "labels": paths["labels"].name})
-    paths["json"].write_text(_json_text(summary) + "\n")
+    with atomic_file(paths["json"]) as tmp:
+        tmp.write_text(_json_text(summary) + "\n")
     return paths
 
 

@@ -15,6 +15,7 @@ decides what happens to a scan lives here, so it is tested without rclpy:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -189,6 +190,10 @@ class StreamPipeline:
         self._pending: list[ScanRecord] = []   # accumulated, not yet part of a result
         self.keep_records = keep_records
         self.records: list[ScanRecord] = []
+        # Called (no arguments) after every reset: front ends register what must be forgotten
+        # together with the scan window, e.g. the bag tool's TF buffer on a time jump.
+        self.reset_listeners: list[Callable[[], None]] = []
+        self._warnings: Counter = Counter()   # throttles repeated warnings (see _warn)
 
     # ---- configuration -------------------------------------------------------------------
     def apply_runtime_config(self, cfg: Config) -> None:
@@ -213,6 +218,25 @@ class StreamPipeline:
             self._pending.clear()
             self._newest_stamp_ns = None
             self.trigger.reset()
+        for listener in self.reset_listeners:
+            listener()
+
+    def time_jump(self, behind_ns: int) -> None:
+        """Time went backwards by ``behind_ns`` (a bag loop, a clock reset): count it and reset
+        the window and everything registered in ``reset_listeners`` (one reset for all)."""
+        self.stats.time_jumps += 1
+        log.warning("time jumped backwards by %.1f s (bag loop?): cleared the accumulated scans%s",
+                    behind_ns / 1e9, " and TF" if self.reset_listeners else "")
+        self.reset("time_jump")
+
+    def _warn(self, key: str, message: str, *args: Any) -> None:
+        """Log a warning the 1st, 10th, 100th... time ``key`` occurs (thousands of identical
+        per-scan warnings would bury everything else); the counters keep the exact numbers."""
+        self._warnings[key] += 1
+        count = self._warnings[key]
+        if count == 1 or math.log10(count).is_integer():
+            suffix = f" ({count} times so far)" if count > 1 else ""
+            log.warning(message + suffix, *args)
 
     # ---- per scan ------------------------------------------------------------------------
     def ingest(self, topic: str, msg: Any, lookup: TransformLookup) -> ScanRecord:
@@ -247,10 +271,7 @@ class StreamPipeline:
             return self._skip(rec, "too_many_points")
         if self._newest_stamp_ns is not None and \
                 scan.stamp_ns < self._newest_stamp_ns - TIME_JUMP_TOLERANCE_NS:
-            self.stats.time_jumps += 1
-            log.warning("time jumped backwards by %.1f s (bag loop?): cleared the accumulator",
-                        (self._newest_stamp_ns - scan.stamp_ns) / 1e9)
-            self.reset("time_jump")
+            self.time_jump(self._newest_stamp_ns - scan.stamp_ns)
         fixed = self.cfg.input.fixed_frame
         frame_id = scan.frame_id or self.cfg.input.empty_frame_id
         if not frame_id:
@@ -355,7 +376,8 @@ class StreamPipeline:
                 inst = self.segmenter.segment(cloud.xyz, cloud.rgb)
             except SegmentationError as exc:
                 self.stats.segmentations_skipped[exc.reason] += 1
-                log.warning("segmentation skipped (%s): %s", exc.reason, exc)
+                self._warn(f"segmentation.{exc.reason}", "segmentation skipped (%s): %s",
+                           exc.reason, exc)
                 for rec in used:
                     self._skip(rec, f"segmentation_{exc.reason}")
                 return None

@@ -110,5 +110,5 @@ def render_instances_png(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, facecolor="white")
+    fig.savefig(path, dpi=dpi, facecolor="white", format="png")
     return path

@@ -540,9 +540,10 @@ def save_checkpoint(path: Path, model: Any, cfg: TrainConfig, class_names: list[
         "train_config": cfg.to_dict(),
         "metrics": to_plain(dict(metrics)),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
+    from .atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        torch.save(ckpt, tmp)
     return path
 
 
@@ -559,9 +560,12 @@ def export_weights(ckpt: str | Path, out: str | Path, half: bool = False) -> Pat
            for k, v in source["net"].items()}
     slim = {k: source[k] for k in EXPORT_KEYS if k != "net"}
     slim = {"net": net, **to_plain(slim)}
+    from .atomic import atomic_file
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(slim, out)
+    with atomic_file(out) as tmp:
+        torch.save(slim, tmp)
     return out
 
 
@@ -689,7 +693,8 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
         log.info("train.amp is on but the device is %s: training in float32 (AMP is CUDA-only)",
                  dev)
     work_dir = Path(cfg.work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise ConfigError(f"work_dir {work_dir} is an existing file; give a directory")
     if resume is None and (work_dir / LATEST).is_file():
         log.warning("%s already holds a training run: its log.jsonl and checkpoints will be "
                     "overwritten (--resume %s continues it instead)", work_dir, work_dir / LATEST)
@@ -751,6 +756,9 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
             best_ap, best_epoch = float(best["AP"]), best.get("epoch")
         log.info("resumed %s at epoch %d, iteration %d", resume, start_epoch, iteration)
 
+    # Created only now, after the model, data and resume checks: a run refused for its input
+    # leaves no half-made work dir behind (checkpoints are written atomically too).
+    work_dir.mkdir(parents=True, exist_ok=True)
     jlog = JsonLog(work_dir / LOG_NAME, append=resume is not None)
     if resume is None:
         jlog.write({"type": "start", "model": cfg.model["name"], "device": str(dev),
