@@ -122,7 +122,8 @@ def value_fits_default(value: Any, default: Any) -> bool:
 
 def type_error(where: str, value: Any, default: Any) -> ConfigError:
     """The one-line error for a value that does not fit ``value_fits_default``."""
-    return ConfigError(f"{where} must be a {type(default).__name__} like its default "
+    kind = type(default).__name__
+    return ConfigError(f"{where} must be {'an' if kind[0] in 'aeiou' else 'a'} {kind} like its default "
                        f"{default!r}, got {_type_name(value)} {value!r}"[:300])
 
 
