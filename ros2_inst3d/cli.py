@@ -277,6 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_gen_data_arguments(p)
     p.set_defaults(func=gen_data_main)
 
+    from .fuzz import add_fuzz_arguments, fuzz_main
+
+    p = sub.add_parser("fuzz", help="fuzzing campaign: random/corrupt clouds, files, configs, "
+                       "checkpoints and bags against every entry point",
+                       description="Prints cases, clean errors, accepted inputs and tracebacks "
+                       "per group (see ros2_inst3d/fuzz.py); exits 1 if any case escaped as a "
+                       "traceback or broke the scan account.")
+    add_fuzz_arguments(p)
+    p.set_defaults(func=fuzz_main)
+
     # Further commands register here (gen-data, eval, bag, train, check-checkpoint).
     for register in _extra_commands():
         register(sub)

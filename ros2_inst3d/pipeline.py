@@ -283,6 +283,11 @@ class StreamPipeline:
                 matrix = lookup(fixed, frame_id, scan.stamp_ns)
             except TransformUnavailable as exc:
                 return self._skip(rec, "no_transform", str(exc))
+            matrix = np.asarray(matrix, dtype=np.float64)
+            if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
+                # A TF message with NaN in it reaches the buffer as readily as a good one.
+                return self._skip(rec, "no_transform", f"the transform {frame_id} -> {fixed} "
+                                  "at the scan's stamp is not a finite 4x4 matrix")
             xyz = apply_transform(matrix, scan.xyz)
         else:
             xyz = scan.xyz
