@@ -46,14 +46,27 @@ def _load_config(args: argparse.Namespace):
         overrides["model.checkpoint"] = str(args.checkpoint)
     if getattr(args, "device", None):
         overrides["model.device"] = args.device
+    if getattr(args, "model_config", None):
+        overrides["model.config"] = str(args.model_config)
     return load_config(args.config, overrides)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", type=Path, help="YAML config (see `ros2-inst3d params`)")
-    p.add_argument("--model", help="model.name override (geometric, pointgroup, softgroup, ...)")
-    p.add_argument("--checkpoint", type=Path, help="model.checkpoint override")
-    p.add_argument("--device", help="model.device override (auto, cpu, cuda)")
+    from .config import MODEL_NAMES
+
+    p.add_argument("-c", "--config", type=Path,
+                   help="pipeline config YAML (see `ros2-inst3d params`; a path, or a name in "
+                   "the package's config/, e.g. segment); default: the built-in defaults")
+    p.add_argument("--model", choices=MODEL_NAMES,
+                   help="model.name override (default: softgroup, or the config's)")
+    p.add_argument("--model-config", metavar="MODEL_YAML",
+                   help="model.config override: the model YAML (a path, or a name in the "
+                   "package's config/models/, e.g. softgroup_scannet); default: the one in "
+                   "the checkpoint")
+    p.add_argument("--checkpoint", type=Path,
+                   help="model.checkpoint override (default: the shipped weights of the method)")
+    p.add_argument("--device", help="model.device override: auto, cpu, cuda, cuda:N "
+                   "(default: auto)")
 
 
 def count_noun(count: int, noun: str) -> str:
@@ -195,18 +208,23 @@ def cmd_check_checkpoint(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ros2-inst3d", description="3D instance segmentation of point clouds, offline and in ROS 2.")
+    from . import __version__
+
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="segment the bundled sample scene; writes files and a PNG")
     _add_model_args(p)
-    p.add_argument("-o", "--outdir", type=Path, default=Path("demo_output"))
+    p.add_argument("-o", "--outdir", type=Path, default=Path("demo_output"),
+                   help="output directory (default: demo_output)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("segment", help="segment a cloud file (.ply .pcd .npy .npz .bin)")
     p.add_argument("input", type=Path)
     _add_model_args(p)
-    p.add_argument("-o", "--outdir", type=Path, default=Path("."))
+    p.add_argument("-o", "--outdir", type=Path, default=Path("."),
+                   help="output directory (default: the current directory)")
     p.add_argument("--png", action="store_true", help="also render <stem>.instances.png")
     p.set_defaults(func=cmd_segment)
 
@@ -227,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="devices of the learned models (default: cpu, and cuda when available)")
     p.add_argument("--seed", type=int,
                    help="generated room of the pipeline benchmark (default: a ~100k-point one)")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed runs per measurement (default 5)")
     p.add_argument("--json", type=Path, help="also write the report as JSON")
     p.set_defaults(func=cmd_bench)
 
@@ -266,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="report missing/unexpected/mismatched keys of a checkpoint vs a model config")
     p.add_argument("checkpoint_file", type=Path, metavar="CKPT")
     p.add_argument("-c", "--config", type=Path, required=True,
-                   help="model YAML, e.g. config/models/softgroup_scannet.yaml")
+                   help="model YAML: a path, or a name in the package's config/models/ "
+                   "(e.g. softgroup_scannet)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow full pickle loading (only for files from a source you trust)")
     p.set_defaults(func=cmd_check_checkpoint)

@@ -323,7 +323,10 @@ def check_checkpoint_main(ckpt: str | Path, config: str | Path | Mapping[str, An
     from .registry import build_model, load_model_config
 
     try:
-        cfg_model = dict(config) if isinstance(config, Mapping) else load_model_config(config)
+        from ..resources import config_path
+
+        cfg_model = dict(config) if isinstance(config, Mapping) else \
+            load_model_config(config_path(config, "models"))
         model = build_model(cfg_model, device="meta")
         report = check_checkpoint(ckpt, model, trust_pickle=trust_pickle)
     except (CheckpointError, ConfigError) as err:

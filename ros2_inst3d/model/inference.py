@@ -98,7 +98,9 @@ def resolve_model_config(model_cfg: ModelConfig, meta: Mapping[str, Any]
     from .registry import load_model_config
 
     if model_cfg.config:
-        path = Path(model_cfg.config).expanduser()
+        from ..resources import config_path
+
+        path = config_path(model_cfg.config, "models")
         return load_model_config(path), f"model.config {path}"
     embedded = meta.get("config")
     if isinstance(embedded, Mapping) and embedded.get("name"):
