@@ -94,8 +94,6 @@ def segment_file(input_path: Path, cfg, outdir: Path, render: bool = False) -> d
     """Segment one cloud file and write the result files; returns their paths."""
     import time
 
-    import numpy as np
-
     from .io import read_cloud, write_results
     from .segmenter import Segmenter
 

@@ -7,12 +7,10 @@ the same classes at them.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import struct
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +18,15 @@ import torch
 from config_helpers import lidar_config
 
 from ros2_inst3d.accumulate import ScanAccumulator
-from ros2_inst3d.bag import BagError, BagMessage, POINTCLOUD2, TFMESSAGE, TF_TOPIC, \
-    segment_bag, tf_message, write_bag, write_scan_bag
+from ros2_inst3d.bag import (
+    POINTCLOUD2,
+    TF_TOPIC,
+    TFMESSAGE,
+    BagMessage,
+    segment_bag,
+    tf_message,
+    write_scan_bag,
+)
 from ros2_inst3d.cli import main
 from ros2_inst3d.cloud import CloudDecodeError, decode, encode_xyz, ns_to_stamp
 from ros2_inst3d.config import ConfigError, Config, from_dict, load_config
