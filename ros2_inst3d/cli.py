@@ -107,7 +107,8 @@ def segment_file(input_path: Path, cfg, outdir: Path, render: bool = False) -> d
     inst = segmenter.segment(cloud.xyz, cloud.rgb)
     inst.timing_ms = {"read": read_ms, **inst.timing_ms}
     stem = input_path.name.split(".")[0]
-    paths = write_results(outdir, stem, inst, inst.timing_ms, model_name=segmenter.model_name)
+    paths = write_results(outdir, stem, inst, inst.timing_ms, model_name=segmenter.model_name,
+                          source=cloud)
     if render:
         from .atomic import atomic_file
         from .outputs import instance_colors

@@ -70,6 +70,11 @@ class PointCloudFile:
         (PCD ``label``, PLY ``nx``...), (N,) or (N, COUNT), dtype as stored.
     meta: the decoded ``meta`` JSON of a scene ``.npz``, else None.
     dropped_non_finite: how many points had NaN/inf coordinates and were removed.
+    source_index: (N,) int64, the row of each point in the file (before non-finite points were
+        removed): ``full[source_index] = per_point`` puts results back in the file's order.
+    source_points: how many points the file holds (finite or not).
+    organized_shape: (HEIGHT, WIDTH) of an organised PCD (HEIGHT > 1; rows of the image in
+        file order), else None: ``full.reshape(organized_shape)`` is the per-pixel image.
 
     ``xyz, rgb, intensity = read_cloud(path)`` unpacks the three arrays every consumer needs.
     """
@@ -83,6 +88,9 @@ class PointCloudFile:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] | None = None
     dropped_non_finite: int = 0
+    source_index: np.ndarray | None = None
+    source_points: int = 0
+    organized_shape: tuple[int, int] | None = None
 
     @property
     def num_points(self) -> int:
@@ -162,6 +170,7 @@ def _finish(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
         return np.ascontiguousarray(a[keep]) if dropped else np.ascontiguousarray(a)
 
     return PointCloudFile(
+        source_index=np.flatnonzero(keep).astype(np.int64), source_points=int(keep.size),
         path=str(path), xyz=sel(xyz),
         rgb=sel(None if rgb is None else np.asarray(rgb, dtype=np.uint8)),
         intensity=sel(None if intensity is None else np.asarray(intensity, dtype=np.float32)),
@@ -672,7 +681,10 @@ def _read_pcd(path: Path, data: bytes) -> PointCloudFile:
             columns[nm] = arr if c == 1 else arr.reshape(n, c)
             offset += n * c * t.itemsize
     columns = {k: v for k, v in columns.items() if not k.startswith("_pad")}
-    return _named_fields_to_cloud(path, columns, "PCD fields")
+    cloud = _named_fields_to_cloud(path, columns, "PCD fields")
+    if header.height > 1 and header.width * header.height == n:
+        cloud.organized_shape = (header.height, header.width)
+    return cloud
 
 
 # --------------------------------------------------------------------------------------------
@@ -1029,7 +1041,7 @@ def results_summary(inst: Instances, timing_ms: Mapping[str, float] | None = Non
 
 def write_results(outdir: str | os.PathLike[str], stem: str, inst: Instances,
                   timing_ms: Mapping[str, float] | None = None,
-                  model_name: str = "") -> dict[str, Path]:
+                  model_name: str = "", source: PointCloudFile | None = None) -> dict[str, Path]:
     """Write one segmentation result as three files in ``outdir``; returns {kind: path}.
 
     ``<stem>.instances.ply`` ("ply"): every point of ``inst.xyz`` in its instance's colour
@@ -1040,7 +1052,12 @@ def write_results(outdir: str | os.PathLike[str], stem: str, inst: Instances,
     ``<stem>.labels.npz`` ("labels"): ``instance`` int32 [N] (-1 = none), ``instance_class``
     int32 [K], ``instance_score`` float32 [K] indexed by instance id (ids are 0..K-1, K = max
     id + 1), ``semantic`` int32 [N] (class per point, -100 = unknown) and, only when instances
-    overlap, ``masks`` = ``np.packbits`` of the bool [K, N] masks along axis 1.
+    overlap, ``masks`` = ``np.packbits`` of the bool [K, N] masks along axis 1. With ``source``
+    (the file ``inst`` was read from) also ``source_index`` int64 [N] (the row of each point
+    in the file: non-finite points were dropped before segmenting), ``source_points`` (rows in
+    the file) and, for an organised cloud, ``organized_shape`` [HEIGHT, WIDTH]; so
+    ``full = np.full(source_points, -1); full[source_index] = instance`` has one label per
+    input point (per pixel: ``full.reshape(organized_shape)``).
     """
     from ros2_inst3d.atomic import atomic_file
     from ros2_inst3d.outputs import instance_colors
@@ -1067,6 +1084,14 @@ def write_results(outdir: str | os.PathLike[str], stem: str, inst: Instances,
     masks = _masks_if_overlapping(inst, labels)
     if masks is not None:
         arrays["masks"] = masks
+    if source is not None and source.source_index is not None:
+        if len(source.source_index) != len(labels):
+            raise ValueError(f"source has {len(source.source_index)} points, the result "
+                             f"{len(labels)}")
+        arrays["source_index"] = source.source_index
+        arrays["source_points"] = np.array(source.source_points, np.int64)
+        if source.organized_shape is not None:
+            arrays["organized_shape"] = np.array(source.organized_shape, np.int64)
     with atomic_file(paths["labels"]) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
 

@@ -68,3 +68,27 @@ def test_counts_are_singular_for_one():
     assert count_noun(1, "instance") == "1 instance"
     assert count_noun(0, "instance") == "0 instances"
     assert count_noun(2, "instance") == "2 instances"
+
+
+def test_organised_cloud_labels_map_back_to_every_pixel(tmp_path, capsys):
+    import numpy as np
+
+    h, w = 12, 16
+    rng = np.random.default_rng(4)
+    xyz = rng.uniform(0, 2, (h * w, 3)).astype(np.float32)
+    invalid = rng.random(h * w) < 0.3          # pixels without depth, as a camera writes them
+    xyz[invalid] = np.nan
+    header = (f"VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {w}\n"
+              f"HEIGHT {h}\nPOINTS {h * w}\nDATA binary\n").encode()
+    (tmp_path / "cam.pcd").write_bytes(header + xyz.astype("<f4").tobytes())
+    assert main(["segment", str(tmp_path / "cam.pcd"), "--model", "geometric", "-o",
+                 str(tmp_path / "o")]) == 0
+    labels = np.load(tmp_path / "o" / "cam.labels.npz")
+    assert labels["instance"].shape == (int((~invalid).sum()),)
+    assert int(labels["source_points"]) == h * w
+    assert labels["organized_shape"].tolist() == [h, w]
+    np.testing.assert_array_equal(labels["source_index"], np.flatnonzero(~invalid))
+    full = np.full(int(labels["source_points"]), -2)
+    full[labels["source_index"]] = labels["instance"]
+    image = full.reshape(labels["organized_shape"])
+    assert (image == -2).sum() == invalid.sum()   # exactly the pixels without a point
