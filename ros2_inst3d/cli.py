@@ -121,7 +121,8 @@ def segment_file(input_path: Path, cfg, outdir: Path, render: bool = False) -> d
             render_instances_png(
                 tmp, inst.xyz, colors,
                 f"{stem}: {count_noun(inst.num_instances, 'instance')} ({segmenter.model_name})",
-                boxes=[inst.obb(k) for k in range(inst.num_instances)])
+                boxes=[inst.obb(k) for k in range(inst.num_instances)],
+                box_colors=instance_colors(inst.ids))
         paths["png"] = png
     print_instance_table(inst)
     for kind, path in paths.items():

@@ -92,3 +92,24 @@ def test_organised_cloud_labels_map_back_to_every_pixel(tmp_path, capsys):
     full[labels["source_index"]] = labels["instance"]
     image = full.reshape(labels["organized_shape"])
     assert (image == -2).sum() == invalid.sum()   # exactly the pixels without a point
+
+
+def test_png_view_keeps_a_room_whole_and_cuts_far_lidar_returns():
+    import numpy as np
+
+    from ros2_inst3d.instances import Box3D
+    from ros2_inst3d.render import view_bounds
+
+    rng = np.random.default_rng(5)
+    room = rng.uniform([0, 0, 0], [7, 4, 2.5], (20_000, 3))
+    lo, hi = view_bounds(room)
+    assert (lo <= room.min(axis=0)).all() and (hi >= room.max(axis=0)).all()
+    # a scan: dense within 20 m of the sensor, 3 % of the returns out to 200 m
+    r = np.concatenate([rng.uniform(1, 20, 19_400), rng.uniform(20, 200, 600)])
+    angle = rng.uniform(0, 2 * np.pi, r.size)
+    scan = np.column_stack([r * np.cos(angle), r * np.sin(angle), rng.uniform(-2, 8, r.size)])
+    lo, hi = view_bounds(scan)
+    assert (hi[:2] - lo[:2] < 100).all() and (hi[:2] > 18).all() and (lo[:2] < -18).all()
+    assert lo[2] < -1.8 and hi[2] > 7.8                      # heights are kept
+    far_box = Box3D(center=np.array([150.0, 0, 1]), size=np.array([4.0, 2, 2]), yaw=0.0)
+    assert view_bounds(scan, [far_box])[1][0] >= 152        # boxes are always in view
