@@ -368,15 +368,11 @@ def load_train_config(path: str | Path, overrides: Mapping[str, Any] | None = No
                       ) -> TrainConfig:
     """Read and validate a training YAML; ``overrides`` are dotted keys (``train.epochs``,
     ``data.train``, ``work_dir``...) applied before validation. Errors name the file."""
-    import yaml
+    from .config import read_yaml_file
+    from .resources import config_path
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"training config {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"training config {path} is not valid YAML: {exc}") from None
+    path = config_path(path, "train")
+    data = read_yaml_file(path, "training config") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"training config {path} must hold a mapping, got "
                           f"{type(data).__name__}")
