@@ -199,6 +199,16 @@ class ScanAccumulator:
             "expired_points": self.expired_points,
         }
 
+    @property
+    def last_sequence(self) -> int:
+        """Sequence number :meth:`add` gave the last scan it took (-1 before the first)."""
+        return self._sequence - 1
+
+    def held_sequences(self) -> set[int]:
+        """Sequence numbers of the scans in the window now (evicted ones are gone, also those
+        that share a stamp with a kept one)."""
+        return {s.sequence for s in self._scans}
+
     def clear(self) -> None:
         """Forget every scan (e.g. after a backwards time jump); counters are kept."""
         self._scans.clear()

@@ -35,10 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .cloud import encode_xyz, ns_to_stamp
+from .atomic import atomic_directory
+from .cloud import encode_xyz, ns_to_stamp, stamp_to_ns
 from .config import Config
 from .msgs import MessageFactory, make_typestore
-from .pipeline import OUTPUT_TYPES, TOPIC_LABELS, ScanRecord, StreamPipeline
+from .pipeline import (OUTPUT_TYPES, TIME_JUMP_TOLERANCE_NS, TOPIC_LABELS, ScanRecord,
+                       StreamPipeline)
 from .tf_buffer import TfBuffer
 from .transforms import matrix_to_transform
 
@@ -60,6 +62,9 @@ _DISTRO_OF_BAG = {"humble": "humble", "iron": "jazzy", "jazzy": "jazzy", "kilted
                   "rolling": "jazzy"}
 DEFAULT_TF_WAIT_S = 0.5
 SUMMARY_FILE = "summary.json"
+MAX_DETAIL_LINES = 10   # distinct skip details format_summary lists
+_MCAP_MAGIC = b"\x89MCAP"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 NS_PER_S = 1_000_000_000
 
 
@@ -179,7 +184,7 @@ def segment_bag(
     Raises BagError for unusable input (no PointCloud2 topic, a named topic missing, ROS 1 bag,
     output exists) and FileNotFoundError when ``in_path`` does not exist.
     """
-    from rosbags.highlevel import AnyReader, AnyReaderError
+    from rosbags.highlevel import AnyReader
     from tqdm import tqdm
 
     in_path, out_path = Path(in_path), Path(out_path)
@@ -187,6 +192,16 @@ def segment_bag(
         raise FileNotFoundError(f"input bag {in_path} does not exist")
     if out_path.exists():
         raise BagError(f"output bag {out_path} exists already; remove it or choose another path")
+    if in_path.is_dir() and not (in_path / "metadata.yaml").is_file() and \
+            not any(in_path.glob("*.mcap")):
+        raise BagError(f"{in_path} is a directory without metadata.yaml or an .mcap file, so "
+                       "not a rosbag2; give the bag's directory or its .mcap/.db3 file")
+    if in_path.is_file():
+        with open(in_path, "rb") as f:
+            head = f.read(16)
+        if not (head.startswith(_MCAP_MAGIC) or head.startswith(_SQLITE_MAGIC)):
+            raise BagError(f"{in_path} is neither an MCAP nor an SQLite (rosbag2 .db3) file "
+                           f"(it starts with {head[:8]!r})")
     if distro is not None and distro not in DISTROS:
         raise BagError(f"unknown distro {distro!r}; choose one of {', '.join(DISTROS)}")
     if limit is not None and limit < 1:
@@ -199,11 +214,12 @@ def segment_bag(
     plugin = _storage_plugin(storage)
 
     # Bags without embedded definitions (Humble's sqlite3) are read with the given distro's types.
-    reader = AnyReader([in_path], default_typestore=make_typestore(distro or "humble"))
     try:
+        reader = AnyReader([in_path], default_typestore=make_typestore(distro or "humble"))
         reader.open()
-    except AnyReaderError as exc:
-        raise BagError(f"cannot open {in_path} as a rosbag2: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - rosbags, sqlite3, yaml and mcap errors alike
+        raise BagError(f"cannot open {in_path} as a rosbag2: {type(exc).__name__}: "
+                       f"{' '.join(str(exc).split())}"[:400]) from None
     try:
         if not reader.is2:
             raise BagError(f"{in_path} is a ROS 1 bag; convert it first (rosbags-convert)")
@@ -213,15 +229,22 @@ def segment_bag(
         selected = _select_topics(reader, topics)
         if reader.message_count == 0:
             raise BagError(f"{in_path} holds no messages")
-        run = _BagRun(reader, out_path, plugin, cfg, distro, selected, limit, tf_wait_s,
-                      segmenter)
-        with tqdm(total=reader.message_count, unit="msg", disable=not progress,
-                  desc=in_path.name) as bar:
-            run.process(bar)
+        # The bag is written under a temporary name and renamed when complete: a failed run
+        # leaves no partial output directory (that a rerun would refuse as existing).
+        with atomic_directory(out_path) as tmp_out:
+            run = _BagRun(reader, tmp_out, plugin, cfg, distro, selected, limit, tf_wait_s,
+                          segmenter)
+            with tqdm(total=reader.message_count, unit="msg", disable=not progress,
+                      desc=in_path.name) as bar:
+                run.process(bar)
+            summary = run.summary(in_path, storage, bag_distro)
+            summary["output"] = str(out_path)
+            _write_json(tmp_out / SUMMARY_FILE, summary)
     finally:
-        reader.close()
-    summary = run.summary(in_path, storage, bag_distro)
-    _write_json(out_path / SUMMARY_FILE, summary)
+        try:
+            reader.close()
+        except Exception:  # noqa: BLE001 - closing a corrupt bag may fail again; already reported
+            pass
     return summary
 
 
@@ -307,12 +330,16 @@ class _BagRun:
         self.pipeline = StreamPipeline(cfg, self.segmenter, keep_records=True)
         # The cache covers the window plus how far ingestion lags behind the newest TF data.
         self.tf = TfBuffer(cache_s=max(10.0, cfg.accumulate.window_s + 2 * tf_wait_s + 1.0))
+        self.newest_tf_ns: int | None = None   # newest dynamic TF stamp, to see time jumps
+        self.pipeline.reset_listeners.append(self._forget_tf)
+        self.read_error: str | None = None     # why reading the input stopped early
         self.held: deque[_HeldScan] = deque()
         self.bag_time_of: dict[int, int] = {}   # scan index -> bag receive time
         self.segmentations: list[dict[str, Any]] = []
         self.not_copied: dict[str, str] = {}
         self.tf_undecodable = 0
         self.scans_read = 0
+        self.messages_read = 0
         self.last_scan_ns: int | None = None   # bag time of the last scan read
         self.now_ns = 0                        # bag time of the last message read
         self.truncated_at_ns: int | None = None
@@ -371,7 +398,7 @@ class _BagRun:
             start_ns = self.reader.start_time
             self._write_output(start_ns, TOPIC_LABELS,
                                self.pipeline.label_message(self.factory, start_ns))
-            for conn, time_ns, raw in self.reader.messages():
+            for conn, time_ns, raw in self._messages():
                 bar.update(1)
                 self.now_ns = time_ns
                 if self._past_limit(time_ns):
@@ -400,6 +427,23 @@ class _BagRun:
             self.pipeline.finish()
             self.writes.flush()
 
+    def _messages(self) -> Iterable[tuple[Any, int, Any]]:
+        """The input's messages; a read error (truncated or corrupt storage) ends the input
+        there, and ``read_error`` says why (the run still accounts for what it read)."""
+        messages = iter(self.reader.messages())
+        while True:
+            try:
+                item = next(messages)
+            except StopIteration:
+                return
+            except Exception as exc:  # noqa: BLE001 - sqlite3, mcap and rosbags errors alike
+                self.read_error = (f"reading stopped after {self.messages_read} messages: "
+                                   f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:400])
+                log.error("input bag: %s", self.read_error)
+                return
+            self.messages_read += 1
+            yield item
+
     def _past_limit(self, time_ns: int) -> bool:
         """``limit`` scans were read and this message comes after the last of them."""
         if self.limit is not None and self.scans_read >= self.limit:
@@ -409,6 +453,11 @@ class _BagRun:
                 return True
         return False
 
+    def _forget_tf(self) -> None:
+        """The pipeline's reset listener: dynamic TF goes with the scan window (static stays)."""
+        self.tf.clear()
+        self.newest_tf_ns = None
+
     def _add_tf(self, conn: Any, raw: Any) -> None:
         try:
             msg = self.reader.deserialize(raw, conn.msgtype)
@@ -416,7 +465,19 @@ class _BagRun:
             self.tf_undecodable += 1
             log.warning("a %s message did not deserialise and was ignored: %s", conn.topic, exc)
             return
-        self.tf.add_message(msg, static=conn.topic == TF_STATIC_TOPIC)
+        static = conn.topic == TF_STATIC_TOPIC
+        if not static:
+            stamps = [stamp_to_ns(t.header.stamp) for t in msg.transforms]
+            if stamps and self.newest_tf_ns is not None and \
+                    min(stamps) < self.newest_tf_ns - TIME_JUMP_TOLERANCE_NS:
+                # TF went back in time: the buffer would refuse every new sample as old data.
+                # Scans read before the jump go in with the TF they had, then one reset clears
+                # the window and the TF buffer together (pipeline.time_jump → _forget_tf).
+                self._ingest_held(math.inf)
+                self.pipeline.time_jump(self.newest_tf_ns - min(stamps))
+            if stamps:
+                self.newest_tf_ns = max(self.newest_tf_ns or max(stamps), max(stamps))
+        self.tf.add_message(msg, static=static)
 
     def _hold(self, conn: Any, time_ns: int, raw: Any) -> None:
         self.scans_read += 1
@@ -493,6 +554,7 @@ class _BagRun:
                              for p, c, s, n in self.tf.edges()],
                    "rejected": dict(self.tf.rejected), "undecodable": self.tf_undecodable},
             "stats": self.pipeline.stats.as_dict(),
+            "read_error": self.read_error,
             "records": [_record_dict(rec, self.bag_time_of.get(rec.index)) for rec in records],
         }
 
@@ -542,10 +604,18 @@ def format_summary(summary: dict[str, Any]) -> str:
     if scans["skipped_by_reason"]:
         lines.append("  skipped: " + ", ".join(f"{reason} {count}" for reason, count
                                                in scans["skipped_by_reason"].items()))
+        # Identical (reason, detail) pairs are listed once with their count and scan indices:
+        # a real bag repeats the same problem thousands of times.
+        groups: dict[tuple[str, str], list[int]] = {}
         for rec in summary["records"]:
             if rec["fate"] == "skipped" and rec["detail"]:
-                lines.append(f"    scan {rec['index']} ({rec['topic']}): {rec['reason']}: "
-                             f"{rec['detail']}")
+                groups.setdefault((rec["reason"], rec["detail"]), []).append(rec["index"])
+        for (reason, detail), indices in list(groups.items())[:MAX_DETAIL_LINES]:
+            which = ", ".join(map(str, indices[:5])) + (", ..." if len(indices) > 5 else "")
+            lines.append(f"    {reason} x{len(indices)} (scans {which}): {detail}")
+        if len(groups) > MAX_DETAIL_LINES:
+            lines.append(f"    ... {len(groups) - MAX_DETAIL_LINES} more distinct problems in "
+                         f"{SUMMARY_FILE}")
     segs = summary["segmentations"]
     lines.append(f"segmentations: {len(segs)}" + (
         " (instances: " + ", ".join(str(s["num_instances"]) for s in segs) + ")" if segs else ""))
@@ -555,6 +625,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"not copied: {topic}: {why}")
     if summary["limit"] is not None:
         lines.append(f"limited to the first {summary['limit']} scans")
+    if summary.get("read_error"):
+        lines.append(f"input bag corrupt: {summary['read_error']}")
     lines.append(f"account: {Path(summary['output']) / SUMMARY_FILE}")
     return "\n".join(lines)
 
@@ -574,7 +646,26 @@ def bag_main(args: argparse.Namespace, cfg: Config) -> int:
         tf_wait_s=_default(getattr(args, "tf_wait", None), DEFAULT_TF_WAIT_S),
         progress=not getattr(args, "no_progress", False))
     print(format_summary(summary))
-    return 0
+    return _exit_status(summary)
+
+
+def _exit_status(summary: dict[str, Any]) -> int:
+    """0 when the run segmented something from an intact bag; else 1 with one line on stderr
+    (the output bag and its summary are still written: they say what happened to every scan)."""
+    import sys
+
+    scans = summary["scans"]
+    problem = None
+    if summary.get("read_error"):
+        problem = f"the input bag is corrupt: {summary['read_error']}"
+    elif scans["processed"] == 0:
+        reasons = ", ".join(f"{r} {n}" for r, n in scans["skipped_by_reason"].items())
+        problem = (f"no scan was segmented ({scans['total']} read"
+                   + (f"; skipped: {reasons}" if reasons else "") + ")")
+    if problem is None:
+        return 0
+    print(f"ros2-inst3d bag: error: {problem}", file=sys.stderr)
+    return 1
 
 
 def _default(value: Any, default: Any) -> Any:

@@ -107,9 +107,6 @@ STAGE_DESCRIPTIONS = {
     "fusion": "filters, paste by score",
     "encode": "cloud + InstanceArray",
 }
-_MODEL_STAGE_NAMES = {"input": "voxelize"}
-
-
 def default_devices() -> list[str]:
     """``cpu``, plus ``cuda`` when torch sees a GPU and spconv is a CUDA build."""
     from .model.backbone import cuda_usable
@@ -254,7 +251,7 @@ def bench_pipeline(seed: int = BENCH_SCENE_SEED, repeats: int = 3, model: str = 
         inst = segmenter.segment(cloud.xyz, cloud.rgb)
         for name, ms in inst.timing_ms.items():
             if name != "total":
-                stages.setdefault(_MODEL_STAGE_NAMES.get(name, name), []).append(ms)
+                stages.setdefault(name, []).append(ms)
         t0 = time.perf_counter()
         labelled_cloud(factory, inst, header)
         instance_array(factory, inst, header, 1, model)

@@ -15,6 +15,7 @@ log = logging.getLogger("ros2_inst3d")
 
 # Errors the user can fix: printed as one line, exit code 2, no traceback.
 _USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, IsADirectoryError,
+                                                  NotADirectoryError, FileExistsError,
                                                   PermissionError)
 
 
@@ -45,19 +46,37 @@ def _load_config(args: argparse.Namespace):
         overrides["model.checkpoint"] = str(args.checkpoint)
     if getattr(args, "device", None):
         overrides["model.device"] = args.device
+    if getattr(args, "model_config", None):
+        overrides["model.config"] = str(args.model_config)
     return load_config(args.config, overrides)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", type=Path, help="YAML config (see `ros2-inst3d params`)")
-    p.add_argument("--model", help="model.name override (geometric, lidar, pointgroup, softgroup, ...)")
-    p.add_argument("--checkpoint", type=Path, help="model.checkpoint override")
-    p.add_argument("--device", help="model.device override (auto, cpu, cuda)")
+    from .config import MODEL_NAMES
+
+    p.add_argument("-c", "--config", type=Path,
+                   help="pipeline config YAML (see `ros2-inst3d params`; a path, or a name in "
+                   "the package's config/, e.g. segment); default: the built-in defaults")
+    p.add_argument("--model", choices=MODEL_NAMES,
+                   help="model.name override (default: softgroup, or the config's)")
+    p.add_argument("--model-config", metavar="MODEL_YAML",
+                   help="model.config override: the model YAML (a path, or a name in the "
+                   "package's config/models/, e.g. softgroup_scannet); default: the one in "
+                   "the checkpoint")
+    p.add_argument("--checkpoint", type=Path,
+                   help="model.checkpoint override (default: the shipped weights of the method)")
+    p.add_argument("--device", help="model.device override: auto, cpu, cuda, cuda:N "
+                   "(default: auto)")
+
+
+def count_noun(count: int, noun: str) -> str:
+    """``1 instance``, ``0 instances``, ``3 instances``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def print_instance_table(inst) -> None:
     """A human-readable table of one result (stdout)."""
-    print(f"{inst.num_instances} instances in {len(inst.xyz)} points")
+    print(f"{count_noun(inst.num_instances, 'instance')} in {len(inst.xyz)} points")
     print(f"{'id':>4}  {'class':<16}{'score':>6}{'points':>8}  centroid (m)            size (m)")
     for k in range(inst.num_instances):
         box = inst.obb(k)
@@ -101,8 +120,6 @@ def segment_file(input_path: Path, cfg, outdir: Path, render: bool = False,
     """
     import time
 
-    import numpy as np
-
     from .io import read_cloud, write_results
     from .segmenter import Segmenter
     from .transforms import apply_transform
@@ -122,17 +139,22 @@ def segment_file(input_path: Path, cfg, outdir: Path, render: bool = False,
     inst = segmenter.segment(xyz, cloud.rgb, fields=cloud_fields(cloud))
     inst.timing_ms = {"read": read_ms, **inst.timing_ms}
     stem = input_path.name.split(".")[0]
-    paths = write_results(outdir, stem, inst, inst.timing_ms, model_name=segmenter.model_name)
+    paths = write_results(outdir, stem, inst, inst.timing_ms, model_name=segmenter.model_name,
+                          source=cloud)
     if render:
+        from .atomic import atomic_file
         from .outputs import instance_colors
         from .render import render_instances_png
 
-        point_ids = np.where(inst.point_instance >= 0, inst.ids[inst.point_instance], -1)
-        colors = instance_colors(point_ids)
+        # point_instance holds instance ids (-1 = none), as write_results colours them.
+        colors = instance_colors(inst.point_instance)
         png = outdir / f"{stem}.instances.png"
-        render_instances_png(png, inst.xyz, colors,
-                             f"{stem}: {inst.num_instances} instances ({segmenter.model_name})",
-                             boxes=[inst.obb(k) for k in range(inst.num_instances)])
+        with atomic_file(png) as tmp:
+            render_instances_png(
+                tmp, inst.xyz, colors,
+                f"{stem}: {count_noun(inst.num_instances, 'instance')} ({segmenter.model_name})",
+                boxes=[inst.obb(k) for k in range(inst.num_instances)],
+                box_colors=instance_colors(inst.ids))
         paths["png"] = png
     print_instance_table(inst)
     for kind, path in paths.items():
@@ -256,18 +278,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="ros2-inst3d", description="3D instance segmentation of point clouds, offline and in ROS 2.")
+    from . import __version__
+
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="segment the bundled sample scene; writes files and a PNG")
     _add_model_args(p)
-    p.add_argument("-o", "--outdir", type=Path, default=Path("demo_output"))
+    p.add_argument("-o", "--outdir", type=Path, default=Path("demo_output"),
+                   help="output directory (default: demo_output)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("segment", help="segment a cloud file (.ply .pcd .npy .npz .bin)")
     p.add_argument("input", type=Path)
     _add_model_args(p)
-    p.add_argument("-o", "--outdir", type=Path, default=Path("."))
+    p.add_argument("-o", "--outdir", type=Path, default=Path("."),
+                   help="output directory (default: the current directory)")
     p.add_argument("--png", action="store_true", help="also render <stem>.instances.png")
     add_gravity_arguments(p)
     p.set_defaults(func=cmd_segment)
@@ -289,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="devices of the learned models (default: cpu, and cuda when available)")
     p.add_argument("--seed", type=int,
                    help="generated room of the pipeline benchmark (default: a ~100k-point one)")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed runs per measurement (default 5)")
     p.add_argument("--tracking", action="store_true",
                    help="only the tracking benchmark: ID switches, MOTA, IDF1 on generated "
                    "sequences (README: Tracking)")
@@ -347,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="report missing/unexpected/mismatched keys of a checkpoint vs a model config")
     p.add_argument("checkpoint_file", type=Path, metavar="CKPT")
     p.add_argument("-c", "--config", type=Path, required=True,
-                   help="model YAML, e.g. config/models/softgroup_scannet.yaml")
+                   help="model YAML: a path, or a name in the package's config/models/ "
+                   "(e.g. softgroup_scannet)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow full pickle loading (only for files from a source you trust)")
     p.set_defaults(func=cmd_check_checkpoint)
@@ -357,6 +386,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gen-data", help="generate scanned synthetic indoor scenes (.npz)")
     add_gen_data_arguments(p)
     p.set_defaults(func=gen_data_main)
+
+    from .fuzz import add_fuzz_arguments, fuzz_main
+
+    p = sub.add_parser("fuzz", help="fuzzing campaign: random/corrupt clouds, files, configs, "
+                       "checkpoints and bags against every entry point",
+                       description="Prints cases, clean errors, accepted inputs and tracebacks "
+                       "per group (see ros2_inst3d/fuzz.py); exits 1 if any case escaped as a "
+                       "traceback or broke the scan account.")
+    add_fuzz_arguments(p)
+    p.set_defaults(func=fuzz_main)
 
     # Further commands register here (gen-data, eval, bag, train, check-checkpoint).
     for register in _extra_commands():
@@ -403,6 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        if args.verbose:
+            raise
+        message = " ".join(str(exc).split())[:300]
+        print(f"ros2-inst3d {args.command}: internal error: {type(exc).__name__}: {message} "
+              "(a bug: please report it with the output of -v)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

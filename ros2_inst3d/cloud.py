@@ -73,14 +73,27 @@ def stamp_to_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+# builtin_interfaces/Time holds int32 seconds and nanoseconds in [0, 1e9): these are the
+# integer-nanosecond times it can carry. Every output stamp is built from an input stamp, so
+# input stamps outside this range are refused where they enter (decode), never at output time.
+STAMP_MIN_NS = -(2**31) * 1_000_000_000
+STAMP_MAX_NS = (2**31) * 1_000_000_000 - 1
+
+
+def stamp_fits(ns: int) -> bool:
+    """True when ``ns`` can be written as a ``builtin_interfaces/msg/Time``."""
+    return STAMP_MIN_NS <= int(ns) <= STAMP_MAX_NS
+
+
 def ns_to_stamp(factory: Any, ns: int) -> Any:
     """Integer nanoseconds → ``builtin_interfaces/msg/Time`` built by ``factory``.
 
     ``nanosec`` is always in [0, 1e9), also for times before the epoch (ROS's convention).
+    Raises ValueError when ``ns`` does not fit (:func:`stamp_fits`).
     """
-    sec, nanosec = divmod(int(ns), 1_000_000_000)
-    if not -(2**31) <= sec < 2**31:
+    if not stamp_fits(ns):
         raise ValueError(f"time {ns} ns does not fit builtin_interfaces/Time (int32 seconds)")
+    sec, nanosec = divmod(int(ns), 1_000_000_000)
     return factory("builtin_interfaces/msg/Time", sec=sec, nanosec=nanosec)
 
 
@@ -111,12 +124,19 @@ def decode(msg: Any) -> Scan:
     (after the cast to float32) are removed whatever ``is_dense`` says, and counted in
     ``Scan.dropped_non_finite``.
 
-    Raises :class:`CloudDecodeError` for clouds that cannot be decoded: no x/y/z field, unknown
+    Raises :class:`CloudDecodeError` for clouds that cannot be decoded: a stamp no output stamp
+    can carry (:func:`stamp_fits`), no x/y/z field, unknown
     datatypes, overlapping fields or fields past ``point_step``, ``row_step`` smaller than a row,
     or ``data`` shorter than ``row_step * height``.
     """
     height, width = int(msg.height), int(msg.width)
     stamp_ns = stamp_to_ns(msg.header.stamp)
+    if not stamp_fits(stamp_ns):
+        # Valid on the wire (e.g. sec 2**31-1 with nanosec >= 1e9) but no output stamp could
+        # carry it: refused here so no result is built from it.
+        raise CloudDecodeError(
+            f"header stamp sec={msg.header.stamp.sec} nanosec={msg.header.stamp.nanosec} is "
+            "outside builtin_interfaces/Time once normalised (int32 seconds, nanosec < 1e9)")
     frame_id = str(msg.header.frame_id)
     fields = [_Field(str(f.name), int(f.offset), int(f.datatype), int(f.count)) for f in msg.fields]
     if height * width == 0 and not fields:

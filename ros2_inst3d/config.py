@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-MODEL_NAMES = ("geometric", "lidar", "pointgroup", "softgroup", "isbnet", "mtml")
+# Methods that run end to end (ISBNet's instance head and MTML are not implemented; their
+# checkpoints can still be checked with `check-checkpoint`).
+MODEL_NAMES = ("geometric", "lidar", "pointgroup", "softgroup")
 
 
 class ConfigError(ValueError):
@@ -49,6 +51,9 @@ class InputConfig:
         "remap `points` or list several).")
     fixed_frame: str = param(
         "map", "Frame the scans are accumulated and results are published in (e.g. map, odom).")
+    empty_frame_id: str = param(
+        "", "Frame a scan with an empty header.frame_id is in; empty: such scans are skipped "
+        "(counted as no_frame_id), since the fixed frame would be a guess.")
     reliability: str = param(
         "best_effort", "QoS reliability of the input subscriptions.",
         choices=("best_effort", "reliable"))
@@ -370,6 +375,8 @@ def _check_value(leaf: Leaf, f: dataclasses.Field, value: Any) -> Any:
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
             raise ConfigError(f"{where} must be a list of 3 numbers [x, y, z], got {value!r}")
         value = [float(v) for v in value]
+        if not all(math.isfinite(v) for v in value):
+            raise ConfigError(f"{where} must hold finite numbers, got {value!r}")
     if leaf.choices is not None and value not in leaf.choices:
         raise ConfigError(f"{where} must be one of {', '.join(map(str, leaf.choices))}; got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -382,18 +389,36 @@ def _check_value(leaf: Leaf, f: dataclasses.Field, value: Any) -> Any:
 
 def from_dict(data: Mapping[str, Any] | None) -> Config:
     """Build and validate a :class:`Config` from the nested YAML form; missing leaves keep defaults."""
-    data = dict(data or {})
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a config is a mapping of sections, got {type(data).__name__}")
+    data = dict(data)
     if "/**" in data or any(isinstance(v, Mapping) and "ros__parameters" in v for v in data.values()):
         # A ROS 2 parameter file: take the first node section's parameters.
-        for v in data.values():
+        for node, v in data.items():
             if isinstance(v, Mapping) and "ros__parameters" in v:
-                data = dict(v["ros__parameters"])
+                params = v["ros__parameters"]
+                if params is None:
+                    params = {}
+                if not isinstance(params, Mapping):
+                    raise ConfigError(f"'{node}: ros__parameters' must be a mapping of "
+                                      f"parameters, got {type(params).__name__}")
+                data = dict(params)
                 break
     # Dotted keys at the top level (as ROS would flatten them) are accepted too.
     for key in [k for k in data if isinstance(k, str) and "." in k]:
         sec, _, leaf = key.partition(".")
-        data.setdefault(sec, {})
-        data[sec] = {**data[sec], leaf: data.pop(key)}
+        section = data.setdefault(sec, {})
+        if section is None:
+            section = {}
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"dotted key '{key}' adds to section '{sec}', but '{sec}' is "
+                              f"{type(section).__name__}, not a mapping")
+        data[sec] = {**section, leaf: data.pop(key)}
+    non_string = [k for k in data if not isinstance(k, str)]
+    if non_string:
+        raise ConfigError(f"config section names must be strings, got {non_string[0]!r}")
     sections = _section_types()
     leaves = {l.name: l for l in schema()}
     unknown = [k for k in data if k not in sections]
@@ -406,9 +431,9 @@ def from_dict(data: Mapping[str, Any] | None) -> Config:
         if not isinstance(values, Mapping):
             raise ConfigError(f"config section '{sec}' must be a mapping, got {values!r}")
         fields = {f.name: f for f in dataclasses.fields(sec_cls)}
-        bad = [k for k in values if k not in fields]
+        bad = [k for k in values if not isinstance(k, str) or k not in fields]
         if bad:
-            raise ConfigError(f"unknown parameter(s) {', '.join(f'{sec}.{k}' for k in bad)}; "
+            raise ConfigError(f"unknown parameter(s) {', '.join(f'{sec}.{k!s}' for k in bad)}; "
                               f"'{sec}' has: {', '.join(fields)}")
         kwargs = {k: _check_value(leaves[f"{sec}.{k}"], fields[k], v) for k, v in values.items()}
         built[sec] = sec_cls(**kwargs)
@@ -425,6 +450,79 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError("'input.topics' must name at least one PointCloud2 topic")
 
 
+# A config is a few levels deep; YAML nested deeper is refused before PyYAML recurses into it.
+MAX_YAML_DEPTH = 32
+MAX_YAML_BYTES = 1 << 20
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    """``yaml.safe_load`` of a small config file, every failure a one-line ConfigError.
+
+    what: how messages name the file ("config file", "model config"). Refuses files over 1 MiB,
+    nesting deeper than MAX_YAML_DEPTH, non-UTF-8 text, directories and unreadable files.
+    """
+    import yaml
+
+    try:
+        if path.is_dir():
+            raise ConfigError(f"{what} {path} is a directory; give a YAML file")
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{what} {path} is {path.stat().st_size} bytes; a config is under "
+                              f"{MAX_YAML_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text: {exc.reason} at byte {exc.start}"
+                          ) from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    depth = _flow_depth(text)
+    if depth > MAX_YAML_DEPTH:
+        raise ConfigError(f"{what} {path} nests {depth} levels deep; at most {MAX_YAML_DEPTH}")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {' '.join(str(exc).split())}"
+                          ) from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path} nests too deep for a config") from None
+    depth = _data_depth(data)
+    if depth > MAX_YAML_DEPTH:
+        raise ConfigError(f"{what} {path} nests {depth} levels deep; at most {MAX_YAML_DEPTH}")
+    return data
+
+
+def _flow_depth(text: str) -> int:
+    """Deepest bracket nesting of YAML flow collections (``[[[...`` / ``{{...``), a cheap bound
+    checked before parsing; block nesting by indentation is bounded by the line length."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def _data_depth(data: Any) -> int:
+    """Nesting depth of parsed YAML (iterative: a deep document must not exhaust the stack)."""
+    deepest = 0
+    stack = [(data, 1)]
+    seen: set[int] = set()
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if id(item) in seen:   # YAML anchors may share (or cycle through) one object
+                continue
+            seen.add(id(item))
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
     """Load a YAML config (nested or ROS parameter-file form), apply dotted overrides, validate.
 
@@ -434,13 +532,10 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        from .resources import config_path
+
+        path = config_path(path)
+        data = read_yaml_file(path, "config file") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
     try:

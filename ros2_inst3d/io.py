@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import lzma
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -48,6 +50,12 @@ class CloudFileError(ValueError):
     """A point-cloud file cannot be read; the message names the file and the reason."""
 
 
+# What numpy, struct, zlib, lzma, bz2 and zipfile raise on corrupt data (not programming errors).
+_DATA_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, OverflowError, MemoryError, EOFError, struct.error, zlib.error, lzma.LZMAError,
+    zipfile.BadZipFile, NotImplementedError, UnicodeDecodeError)
+
+
 @dataclass
 class PointCloudFile:
     """The points of one file, non-finite points already removed.
@@ -62,6 +70,11 @@ class PointCloudFile:
         (PCD ``label``, PLY ``nx``...), (N,) or (N, COUNT), dtype as stored.
     meta: the decoded ``meta`` JSON of a scene ``.npz``, else None.
     dropped_non_finite: how many points had NaN/inf coordinates and were removed.
+    source_index: (N,) int64, the row of each point in the file (before non-finite points were
+        removed): ``full[source_index] = per_point`` puts results back in the file's order.
+    source_points: how many points the file holds (finite or not).
+    organized_shape: (HEIGHT, WIDTH) of an organised PCD (HEIGHT > 1; rows of the image in
+        file order), else None: ``full.reshape(organized_shape)`` is the per-pixel image.
 
     ``xyz, rgb, intensity = read_cloud(path)`` unpacks the three arrays every consumer needs.
     """
@@ -75,6 +88,9 @@ class PointCloudFile:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] | None = None
     dropped_non_finite: int = 0
+    source_index: np.ndarray | None = None
+    source_points: int = 0
+    organized_shape: tuple[int, int] | None = None
 
     @property
     def num_points(self) -> int:
@@ -98,6 +114,9 @@ def read_cloud(path: str | os.PathLike[str]) -> PointCloudFile:
     """
     p = Path(path)
     ext = p.suffix.lower()
+    if p.is_dir():
+        raise CloudFileError(f"{p}: is a directory; give one cloud file "
+                             f"({', '.join(SUPPORTED_EXTENSIONS)})")
     if ext not in SUPPORTED_EXTENSIONS:
         raise CloudFileError(f"{p}: unknown extension {p.suffix!r}; supported: "
                              f"{', '.join(SUPPORTED_EXTENSIONS)}")
@@ -109,13 +128,21 @@ def read_cloud(path: str | os.PathLike[str]) -> PointCloudFile:
         data = p.read_bytes()
     except OSError as exc:
         raise CloudFileError(f"{p}: cannot read: {exc.strerror or exc}") from exc
-    if ext == ".ply":
-        return _read_ply(p, data)
-    if ext == ".pcd":
-        return _read_pcd(p, data)
-    if ext == ".npy":
-        return _read_npy(p, data)
-    return _read_kitti_bin(p, data)
+    except CloudFileError:
+        raise
+    except _DATA_ERRORS as exc:
+        raise CloudFileError(f"{p}: cannot parse the file: {type(exc).__name__}: "
+                             f"{_one_line(exc)}"[:400]) from None
+    reader = {".ply": _read_ply, ".pcd": _read_pcd, ".npy": _read_npy}.get(ext, _read_kitti_bin)
+    try:
+        return reader(p, data)
+    except CloudFileError:
+        raise
+    except _DATA_ERRORS as exc:
+        # The parsers check what they can name; what the libraries below them (numpy, struct,
+        # zlib) find in corrupt data still becomes one line naming the file.
+        raise CloudFileError(f"{p}: cannot parse the file: {type(exc).__name__}: "
+                             f"{_one_line(exc)}"[:400]) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,6 +170,7 @@ def _finish(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
         return np.ascontiguousarray(a[keep]) if dropped else np.ascontiguousarray(a)
 
     return PointCloudFile(
+        source_index=np.flatnonzero(keep).astype(np.int64), source_points=int(keep.size),
         path=str(path), xyz=sel(xyz),
         rgb=sel(None if rgb is None else np.asarray(rgb, dtype=np.uint8)),
         intensity=sel(None if intensity is None else np.asarray(intensity, dtype=np.float32)),
@@ -204,18 +232,28 @@ def _named_fields_to_cloud(path: Path, fields: dict[str, np.ndarray], what: str)
         raise CloudFileError(f"{path}: missing {'/'.join(missing)} among the {what} "
                              f"({' '.join(fields) or 'none'}); x, y and z are required")
     used = [lower[c] for c in "xyz"]
-    try:
-        xyz = np.stack([np.asarray(fields[n], dtype=np.float64).reshape(-1) for n in used], axis=1)
-    except ValueError as exc:
-        raise CloudFileError(f"{path}: x/y/z fields are not scalars: {exc}") from exc
+    num_points = np.asarray(fields[used[0]]).shape[0] if np.ndim(fields[used[0]]) else 0
+
+    def scalar(name: str) -> np.ndarray:
+        """A field that must hold one value per point (x, y, z, colour, intensity)."""
+        a = np.asarray(fields[name])
+        if a.ndim == 2 and a.shape[1] == 1:
+            a = a[:, 0]
+        if a.shape != (num_points,):
+            raise CloudFileError(f"{path}: {what} field {name!r} has shape {a.shape}; x, y, z, "
+                                 f"colour and intensity must be one value per point "
+                                 f"({num_points},) (COUNT 1)")
+        return a
+
+    xyz = np.stack([scalar(n).astype(np.float64) for n in used], axis=1)
 
     rgb = None
     for triple in _COLOR_TRIPLES:
         if all(c in lower for c in triple):
             names = [lower[c] for c in triple]
             try:
-                rgb = colors_to_uint8(np.stack([np.asarray(fields[n]).reshape(-1) for n in names],
-                                               axis=1), f"colour ({'/'.join(names)})")
+                rgb = colors_to_uint8(np.stack([scalar(n) for n in names], axis=1),
+                                      f"colour ({'/'.join(names)})")
             except ValueError as exc:
                 raise CloudFileError(f"{path}: {exc}") from exc
             used += names
@@ -223,8 +261,8 @@ def _named_fields_to_cloud(path: Path, fields: dict[str, np.ndarray], what: str)
     if rgb is None:
         for name in _PACKED_COLOR_NAMES:
             if name in lower:
-                packed = np.asarray(fields[lower[name]])
-                if packed.dtype.itemsize != 4 or packed.ndim != 1:
+                packed = scalar(lower[name])
+                if packed.dtype.itemsize != 4:
                     raise CloudFileError(
                         f"{path}: packed colour field {lower[name]!r} must be one 4-byte value per "
                         f"point (float32 or uint32), got {packed.dtype} shape {packed.shape}")
@@ -235,11 +273,15 @@ def _named_fields_to_cloud(path: Path, fields: dict[str, np.ndarray], what: str)
     intensity = None
     for name in _INTENSITY_NAMES:
         if name in lower:
-            intensity = np.asarray(fields[lower[name]], dtype=np.float32).reshape(-1)
+            intensity = scalar(lower[name]).astype(np.float32)
             used.append(lower[name])
             break
 
     extra = {n: _native(a) for n, a in fields.items() if n not in used}
+    wrong = [n for n, a in extra.items() if a.ndim == 0 or a.shape[0] != num_points]
+    if wrong:
+        raise CloudFileError(f"{path}: {what} field {wrong[0]!r} has shape {extra[wrong[0]].shape}"
+                             f"; expected {num_points} rows")
     return _finish(path, xyz, rgb, intensity, extra=extra)
 
 
@@ -273,10 +315,17 @@ def _is_number(token: bytes) -> bool:
         return False
 
 
-def _ascii_to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def _ascii_to_dtype(path: Path, name: str, values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """ASCII numbers of a field declared ``dtype``; integers out of the type's range (a uchar
+    colour of 300) are an error, never a silent wrap-around."""
     if dtype.kind == "f":
         return values.astype(dtype)
-    return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(dtype)
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    info = np.iinfo(dtype)
+    if values.size and (values.min() < info.min or values.max() > info.max):
+        raise CloudFileError(f"{path}: field {name!r} is declared {dtype} ({info.min}..{info.max}) "
+                             f"but holds values {values.min():g}..{values.max():g}")
+    return values.astype(dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,6 +356,12 @@ def _read_ply(path: Path, data: bytes) -> PointCloudFile:
     body_start = data.find(b"\n", end)
     body_start = len(data) if body_start < 0 else body_start + 1
     fmt, elements = _parse_ply_header(path, data[:end].decode("ascii", errors="replace"))
+    for e in elements:
+        # Every record takes at least one byte: a count beyond the file size is a lie, and
+        # refusing it here keeps counts beyond int64 away from numpy and str.split.
+        if e.count > len(data):
+            raise CloudFileError(f"{path}: PLY element {e.name!r} declares {e.count} records, "
+                                 f"more than the file's {len(data)} bytes could hold")
 
     index = next((i for i, e in enumerate(elements) if e.name == "vertex"), None)
     if index is None:
@@ -328,10 +383,13 @@ def _read_ply(path: Path, data: bytes) -> PointCloudFile:
         if len(rows) < vertex.count:
             raise CloudFileError(f"{path}: truncated PLY: {vertex.count} vertex lines declared, "
                                  f"{len(rows)} present")
+        if index == len(elements) - 1 and b"".join(lines[skip + vertex.count:]).strip():
+            raise CloudFileError(f"{path}: PLY holds more vertex lines than the {vertex.count} "
+                                 "its header declares")
         values = _parse_ascii_numbers(path, b" ".join(rows), vertex.count * len(names),
                                       f"{vertex.count} vertices x {len(names)} properties")
         values = values.reshape(vertex.count, len(names))
-        fields = {n: _ascii_to_dtype(values[:, i], np.dtype(t))
+        fields = {n: _ascii_to_dtype(path, n, values[:, i], np.dtype(t))
                   for i, (n, t) in enumerate(vertex.properties)}
     else:
         order = "<" if fmt == "binary_little_endian" else ">"
@@ -349,6 +407,10 @@ def _read_ply(path: Path, data: bytes) -> PointCloudFile:
             raise CloudFileError(
                 f"{path}: truncated PLY: {vertex.count} vertices x {dtype.itemsize} bytes need "
                 f"{need} bytes, {max(0, len(data) - offset)} follow")
+        if index == len(elements) - 1 and len(data) - offset - need >= max(1, dtype.itemsize):
+            raise CloudFileError(
+                f"{path}: PLY holds {(len(data) - offset - need) // dtype.itemsize} more vertex "
+                f"records than the {vertex.count} its header declares")
         table = np.frombuffer(data, dtype=dtype, count=vertex.count, offset=offset)
         fields = {n: table[n] for n in names}
     return _named_fields_to_cloud(path, fields, "PLY vertex properties")
@@ -458,6 +520,10 @@ def lzf_decompress(data: bytes | bytearray | memoryview, expected_size: int) -> 
     return bytes(out)
 
 
+# LZF's best case: a 3-byte back-reference token yields 264 bytes.
+_MAX_LZF_RATIO = 88
+
+
 @dataclass
 class _PcdHeader:
     fields: list[str]
@@ -524,6 +590,11 @@ def _parse_pcd_header(path: Path, data: bytes) -> tuple[_PcdHeader, int]:
     points = ints("POINTS", [width * height if width >= 0 else -1])[0]
     if points < 0:
         raise CloudFileError(f"{path}: bad PCD header: neither POINTS nor WIDTH is given")
+    if width >= 0 and "WIDTH" in entries and width * height != points:
+        raise CloudFileError(f"{path}: bad PCD header: WIDTH {width} x HEIGHT {height} = "
+                             f"{width * height}, but POINTS says {points}")
+    if height < 1 and points > 0:
+        raise CloudFileError(f"{path}: bad PCD header: HEIGHT {height}")
     data_kind = entries["DATA"][0].lower() if entries["DATA"] else ""
     if data_kind not in ("ascii", "binary", "binary_compressed"):
         raise CloudFileError(f"{path}: bad PCD header: DATA {data_kind!r}; expected ascii, "
@@ -541,6 +612,11 @@ def _read_pcd(path: Path, data: bytes) -> PointCloudFile:
                              f"{' '.join(header.fields)}")
     types = [np.dtype("<" + _PCD_TYPES[(t, s)]) for t, s in zip(header.types, header.sizes)]
     point_bytes = sum(t.itemsize * c for t, c in zip(types, header.counts))
+    if n * point_bytes > (len(data) - start) * _MAX_LZF_RATIO:
+        # No encoding (ascii >= 2 bytes a value, binary 1:1, LZF at most 88:1) packs that
+        # many points into this file: refuse before allocating anything for them.
+        raise CloudFileError(f"{path}: PCD header declares POINTS {n} x {point_bytes} bytes, "
+                             f"more than the file's {len(data) - start} data bytes can hold")
 
     columns: dict[str, np.ndarray] = {}
     if header.data == "ascii":
@@ -560,7 +636,7 @@ def _read_pcd(path: Path, data: bytes) -> PointCloudFile:
                 else:
                     columns[name] = finite.astype(np.float32)
             else:
-                columns[name] = _ascii_to_dtype(v, t)
+                columns[name] = _ascii_to_dtype(path, field_name, v, t)
         columns = {k: (v[:, 0] if v.shape[1] == 1 else v) for k, v in columns.items()}
     elif header.data == "binary":
         need = n * point_bytes
@@ -569,6 +645,10 @@ def _read_pcd(path: Path, data: bytes) -> PointCloudFile:
                                  f"bytes = {need} bytes expected, {len(data) - start} present")
         dtype = np.dtype([(nm, t, (c,)) if c > 1 else (nm, t)
                           for nm, t, c in zip(names, types, header.counts)])
+        if len(data) - start - need >= max(1, point_bytes):
+            raise CloudFileError(
+                f"{path}: PCD binary data holds {(len(data) - start - need) // point_bytes} more "
+                f"points than the POINTS {n} its header declares")
         table = np.frombuffer(data, dtype=dtype, count=n, offset=start)
         columns = {nm: table[nm] for nm in names}
     else:
@@ -580,9 +660,16 @@ def _read_pcd(path: Path, data: bytes) -> PointCloudFile:
         if len(body) < compressed_size:
             raise CloudFileError(f"{path}: truncated PCD binary_compressed data: {compressed_size} "
                                  f"compressed bytes declared, {len(body)} present")
-        if raw_size < n * point_bytes:
-            raise CloudFileError(f"{path}: PCD binary_compressed data holds {raw_size} bytes, "
-                                 f"{n} points x {point_bytes} bytes need {n * point_bytes}")
+        if raw_size != n * point_bytes:
+            # PCL writes exactly POINTS x point size; decompressing more (up to 88x the file)
+            # for points the header does not declare would only be thrown away.
+            raise CloudFileError(f"{path}: PCD binary_compressed data declares {raw_size} "
+                                 f"uncompressed bytes, but POINTS {n} x {point_bytes} bytes = "
+                                 f"{n * point_bytes}")
+        if raw_size > compressed_size * _MAX_LZF_RATIO:
+            raise CloudFileError(f"{path}: PCD binary_compressed data declares {raw_size} bytes "
+                                 f"from {compressed_size} compressed bytes; LZF expands at most "
+                                 f"{_MAX_LZF_RATIO}x (corrupt header)")
         try:
             raw = lzf_decompress(body, raw_size) if raw_size else b""
         except ValueError as exc:
@@ -594,7 +681,10 @@ def _read_pcd(path: Path, data: bytes) -> PointCloudFile:
             columns[nm] = arr if c == 1 else arr.reshape(n, c)
             offset += n * c * t.itemsize
     columns = {k: v for k, v in columns.items() if not k.startswith("_pad")}
-    return _named_fields_to_cloud(path, columns, "PCD fields")
+    cloud = _named_fields_to_cloud(path, columns, "PCD fields")
+    if header.height > 1 and header.width * header.height == n:
+        cloud.organized_shape = (header.height, header.width)
+    return cloud
 
 
 # --------------------------------------------------------------------------------------------
@@ -626,13 +716,77 @@ def _columns_to_cloud(path: Path, array: np.ndarray, what: str
     return xyz, None, None
 
 
-def _read_npy(path: Path, data: bytes) -> PointCloudFile:
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK"
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
+                zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+
+
+def _check_magic(path: Path, head: bytes, want: str) -> None:
+    """Name the mix-ups (``.npy`` content in a ``.npz`` and the reverse, empty files) at once."""
+    if not head:
+        raise CloudFileError(f"{path}: the file is empty")
+    if want == ".npz" and head.startswith(_NPY_MAGIC):
+        raise CloudFileError(f"{path}: this is a single .npy array, not an .npz archive; "
+                             "rename it to .npy")
+    if want == ".npy" and head.startswith(_ZIP_MAGIC):
+        raise CloudFileError(f"{path}: this is a zip (.npz) archive, not a .npy array; rename "
+                             "it to .npz")
+    magic = _ZIP_MAGIC if want == ".npz" else _NPY_MAGIC
+    if not head.startswith(magic):
+        kind = "archive" if want == ".npz" else "array"
+        raise CloudFileError(f"{path}: not a readable {want} {kind} (it does not start with "
+                             f"{magic!r})")
+
+
+def read_npy_array(path: Path, stream: Any, size: int, what: str) -> np.ndarray:
+    """One ``.npy`` array from ``stream``, its header checked before anything is allocated.
+
+    size: bytes of the whole ``.npy`` (file, or zip member as declared); a header whose shape
+    needs more data than follows it is refused, as are object arrays (pickles) and malformed
+    headers. what: how messages name the array.
+    """
+    fmt = np.lib.format
+    stream = _CountingReader(stream)
     try:
-        array = np.load(BytesIO(data), allow_pickle=False)
-    except ValueError as exc:
-        raise CloudFileError(f"{path}: not a readable .npy array: {_one_line(exc)}") from None
+        version = fmt.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(stream)
+        else:
+            raise CloudFileError(f"{path}: {what}: .npy format version {version} is not "
+                                 "supported (1.0, 2.0)")
+    except CloudFileError:
+        raise
+    except _DATA_ERRORS as exc:
+        raise CloudFileError(f"{path}: {what}: malformed .npy header: {_one_line(exc)}"[:300]
+                             ) from None
+    if dtype.hasobject:
+        raise CloudFileError(f"{path}: {what} holds Python objects (dtype {dtype}); only numeric "
+                             "arrays are read (objects would need pickle)")
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    need = count * dtype.itemsize
+    available = size - stream.consumed
+    if need > available:
+        raise CloudFileError(f"{path}: {what}: the header declares shape {tuple(shape)} {dtype} "
+                             f"= {need} bytes, the file holds {available}")
+    data = stream.read(need)
+    if len(data) != need:
+        raise CloudFileError(f"{path}: {what} is truncated: {need} bytes declared, {len(data)} "
+                             "present")
+    return np.frombuffer(data, dtype=dtype, count=count).reshape(
+        shape, order="F" if fortran else "C")
+
+
+def _read_npy(path: Path, data: bytes) -> PointCloudFile:
+    _check_magic(path, data[:8], ".npy")
+    array = read_npy_array(path, BytesIO(data), len(data), "the array")
     if array.dtype.names:  # a structured array: fields by name, like a PCD
-        return _named_fields_to_cloud(path, {n: array[n].reshape(-1) for n in array.dtype.names},
+        flat = array.reshape(-1)   # one record per point; sub-array fields stay (N, ...)
+        return _named_fields_to_cloud(path, {n: flat[n] for n in array.dtype.names},
                                       ".npy record fields")
     xyz, rgb, intensity = _columns_to_cloud(path, array, "the array")
     return _finish(path, xyz, rgb, intensity)
@@ -642,11 +796,7 @@ def _read_npz(path: Path) -> PointCloudFile:
     """Scene/cloud ``.npz``: ``xyz`` (N, 3) or ``points`` (N, 3|4|6) plus optional ``rgb``
     (uint8, or floats per ``colors_to_uint8``), ``intensity``, ``semantic``, ``instance`` and a
     ``meta`` JSON string; any other (N, ...) array goes to ``extra``."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise CloudFileError(f"{path}: not a readable .npz archive: {_one_line(exc)}") from None
+    arrays = read_npz_arrays(path)
     if "xyz" in arrays:
         xyz = arrays.pop("xyz")
         if xyz.ndim != 2 or xyz.shape[1] != 3:
@@ -689,6 +839,55 @@ def _read_npz(path: Path) -> PointCloudFile:
             raise CloudFileError(f"{path}: 'meta' is not a JSON string: {exc}") from None
     extra = {k: a for k, a in arrays.items() if a.ndim >= 1 and a.shape[0] == n}
     return _finish(path, xyz, rgb, intensity, semantic, instance, extra, meta)
+
+
+class _CountingReader:
+    """A stream wrapper that knows how much has been read (to size the data after a header)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.consumed = 0
+
+    def read(self, size: int = -1) -> bytes:
+        out = self.stream.read(size)
+        self.consumed += len(out)
+        return out
+
+
+def read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``, each member checked (encryption, compression method, .npy
+    header against the member's size) before it is read. Raises CloudFileError."""
+    with open(path, "rb") as f:
+        _check_magic(path, f.read(8), ".npz")
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                name = info.filename
+                if info.is_dir():
+                    continue
+                if info.flag_bits & 0x1:
+                    raise CloudFileError(f"{path}: member {name!r} is encrypted")
+                if info.compress_type not in _ZIP_METHODS:
+                    raise CloudFileError(
+                        f"{path}: member {name!r} uses zip compression method "
+                        f"{info.compress_type}; supported: {', '.join(_ZIP_METHODS.values())}")
+                if not name.endswith(".npy"):
+                    raise CloudFileError(f"{path}: member {name!r} is not an array (.npy)")
+                key = name[:-4]
+                if key in arrays:
+                    raise CloudFileError(f"{path}: member {name!r} appears twice")
+                with archive.open(info) as member:
+                    # The member's declared size bounds its array: read_npy_array refuses
+                    # headers that need more before allocating.
+                    arrays[key] = read_npy_array(path, member, info.file_size,
+                                                 f"member {name!r}")
+    except CloudFileError:
+        raise
+    except (RuntimeError, *_DATA_ERRORS) as exc:   # zipfile: RuntimeError for passwords
+        raise CloudFileError(f"{path}: not a readable .npz archive: {type(exc).__name__}: "
+                             f"{_one_line(exc)}"[:400]) from None
+    return arrays
 
 
 def _read_kitti_bin(path: Path, data: bytes) -> PointCloudFile:
@@ -842,7 +1041,7 @@ def results_summary(inst: Instances, timing_ms: Mapping[str, float] | None = Non
 
 def write_results(outdir: str | os.PathLike[str], stem: str, inst: Instances,
                   timing_ms: Mapping[str, float] | None = None,
-                  model_name: str = "") -> dict[str, Path]:
+                  model_name: str = "", source: PointCloudFile | None = None) -> dict[str, Path]:
     """Write one segmentation result as three files in ``outdir``; returns {kind: path}.
 
     ``<stem>.instances.ply`` ("ply"): every point of ``inst.xyz`` in its instance's colour
@@ -853,17 +1052,28 @@ def write_results(outdir: str | os.PathLike[str], stem: str, inst: Instances,
     ``<stem>.labels.npz`` ("labels"): ``instance`` int32 [N] (-1 = none), ``instance_class``
     int32 [K], ``instance_score`` float32 [K] indexed by instance id (ids are 0..K-1, K = max
     id + 1), ``semantic`` int32 [N] (class per point, -100 = unknown) and, only when instances
-    overlap, ``masks`` = ``np.packbits`` of the bool [K, N] masks along axis 1.
+    overlap, ``masks`` = ``np.packbits`` of the bool [K, N] masks along axis 1. With ``source``
+    (the file ``inst`` was read from) also ``source_index`` int64 [N] (the row of each point
+    in the file: non-finite points were dropped before segmenting), ``source_points`` (rows in
+    the file) and, for an organised cloud, ``organized_shape`` [HEIGHT, WIDTH]; so
+    ``full = np.full(source_points, -1); full[source_index] = instance`` has one label per
+    input point (per pixel: ``full.reshape(organized_shape)``).
     """
+    from ros2_inst3d.atomic import atomic_file
     from ros2_inst3d.outputs import instance_colors
 
     outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise NotADirectoryError(f"output directory {outdir} is an existing file; give a "
+                                 "directory (-o DIR)")
     outdir.mkdir(parents=True, exist_ok=True)
     paths = {"ply": outdir / f"{stem}.instances.ply", "json": outdir / f"{stem}.instances.json",
              "labels": outdir / f"{stem}.labels.npz"}
     labels = contiguous_instance_labels(inst)
-    write_instances_ply(paths["ply"], inst.xyz, instance_colors(inst.point_instance), labels,
-                        inst.point_class)
+    # Each file appears whole or not at all (atomic_file): a failed run leaves no torn file.
+    with atomic_file(paths["ply"]) as tmp:
+        write_instances_ply(tmp, inst.xyz, instance_colors(inst.point_instance), labels,
+                            inst.point_class)
 
     arrays: dict[str, np.ndarray] = {
         "instance": labels,
@@ -874,11 +1084,21 @@ def write_results(outdir: str | os.PathLike[str], stem: str, inst: Instances,
     masks = _masks_if_overlapping(inst, labels)
     if masks is not None:
         arrays["masks"] = masks
-    np.savez_compressed(paths["labels"], **arrays)
+    if source is not None and source.source_index is not None:
+        if len(source.source_index) != len(labels):
+            raise ValueError(f"source has {len(source.source_index)} points, the result "
+                             f"{len(labels)}")
+        arrays["source_index"] = source.source_index
+        arrays["source_points"] = np.array(source.source_points, np.int64)
+        if source.organized_shape is not None:
+            arrays["organized_shape"] = np.array(source.organized_shape, np.int64)
+    with atomic_file(paths["labels"]) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
 
     summary = results_summary(inst, timing_ms, model_name,
                               files={"ply": paths["ply"].name, "labels": paths["labels"].name})
-    paths["json"].write_text(_json_text(summary) + "\n")
+    with atomic_file(paths["json"]) as tmp:
+        tmp.write_text(_json_text(summary) + "\n")
     return paths
 
 

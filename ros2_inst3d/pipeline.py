@@ -15,6 +15,7 @@ decides what happens to a scan lives here, so it is tested without rclpy:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -153,6 +154,7 @@ class ScanRecord:
     fate: str = "pending"   # processed | merged | skipped
     reason: str = ""        # why it was skipped: a diagnostics counter name
     detail: str = ""        # the error message, when there is one
+    sequence: int = -1      # the accumulator's sequence number of the scan, once added
 
 
 @dataclass
@@ -196,6 +198,10 @@ class StreamPipeline:
         self._pending: list[ScanRecord] = []   # accumulated, not yet part of a result
         self.keep_records = keep_records
         self.records: list[ScanRecord] = []
+        # Called (no arguments) after every reset: front ends register what must be forgotten
+        # together with the scan window, e.g. the bag tool's TF buffer on a time jump.
+        self.reset_listeners: list[Callable[[], None]] = []
+        self._warnings: Counter = Counter()   # throttles repeated warnings (see _warn)
 
     # ---- configuration -------------------------------------------------------------------
     def apply_runtime_config(self, cfg: Config) -> None:
@@ -211,6 +217,7 @@ class StreamPipeline:
             self.accumulator.dedupe_voxel = acc.dedupe_voxel
             if self.tracker is not None:
                 self.tracker.cfg = cfg.tracking
+            self._expire_pending()   # smaller limits evict scans at once
 
     def reset(self, reason: str) -> None:
         """Forget accumulated scans (time jumped backwards, or the front end asks)."""
@@ -224,6 +231,25 @@ class StreamPipeline:
             if self.tracker is not None:
                 with self._track_lock:
                     self.tracker.reset()
+        for listener in self.reset_listeners:
+            listener()
+
+    def time_jump(self, behind_ns: int) -> None:
+        """Time went backwards by ``behind_ns`` (a bag loop, a clock reset): count it and reset
+        the window and everything registered in ``reset_listeners`` (one reset for all)."""
+        self.stats.time_jumps += 1
+        log.warning("time jumped backwards by %.1f s (bag loop?): cleared the accumulated scans%s",
+                    behind_ns / 1e9, " and TF" if self.reset_listeners else "")
+        self.reset("time_jump")
+
+    def _warn(self, key: str, message: str, *args: Any) -> None:
+        """Log a warning the 1st, 10th, 100th... time ``key`` occurs (thousands of identical
+        per-scan warnings would bury everything else); the counters keep the exact numbers."""
+        self._warnings[key] += 1
+        count = self._warnings[key]
+        if count == 1 or math.log10(count).is_integer():
+            suffix = f" ({count} times so far)" if count > 1 else ""
+            log.warning(message + suffix, *args)
 
     # ---- per scan ------------------------------------------------------------------------
     def ingest(self, topic: str, msg: Any, lookup: TransformLookup) -> ScanRecord:
@@ -258,16 +284,23 @@ class StreamPipeline:
             return self._skip(rec, "too_many_points")
         if self._newest_stamp_ns is not None and \
                 scan.stamp_ns < self._newest_stamp_ns - TIME_JUMP_TOLERANCE_NS:
-            self.stats.time_jumps += 1
-            log.warning("time jumped backwards by %.1f s (bag loop?): cleared the accumulator",
-                        (self._newest_stamp_ns - scan.stamp_ns) / 1e9)
-            self.reset("time_jump")
+            self.time_jump(self._newest_stamp_ns - scan.stamp_ns)
         fixed = self.cfg.input.fixed_frame
-        if scan.frame_id and scan.frame_id != fixed:
+        frame_id = scan.frame_id or self.cfg.input.empty_frame_id
+        if not frame_id:
+            # Taking it as the fixed frame would put it wherever the sensor happens to be.
+            return self._skip(rec, "no_frame_id", "header.frame_id is empty (set "
+                              "input.empty_frame_id to name the frame such scans are in)")
+        if frame_id != fixed:
             try:
-                matrix = lookup(fixed, scan.frame_id, scan.stamp_ns)
+                matrix = lookup(fixed, frame_id, scan.stamp_ns)
             except TransformUnavailable as exc:
                 return self._skip(rec, "no_transform", str(exc))
+            matrix = np.asarray(matrix, dtype=np.float64)
+            if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
+                # A TF message with NaN in it reaches the buffer as readily as a good one.
+                return self._skip(rec, "no_transform", f"the transform {frame_id} -> {fixed} "
+                                  "at the scan's stamp is not a finite 4x4 matrix")
             xyz = apply_transform(matrix, scan.xyz)
         else:
             xyz = scan.xyz
@@ -287,6 +320,7 @@ class StreamPipeline:
         t2 = time.perf_counter()
         with self._lock:
             self.accumulator.add(xyz, scan.rgb, scan.intensity, scan.stamp_ns)
+            rec.sequence = self.accumulator.last_sequence
             self._newest_stamp_ns = max(self._newest_stamp_ns or scan.stamp_ns, scan.stamp_ns)
             self._pending.append(rec)
             self._expire_pending()
@@ -332,11 +366,14 @@ class StreamPipeline:
         return rec
 
     def _expire_pending(self) -> None:
-        """Scans the accumulator has dropped before any result used them are skipped: expired."""
-        oldest = self.accumulator.oldest_stamp_ns
+        """Scans the accumulator has dropped before any result used them are skipped: expired.
+
+        By sequence number, not stamp: scans sharing a stamp may be evicted one by one (scan
+        count, point budget), and only those still held go into a result as merged."""
+        held = self.accumulator.held_sequences()
         keep = []
         for rec in self._pending:
-            if oldest is None or rec.stamp_ns < oldest:
+            if rec.sequence not in held:
                 self._skip(rec, "expired")
             else:
                 keep.append(rec)
@@ -360,7 +397,8 @@ class StreamPipeline:
                 inst = self.segmenter.segment(cloud.xyz, cloud.rgb)
             except SegmentationError as exc:
                 self.stats.segmentations_skipped[exc.reason] += 1
-                log.warning("segmentation skipped (%s): %s", exc.reason, exc)
+                self._warn(f"segmentation.{exc.reason}", "segmentation skipped (%s): %s",
+                           exc.reason, exc)
                 for rec in used:
                     self._skip(rec, f"segmentation_{exc.reason}")
                 return None

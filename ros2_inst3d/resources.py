@@ -36,3 +36,25 @@ def data_file(kind: str, name: str) -> Path:
         raise FileNotFoundError(f"{path} does not exist (installed {kind} files: "
                                 f"{', '.join(sorted(p.name for p in data_dir(kind).iterdir()))})")
     return path
+
+
+def config_path(value: str | os.PathLike[str], folder: str = "") -> Path:
+    """A config file given as a path, or by its name in the installed ``config/<folder>``.
+
+    ``softgroup_scannet`` (or ``softgroup_scannet.yaml``, or ``config/models/softgroup_scannet.yaml``
+    from any working directory) finds the package's ``config/models/softgroup_scannet.yaml``
+    when ``folder="models"``; an existing path always wins. Unresolvable values come back
+    unchanged, so the caller's "does not exist" error names what the user typed.
+    """
+    path = Path(value).expanduser()
+    if path.exists():
+        return path
+    try:
+        base = data_dir("config") / folder if folder else data_dir("config")
+    except FileNotFoundError:
+        return path
+    name = path.name if path.suffix in (".yaml", ".yml") else path.name + ".yaml"
+    candidate = base / name
+    if candidate.is_file() and (len(path.parts) == 1 or path.parts[0] == "config"):
+        return candidate
+    return path

@@ -374,15 +374,11 @@ def load_train_config(path: str | Path, overrides: Mapping[str, Any] | None = No
                       ) -> TrainConfig:
     """Read and validate a training YAML; ``overrides`` are dotted keys (``train.epochs``,
     ``data.train``, ``work_dir``...) applied before validation. Errors name the file."""
-    import yaml
+    from .config import read_yaml_file
+    from .resources import config_path
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"training config {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"training config {path} is not valid YAML: {exc}") from None
+    path = config_path(path, "train")
+    data = read_yaml_file(path, "training config") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"training config {path} must hold a mapping, got "
                           f"{type(data).__name__}")
@@ -567,9 +563,10 @@ def save_checkpoint(path: Path, model: Any, cfg: TrainConfig, class_names: list[
         "train_config": cfg.to_dict(),
         "metrics": to_plain(dict(metrics)),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
+    from .atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        torch.save(ckpt, tmp)
     return path
 
 
@@ -586,9 +583,12 @@ def export_weights(ckpt: str | Path, out: str | Path, half: bool = False) -> Pat
            for k, v in source["net"].items()}
     slim = {k: source[k] for k in EXPORT_KEYS if k != "net"}
     slim = {"net": net, **to_plain(slim)}
+    from .atomic import atomic_file
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(slim, out)
+    with atomic_file(out) as tmp:
+        torch.save(slim, tmp)
     return out
 
 
@@ -796,7 +796,8 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
         log.info("train.amp is on but the device is %s: training in float32 (AMP is CUDA-only)",
                  dev)
     work_dir = Path(cfg.work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise ConfigError(f"work_dir {work_dir} is an existing file; give a directory")
     if resume is None and group.is_main and (work_dir / LATEST).is_file():
         log.warning("%s already holds a training run: its log.jsonl and checkpoints will be "
                     "overwritten (--resume %s continues it instead)", work_dir, work_dir / LATEST)
@@ -863,6 +864,10 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
             best_ap, best_epoch = float(best_score), best.get("epoch")
         log.info("resumed %s at epoch %d, iteration %d", resume, start_epoch, iteration)
 
+    # Created only now, after the model, data and resume checks: a run refused for its input
+    # leaves no half-made work dir behind (checkpoints are written atomically too).
+    if group.is_main:
+        work_dir.mkdir(parents=True, exist_ok=True)
     jlog = JsonLog(work_dir / LOG_NAME if group.is_main else None, append=resume is not None)
     if resume is None:
         jlog.write({"type": "start", "model": cfg.model["name"], "device": str(dev),

@@ -1,6 +1,6 @@
 """The sparse U-Net and the method networks against the official code's outputs and key lists.
 
-* every ``shared/reference/*_state_dict.json`` manifest (13 official configs) = the model our
+* every ``test/data/reference/*_state_dict.json.gz`` manifest (13 official configs) = the model our
   ``config/models/<name>.yaml`` builds: same keys in the same order, same shapes and dtypes, same
   parameter count, and the config values the manifest records;
 * the three ``*_pointwise.npz`` fixtures (official classes run on CPU) reproduced to 1e-5;
@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from pathlib import Path
@@ -38,25 +39,17 @@ from ros2_inst3d.model.registry import (
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = REPO / "config" / "models"
-REFERENCE_DIRS = (REPO / "test" / "data" / "reference", REPO.parent / "shared" / "reference")
-MANIFEST_SUFFIX = "_state_dict.json"
-
-
-def reference_dir() -> Path:
-    """Where the official manifests and fixtures are (shared/reference/README.md)."""
-    for candidate in REFERENCE_DIRS:
-        if (candidate / f"softgroup_scannet{MANIFEST_SUFFIX}").is_file():
-            return candidate
-    pytest.skip("official reference data not found: copy shared/reference/ to test/data/reference/")
+# The official manifests and fixtures ship with the repository (test/data/README.md).
+REFERENCE = REPO / "test" / "data" / "reference"
+MANIFEST_SUFFIX = "_state_dict.json.gz"
 
 
 def manifest_names() -> list[str]:
-    for candidate in REFERENCE_DIRS:
-        names = sorted(p.name[:-len(MANIFEST_SUFFIX)]
-                       for p in candidate.glob(f"*{MANIFEST_SUFFIX}"))
-        if names:
-            return names
-    return ["<no manifests found>"]
+    return sorted(p.name[:-len(MANIFEST_SUFFIX)] for p in REFERENCE.glob(f"*{MANIFEST_SUFFIX}"))
+
+
+def test_every_official_manifest_ships_with_the_repository():
+    assert len(manifest_names()) == 13
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,7 +64,7 @@ ARCHITECTURE_ONLY_KEYS = {"block_residual", "block_reps"}  # fixed in the offici
 
 @pytest.mark.parametrize("name", manifest_names())
 def test_config_builds_exactly_the_official_state_dict(name):
-    manifest = json.loads((reference_dir() / f"{name}{MANIFEST_SUFFIX}").read_text())
+    manifest = json.loads(gzip.decompress((REFERENCE / f"{name}{MANIFEST_SUFFIX}").read_bytes()))
     cfg = load_model_config(MODEL_CONFIGS / f"{name}.yaml")
     model = build_model(cfg, device="meta")
 
@@ -111,7 +104,7 @@ FIXTURES = ["softgroup_small", "softgroup_deep", "isbnet_small"]
 
 def load_fixture(name: str) -> tuple[dict, torch.nn.Module, dict]:
     """(arrays, the model with the fixture's weights in eval mode, its meta)."""
-    data = np.load(reference_dir() / f"{name}_pointwise.npz")
+    data = np.load(REFERENCE / f"{name}_pointwise.npz")
     arrays = {k: data[k] for k in data.files}
     meta = json.loads(str(arrays["meta_json"]))
     method = meta["model_class"].rsplit(":", 1)[1].lower()

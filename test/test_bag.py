@@ -48,8 +48,8 @@ SCAN_STAMPS = [T0 + 125 * MS + k * 200 * MS for k in range(8)]      # 5 Hz
 AUX_STAMPS = [T0 + 300 * MS, T0 + 1400 * MS]
 TF_STAMPS = [T0 + k * 50 * MS for k in range(40)]                    # 20 Hz, scans fall between
 CLOUD_LATENCY = 30 * MS
-# shared/ sits beside the repository (CI clones it there too).
-_NEBULA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "nebula"
+# Apache-2.0 data shipped with the tests (test/data/README.md).
+_NEBULA = Path(__file__).resolve().parent / "data" / "real" / "nebula"
 REAL_BAG = _NEBULA / "vlp16_bag"
 REAL_SCAN = _NEBULA / "velodyne_vlp16_1673400472138016708.pcd"
 

@@ -187,17 +187,10 @@ def test_network_input_matches_the_official_recipe():
 
 
 def reference_fixture(name):
-    """An official-code fixture (shared/reference/README.md §2): in the repository's test data if
-    copied there, else in the shared folder beside the repository."""
+    """An official-code fixture, shipped in test/data/reference/ (test/data/README.md)."""
     from pathlib import Path
 
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "data" / "reference" / name,
-                      here.parent.parent / "shared" / "reference" / name):
-        if candidate.is_file():
-            return np.load(candidate)
-    pytest.skip(f"official fixture {name} not found (copy shared/reference/{name} to "
-                "test/data/reference/)")
+    return np.load(Path(__file__).resolve().parent / "data" / "reference" / name)
 
 
 @pytest.mark.parametrize("fixture", ["softgroup_small_pointwise.npz", "isbnet_small_pointwise.npz"])

@@ -2,8 +2,10 @@
 
 Every format is written here by a small independent writer (or by open3d), read back with
 ``read_cloud`` and compared; the LZF decoder is checked against a byte-by-byte reference and
-hand-made streams; the real files in ../shared/data/real are cross-checked against open3d and
-their dataset card.
+hand-made streams; real files are cross-checked against open3d and their dataset card: the
+Apache-2.0 nebula LiDAR frames shipped in test/data/real/, the package's MIT-0 furniture meshes,
+and (only where ../shared/data/real sits beside the repository, since their licences forbid
+copying them here) SemanticKITTI and mOSD.
 """
 
 from __future__ import annotations
@@ -31,15 +33,21 @@ from ros2_inst3d.io import (
 )
 from ros2_inst3d.outputs import UNASSIGNED_COLOR, instance_color
 
-REAL_DATA = Path(os.environ.get("ROS2_INST3D_REAL_DATA",
-                                Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+SHIPPED_REAL_DATA = Path(__file__).resolve().parent / "data" / "real"
+MESHES = Path(__file__).resolve().parents[1] / "ros2_inst3d" / "data" / "meshes"
+# Non-redistributable data (SemanticKITTI: CC BY-NC-SA; mOSD: licence unclear) is never copied
+# into the repository; its tests read the shared folder beside it and skip when it is absent.
+UNSHIPPED_REAL_DATA = Path(os.environ.get("ROS2_INST3D_REAL_DATA",
+                                          Path(__file__).resolve().parents[2] / "shared" / "data"
+                                          / "real"))
 
 
 @pytest.fixture(scope="module")
-def real() -> Path:
-    if not REAL_DATA.is_dir():
-        pytest.skip(f"real data folder {REAL_DATA} not present (set ROS2_INST3D_REAL_DATA)")
-    return REAL_DATA
+def unshipped() -> Path:
+    if not UNSHIPPED_REAL_DATA.is_dir():
+        pytest.skip(f"{UNSHIPPED_REAL_DATA} not present: SemanticKITTI and mOSD may not be "
+                    "copied into the repository (set ROS2_INST3D_REAL_DATA to their folder)")
+    return UNSHIPPED_REAL_DATA
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,12 +331,12 @@ def test_pcd_written_by_open3d_compressed_and_ascii(tmp_path):
         np.testing.assert_array_equal(cloud.rgb, rgb)
 
 
-def test_real_mosd_binary_compressed_matches_card_and_open3d(real):
+def test_real_mosd_binary_compressed_matches_card_and_open3d(unshipped):
     o3d = pytest.importorskip("open3d")
     # the dataset card: points, finite points, table points (labels 1-9), objects (label // 10)
     card = {"test43": (170986, 170986, 123873, 7), "test55": (307200, 175178, 70775, 14)}
     for name, (points, valid, table, objects) in card.items():
-        path = real / "mosd" / f"{name}.pcd"
+        path = unshipped / "mosd" / f"{name}.pcd"
         assert b"DATA binary_compressed" in path.read_bytes()[:400]
         cloud = read_cloud(path)
         assert cloud.num_points == valid and cloud.dropped_non_finite == points - valid
@@ -344,7 +352,8 @@ def test_real_mosd_binary_compressed_matches_card_and_open3d(real):
         np.testing.assert_array_equal(label, ref_t.point["label"].numpy().reshape(-1)[finite])
 
 
-def test_real_nebula_binary_matches_card_and_open3d(real):
+def test_real_nebula_binary_matches_card_and_open3d():
+    real = SHIPPED_REAL_DATA
     o3d = pytest.importorskip("open3d")
     counts = {"velodyne_vlp16": 14831, "velodyne_vls128": 208680, "hesai_qt128": 73560,
               "hesai_xt32": 63021}
@@ -422,12 +431,12 @@ def test_far_double_coordinates_are_logged(tmp_path, caplog):
     assert caplog.text == ""
 
 
-def test_real_furniture_meshes_give_their_vertices(real):
+def test_real_furniture_meshes_give_their_vertices():
     o3d = pytest.importorskip("open3d")
     vertices = {"chaira_01": 1224, "bed_01": 3824, "tvcabinet_01": 96,
                 "kitchencabinet_01": 5775}
     for name, count in vertices.items():
-        path = real / "furniture-aws" / f"{name}.ply"
+        path = MESHES / f"{name}.ply"
         cloud = read_cloud(path)
         assert cloud.num_points == count and cloud.rgb is None and not cloud.extra
         mesh = o3d.io.read_triangle_mesh(str(path))
@@ -516,11 +525,11 @@ def test_kitti_bin(tmp_path):
     np.testing.assert_array_equal(cloud.intensity, intensity[keep])
 
 
-def test_real_semantickitti_scan(real):
-    cloud = read_cloud(real / "semantickitti" / "000000.bin")
+def test_real_semantickitti_scan(unshipped):
+    cloud = read_cloud(unshipped / "semantickitti" / "000000.bin")
     assert cloud.num_points == 123389 and cloud.dropped_non_finite == 0
     assert 0.0 <= cloud.intensity.min() and cloud.intensity.max() <= 0.99 + 1e-6
-    labels = np.fromfile(real / "semantickitti" / "000000.label", dtype="<u4")
+    labels = np.fromfile(unshipped / "semantickitti" / "000000.label", dtype="<u4")
     assert labels.size == cloud.num_points  # one label per point: nothing was lost or invented
     road = (labels & 0xFFFF) == 40
     assert abs(float(np.median(cloud.xyz[road, 2])) + 1.7) < 0.3  # the road is ~1.7 m below

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 SPLIT_SIZE = 100_000
 SEQUENCE_SUFFIX = ".sequence.npz"
+BAG_SUFFIX = "_bag"
 PREVIEW_SUFFIX = ".preview.png"
 FORMAT = "ros2_inst3d.synthetic_scene/1"
 
@@ -258,6 +259,25 @@ class Scene:
                             instance=q.instance, scan_offsets=q.scan_offsets,
                             stamps_ns=q.stamps_ns, poses=q.poses, meta=np.array(json.dumps(meta)))
         return Path(path)
+
+    def save_bag(self, path: str | Path, storage: str = "mcap") -> Path:
+        """Write the scan sequence as a rosbag2 at ``path`` (a new directory): one
+        ``sensor_msgs/PointCloud2`` per pose on ``/points`` (sensor frame, rgb), ``/tf``
+        ``room -> <sensor frame>`` at every scan stamp and ``/tf_static`` ``map -> room``
+        (identity), so ``ros2-inst3d bag`` and the node (fixed frame ``map``) take it as is."""
+        from ..bag import write_scan_bag
+
+        if self.sequence is None:
+            raise ValueError("this scene was generated without its scan sequence; call "
+                             "generate_scene(..., keep_sequence=True)")
+        q = self.sequence
+        scans = [q.scan(s) for s in range(q.num_scans)]
+        stamps = [stamp for _, _, stamp, _ in scans]
+        pose_at = {stamp: pose for _, _, stamp, pose in scans}
+        return write_scan_bag(path, [np.asarray(xyz, np.float32) for xyz, _, _, _ in scans],
+                              stamps, lambda stamp: pose_at[int(stamp)], stamps,
+                              frame=q.frame_id, odom_frame=q.fixed_frame, fixed_frame="map",
+                              rgbs=[rgb for _, rgb, _, _ in scans], storage=storage)
 
     def save_preview(self, path: str | Path) -> Path:
         """Top and 3D view of the scene coloured by instance (grey: stuff and ignore)."""
@@ -482,12 +502,17 @@ def _scene_stem(seed: int, split: str | None) -> str:
 
 
 def _generate_one(task: tuple) -> tuple[list[str], int, float]:
-    seed, split, outdir, params, sequence, preview = task
-    scene = generate_scene(seed, params, keep_sequence=sequence)
+    seed, split, outdir, params, sequence, preview, bag = task
+    scene = generate_scene(seed, params, keep_sequence=sequence or bag)
     stem = _scene_stem(seed, split)
     written = [str(scene.save(Path(outdir) / f"{stem}.npz"))]
     if sequence:
         written.append(str(scene.save_sequence(Path(outdir) / f"{stem}{SEQUENCE_SUFFIX}")))
+    if bag:
+        bag_path = Path(outdir) / f"{stem}{BAG_SUFFIX}"
+        if bag_path.exists():
+            raise FileExistsError(f"{bag_path} exists already; remove it to write a new bag")
+        written.append(str(scene.save_bag(bag_path)))
     if preview:
         written.append(str(scene.save_preview(Path(outdir) / f"{stem}{PREVIEW_SUFFIX}")))
     return written, scene.num_points, scene.timing_s["total"]
@@ -495,14 +520,15 @@ def _generate_one(task: tuple) -> tuple[list[str], int, float]:
 
 def generate_dataset(outdir: str | Path, num_scenes: int, seed: int = 0, split: str | None = None,
                      sequence: bool = False, preview: bool = False, progress: bool = True,
-                     params: SceneParams | None = None, workers: int = 1) -> list[Path]:
+                     params: SceneParams | None = None, workers: int = 1,
+                     bag: bool = False) -> list[Path]:
     """Generate ``num_scenes`` scenes into ``outdir``; returns the scene ``.npz`` paths.
 
     Without ``split`` the seeds are ``seed .. seed + num_scenes - 1`` and the files
     ``scene_<seed>.npz``. With ``split`` ("train" | "val" | "test") ``seed`` is the first index
     within the split, the seeds are ``split_seed(split, seed + i)`` and the files
     ``<split>_<index>.npz``. sequence / preview add ``<stem>.sequence.npz`` /
-    ``<stem>.preview.png``. workers > 1 generates scenes in parallel processes (same files).
+    ``<stem>.preview.png``; bag adds ``<stem>_bag/`` (rosbag2, ``Scene.save_bag``). workers > 1 generates scenes in parallel processes (same files).
     """
     if num_scenes < 0:
         raise ValueError(f"num_scenes must be >= 0, got {num_scenes}")
@@ -515,7 +541,7 @@ def generate_dataset(outdir: str | Path, num_scenes: int, seed: int = 0, split: 
     params = params or SceneParams()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    tasks = [(s, split, str(outdir), params, sequence, preview) for s in seeds]
+    tasks = [(s, split, str(outdir), params, sequence, preview, bag) for s in seeds]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -555,6 +581,9 @@ def add_gen_data_arguments(parser) -> None:
                         help="seed range: train 0..99999, val 100000.., test 200000..")
     parser.add_argument("--sequence", action="store_true",
                         help="also write <stem>.sequence.npz (raw per-pose scans, poses, stamps)")
+    parser.add_argument("--bag", action="store_true",
+                        help="also write <stem>_bag/, a rosbag2 (mcap) of the raw scans with "
+                        "/tf, ready for `ros2-inst3d bag` (fixed frame map)")
     parser.add_argument("--preview", action="store_true",
                         help="also write <stem>.preview.png coloured by instance")
     parser.add_argument("--lidar", action="store_true",
@@ -585,6 +614,7 @@ def gen_data_main(args) -> int:
     t0 = time.perf_counter()
     paths = generate_dataset(args.outdir, args.scenes, args.seed, split=args.split,
                              sequence=args.sequence, preview=args.preview,
+                             bag=getattr(args, "bag", False),
                              progress=not getattr(args, "quiet", False), params=params,
                              workers=getattr(args, "workers", 1))
     dt = time.perf_counter() - t0

@@ -73,11 +73,13 @@ class CheckpointReport:
     ignored: list[str] = field(default_factory=list)
     conversions: list[str] = field(default_factory=list)
     spconv1_layout: bool = False
+    non_finite: list[tuple[str, int]] = field(default_factory=list)  # (key, NaN/Inf count)
 
     @property
     def ok(self) -> bool:
-        """True when every model tensor is present with the right shape and nothing is left over."""
-        return not (self.missing or self.unexpected or self.mismatched)
+        """True when every model tensor is present with the right shape, finite, and nothing is
+        left over."""
+        return not (self.missing or self.unexpected or self.mismatched or self.non_finite)
 
     def format(self) -> str:
         """The report as text: a summary, then every problem key, one per line."""
@@ -91,7 +93,12 @@ class CheckpointReport:
                          "shapes")
             return "\n".join(lines)
         lines.append(f"  PROBLEMS: {len(self.missing)} missing, {len(self.unexpected)} unexpected, "
-                     f"{len(self.mismatched)} size-mismatched")
+                     f"{len(self.mismatched)} size-mismatched, {len(self.non_finite)} with "
+                     "NaN/Inf values")
+        if self.non_finite:
+            lines.append("  NaN/Inf values (a diverged or corrupt training run; the outputs "
+                         "would be NaN):")
+            lines += [f"    {key}: {count} non-finite" for key, count in self.non_finite]
         if self.missing:
             lines.append(f"  missing (the model has them, the checkpoint does not) "
                          f"[{_count_by_module(self.missing)}]:")
@@ -104,6 +111,8 @@ class CheckpointReport:
             lines.append("  size mismatch (checkpoint shape vs model shape):")
             lines += [f"    {key}: {list(got)} vs {list(want)}"
                       for key, got, want in self.mismatched]
+        if not (self.missing or self.unexpected or self.mismatched):
+            return "\n".join(lines)
         lines.append("  The model config must be the one the checkpoint was trained with "
                      "(config/models/*.yaml: channels, num_blocks, class counts, semantic_only); "
                      "loading anyway would leave the listed tensors at random values.")
@@ -271,6 +280,10 @@ def match_state_dict(state_dict: Mapping[str, torch.Tensor],
             report.mismatched.append((key, tuple(value.shape), expected[key]))
         else:
             fitting[key] = value
+            if value.is_floating_point() and value.device.type != "meta":
+                bad = int((~torch.isfinite(value)).sum())
+                if bad:
+                    report.non_finite.append((key, bad))
     report.missing = [k for k in expected if k not in tensors]
     return fitting, report
 
@@ -294,6 +307,8 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True, *,
     fitting, report = match_state_dict(state_dict, model.state_dict(), str(path), container)
     if strict and not report.ok:
         raise CheckpointError(report.format())
+    for key, _ in report.non_finite:   # never load NaN/Inf weights, also when not strict
+        del fitting[key]
     model.load_state_dict(fitting, strict=report.ok)
     return report
 
@@ -308,7 +323,10 @@ def check_checkpoint_main(ckpt: str | Path, config: str | Path | Mapping[str, An
     from .registry import build_model, load_model_config
 
     try:
-        cfg_model = dict(config) if isinstance(config, Mapping) else load_model_config(config)
+        from ..resources import config_path
+
+        cfg_model = dict(config) if isinstance(config, Mapping) else \
+            load_model_config(config_path(config, "models"))
         model = build_model(cfg_model, device="meta")
         report = check_checkpoint(ckpt, model, trust_pickle=trust_pickle)
     except (CheckpointError, ConfigError) as err:

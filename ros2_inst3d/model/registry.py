@@ -80,25 +80,68 @@ def build_model(cfg_model: Mapping[str, Any], device: Any = None) -> Any:
                           f"{', '.join(sorted(MODEL_REGISTRY))})")
     builder = resolve_model(str(name))
     _check_arguments(str(name), builder, kwargs)
-    if device is None:
-        return builder(**kwargs)
+    _check_argument_types(str(name), builder, kwargs)
     import torch
 
-    with torch.device(device):
-        return builder(**kwargs)
+    try:
+        if device is None:
+            return builder(**kwargs)
+        with torch.device(device):
+            return builder(**kwargs)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+            ZeroDivisionError, RuntimeError) as err:
+        # Values of the right type can still be unusable together (a channel count of 0, a
+        # class list of the wrong length): the constructor says so, in one line.
+        message = " ".join(str(err).split()) or type(err).__name__
+        raise ConfigError(f"model {name!r} cannot be built from its config: {message}") from None
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def value_fits_default(value: Any, default: Any) -> bool:
+    """Whether a config value has the type of an option's default (an int may stand for a
+    float, a list for a tuple); a None default or value, or another default type, takes anything."""
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    if isinstance(default, Mapping):
+        return isinstance(value, Mapping)
+    return True
+
+
+def type_error(where: str, value: Any, default: Any) -> ConfigError:
+    """The one-line error for a value that does not fit ``value_fits_default``."""
+    kind = type(default).__name__
+    return ConfigError(f"{where} must be {'an' if kind[0] in 'aeiou' else 'a'} {kind} like its default "
+                       f"{default!r}, got {_type_name(value)} {value!r}"[:300])
+
+
+def _check_argument_types(name: str, builder: ModelBuilder, kwargs: Mapping[str, Any]) -> None:
+    """Each value must fit the builder's default for that option (``value_fits_default``)."""
+    params = inspect.signature(builder).parameters
+    for key, value in kwargs.items():
+        default = params[key].default if key in params else None
+        if default is not inspect.Parameter.empty and not value_fits_default(value, default):
+            raise type_error(f"model {name!r} option {key!r}", value, default)
 
 
 def load_model_config(path: str | Path) -> dict[str, Any]:
     """The ``model:`` mapping of a model YAML file (``config/models/*.yaml``)."""
-    import yaml
+    from ..config import read_yaml_file
 
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"model config {path} does not exist") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"model config {path} is not valid YAML: {err}") from None
+    data = read_yaml_file(path, "model config")
     if not isinstance(data, Mapping) or not isinstance(data.get("model"), Mapping):
         raise ConfigError(f"model config {path} must hold a top-level 'model:' mapping "
                           "(name, in_channels, channels, ...)")

@@ -81,9 +81,15 @@ DEFAULT_TEST_CFG = {"x4_split": False, "cls_score_thr": 0.001, "mask_score_thr":
 
 
 def _cfg(value: dict[str, Any] | None, default: dict[str, Any]) -> dict[str, Any]:
-    """``default`` updated with the keys of ``value`` (a partial YAML mapping keeps the rest)."""
+    """``default`` updated with the keys of ``value`` (a partial YAML mapping keeps the rest);
+    each value must have its default's type (ConfigError otherwise)."""
+    from .registry import type_error, value_fits_default
+
     merged = copy.deepcopy(default)
-    merged.update(copy.deepcopy(dict(value or {})))
+    for key, item in dict(value or {}).items():
+        if key in default and not value_fits_default(item, default[key]):
+            raise type_error(f"option {key!r}", item, default[key])
+        merged[key] = copy.deepcopy(item)
     return merged
 
 
