@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs ros2_inst3d and everything it needs on a fresh Debian 12 / Python 3.11 machine:
 # the shared libraries open3d's wheel links (libusb, GL, OpenMP), the CPU build of torch, then this
-# package in editable mode with its dev extras (spconv CPU wheel, pytest, hypothesis).
+# package in editable mode with its dev extras (spconv CPU wheel, pytest, hypothesis), then the
+# ROS 2 Jazzy environment the real-node tests run in (scripts/ros_env.sh: a venv in .ros_venv/,
+# cached; INST3D_SKIP_ROS_ENV=1 skips it, and test/test_node_ros.py then skips with the reason).
 # GPU hosts: afterwards `pip install -e .[cu121]` (or cu118/cu124/cu126) for the CUDA spconv wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,3 +25,4 @@ export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 python3 -c "import torch" 2>/dev/null || python3 -m pip install -q "torch==2.13.0"
 python3 -m pip install -q -e ".[dev]"
 echo "ros2_inst3d installed: $(python3 -c 'import ros2_inst3d; print(ros2_inst3d.__version__)')"
+[ "${INST3D_SKIP_ROS_ENV:-0}" = 1 ] || bash scripts/ros_env.sh

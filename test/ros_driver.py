@@ -106,6 +106,8 @@ class Driver:
         self.get_client = self.node.create_client(GetParameters, f"{self.node_name}/get_parameters")
         self.sent_stamps: list[int] = []
         self.start_ns = self.node.get_clock().now().nanoseconds
+        # Stamps on another time line than the node's clock (a bag replayed without sim time).
+        self.offset_ns = int(spec.get("stamp_offset_s", 0) * 1e9)
 
     def _subscribe(self, topic: str, msg_type, qos) -> None:
         self.received[topic] = []
@@ -138,6 +140,7 @@ class Driver:
         while time.monotonic() < end:
             now_ns = self.node.get_clock().now().nanoseconds
             t_s = (now_ns - self.start_ns) / 1e9
+            now_ns += self.offset_ns
             base = base_pose(t_s)
             self.tf_pub.publish(TFMessage(transforms=[
                 transform_msg("map", "base_link", base, now_ns, self.factory)]))
@@ -249,7 +252,8 @@ def main() -> int:
         if not driver.wait_for_node(spec["startup_timeout_s"]):
             Path(sys.argv[2]).write_text(json.dumps({"error": "the node never subscribed"}))
             return 1
-        static = transform_msg("base_link", "lidar", SENSOR_IN_BASE, driver.start_ns, driver.factory)
+        static = transform_msg("base_link", "lidar", SENSOR_IN_BASE,
+                               driver.start_ns + driver.offset_ns, driver.factory)
         driver.tf_static_pub.publish(TFMessage(transforms=[static]))
         xyz, rgb = scene(spec["scene"])
         driver.stream(spec["stream_s"], xyz, rgb)
@@ -270,7 +274,7 @@ def main() -> int:
             }
             change_time = time.monotonic()
             driver.stream(spec["after_change_s"], xyz, rgb)
-        driver.spin_for(1.5)  # the last results, one more diagnostics tick, the latched labels
+        driver.spin_for(2.5)  # idle: the last results, one more diagnostics tick, the latched labels
         report = driver.report(labels, param_results, change_time)
     finally:
         driver.node.destroy_node()

@@ -101,6 +101,17 @@ def softgroup_run(tmp_path_factory) -> NodeRun:
     return _run(tmp_path_factory.mktemp("softgroup"), "softgroup", params, "", spec, signals=2)
 
 
+@pytest.fixture(scope="module")
+def replay_run(tmp_path_factory) -> NodeRun:
+    """Stamps three years in the past, the node on the system clock: a bag played without
+    ``--clock``/``use_sim_time``."""
+    params = {"input": {"fixed_frame": "map", "tf_timeout_s": 0.2},
+              "model": {"name": "geometric"}, "segment": {"rate_hz": 2.0}}
+    spec = {"cloud_topics": ["/points"], "cloud_hz": 5, "keep_fraction": 0.3, "scene": "lidar",
+            "stream_s": 3, "parameters": False, "stamp_offset_s": -3 * 365 * 86400}
+    return _run(tmp_path_factory.mktemp("replay"), "replay", params, "", spec, signals=1)
+
+
 RUNS = ["geometric_run", "softgroup_run"]
 
 
@@ -140,6 +151,8 @@ def test_diagnostics_carry_the_counters(geometric_run):
     assert int(values["scans_accumulated"]) > 0
     assert 0.0 <= float(values["end_to_end_latency_ms"]) < 60_000
     assert float(values["input_clock_offset_s"]) == 0.0
+    # After the input stopped, the unchanged window is not segmented again, only counted.
+    assert int(values.get("segmentations_skipped.no_new_scans", 0)) >= 1
 
 
 def test_runtime_parameters_through_the_parameter_service(geometric_run):
@@ -157,6 +170,15 @@ def test_runtime_parameters_through_the_parameter_service(geometric_run):
     assert params["min_points"]["successful"]
     after = geometric_run.report["instance_counts_after_change"]
     assert after and all(count == 0 for count in after)
+
+
+def test_stamps_on_another_clock_are_detected_not_reported_as_latency(replay_run):
+    values = replay_run.report["diagnostics"]
+    assert int(values["segmentations"]) > 0
+    assert values["end_to_end_latency_ms"] == "nan"
+    assert float(values["input_clock_offset_s"]) == pytest.approx(-3 * 365 * 86400, abs=60)
+    # Said once, not once per result.
+    assert replay_run.output.count("use_sim_time:=true") == 1, replay_run.output[-3000:]
 
 
 @pytest.mark.parametrize("run_name", RUNS)
