@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,6 +36,42 @@ def unavailable_reason() -> str | None:
         tail = (probe.stderr.strip().splitlines() or ["?"])[-1]
         return f"the ROS 2 environment at {VENV} does not import: {tail}"
     return None
+
+
+def loopback_profile_problems(path: Path = LOOPBACK_PROFILE) -> list[str]:
+    """What keeps ``path`` from confining DDS to 127.0.0.1 (empty: nothing).
+
+    Checked before any ROS process starts: Fast DDS answers a profile it cannot use with its
+    defaults (every interface, multicast discovery) and only prints an XMLPARSER error.
+    """
+    ns = {"d": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
+    root = ET.parse(path).getroot()
+    problems = []
+    participants = [p for p in root.iterfind(".//d:participant", ns)
+                    if p.get("is_default_profile") == "true"]
+    if len(participants) != 1:
+        return ["exactly one participant profile must be the default"]
+    rtps = participants[0].find("d:rtps", ns)
+    if rtps is None or rtps.findtext("d:useBuiltinTransports", namespaces=ns) != "false":
+        problems.append("built-in transports are not switched off")
+    used = {t.text for t in rtps.iterfind("d:userTransports/d:transport_id", ns)}
+    descriptors = {d.findtext("d:transport_id", namespaces=ns): d
+                   for d in root.iterfind(".//d:transport_descriptor", ns)}
+    if not used or not used <= set(descriptors):
+        problems.append(f"user transports {sorted(used)} are not all described")
+    for name in used & set(descriptors):
+        desc = descriptors[name]
+        allowed = [a.text for a in desc.iterfind("d:interfaceWhiteList/d:address", ns)]
+        if desc.findtext("d:type", namespaces=ns) != "UDPv4" or allowed != ["127.0.0.1"]:
+            problems.append(f"transport {name} is not UDPv4 restricted to 127.0.0.1")
+    for where in ("d:defaultUnicastLocatorList", "d:builtin/d:metatrafficUnicastLocatorList",
+                  "d:builtin/d:initialPeersList"):
+        addresses = [a.text for a in rtps.iterfind(f"{where}//d:address", ns)]
+        if addresses != ["127.0.0.1"]:
+            problems.append(f"{where.split(':')[-1]} is {addresses}, not [127.0.0.1]")
+    if rtps.find(".//d:metatrafficMulticastLocatorList", ns) is not None:
+        problems.append("a multicast locator list is configured")
+    return problems
 
 
 def ros_environment() -> dict[str, str]:

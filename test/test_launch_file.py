@@ -1,4 +1,4 @@
-"""launch/segment.launch.py and package.xml, checked statically against the README, the parameter
+"""launch/segment.launch.py, package.xml and the Fast DDS profiles, checked statically against the README, the parameter
 schema and what the code imports (launch_ros is not on PyPI, so the launch file cannot run here;
 on Humble it was run by hand: see README, ROS 2 usage)."""
 
@@ -118,3 +118,27 @@ def test_package_xml_declares_what_the_node_and_launch_file_use():
     ros_exec = {d for d in exec_depend if not d.startswith("python3-")
                 and d != "rosidl_default_runtime"}  # interface runtime of the generated msgs
     assert ros_exec <= used, f"declared but never used: {ros_exec - used}"
+
+
+def test_loopback_profile_confines_dds_to_127_0_0_1(tmp_path):
+    import ros_harness
+
+    assert ros_harness.loopback_profile_problems() == []
+    # The check can fail: an unrestricted transport, as Fast DDS' defaults would be.
+    text = ros_harness.LOOPBACK_PROFILE.read_text(encoding="utf-8")
+    loose = tmp_path / "loose.xml"
+    loose.write_text(text.replace("<address>127.0.0.1</address>\n        </interfaceWhiteList>",
+                                  "<address>0.0.0.0</address>\n        </interfaceWhiteList>"))
+    assert ros_harness.loopback_profile_problems(loose) == [
+        "transport inst3d_udp_loopback is not UDPv4 restricted to 127.0.0.1"]
+
+
+def test_large_clouds_profile_has_4_mib_socket_buffers():
+    ns = {"d": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
+    root = ET.parse(REPO / "config" / "dds" / "fastdds_large_clouds.xml").getroot()
+    (udp,) = [d for d in root.iterfind(".//d:transport_descriptor", ns)
+              if d.findtext("d:type", namespaces=ns) == "UDPv4"]
+    for tag in ("sendBufferSize", "receiveBufferSize"):
+        assert int(udp.findtext(f"d:{tag}", namespaces=ns)) == 4 * 1024 * 1024
+    used = {t.text for t in root.iterfind(".//d:userTransports/d:transport_id", ns)}
+    assert udp.findtext("d:transport_id", namespaces=ns) in used

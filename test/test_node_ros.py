@@ -46,6 +46,8 @@ class NodeRun:
 
 def _run(tmp_path: Path, name: str, params: dict, namespace: str, spec: dict,
          signals: int) -> NodeRun:
+    problems = harness.loopback_profile_problems()
+    assert not problems, f"refusing to start DDS processes: {problems}"
     params_file = tmp_path / f"{name}.yaml"
     params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
     spec_file, report_file = tmp_path / f"{name}_spec.json", tmp_path / f"{name}_report.json"
@@ -195,3 +197,4 @@ def test_sigint_exits_zero_quickly_without_errors(run_name, request):
     assert run.exit_s < SHUTDOWN_S, run.exit_s
     assert "Traceback" not in run.output, run.output[-3000:]
     assert "[ERROR]" not in run.output, run.output[-3000:]
+    assert "XMLPARSER" not in run.output, run.output[-3000:]  # the profile was taken as written
