@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 import rclpy
@@ -49,7 +51,7 @@ _THROTTLE_S = 5.0
 # without use_sim_time): the end-to-end latency is then meaningless and not reported.
 CLOCK_MISMATCH_S = 60.0
 # Shutdown waits this long for a running segmentation before leaving it to die with the process.
-_JOIN_TIMEOUT_S = 1.0
+_JOIN_TIMEOUT_S = 0.5
 # tf2_ros's listener QoS: /tf reliable volatile, /tf_static reliable transient-local, depth 100.
 TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                     reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
@@ -212,12 +214,21 @@ class SegmentNode(Node):
         InvalidParameterTypeException) and a bad value fails with the schema's message.
         """
         leaves = list(self._leaves.values())
+        # Without a pre-set callback (Humble), rclpy's type check would refuse an integer for a
+        # double before the node sees it: let float leaves take any type, the schema checks it.
+        untyped_floats = not hasattr(self, "add_pre_set_parameters_callback")
+
+        def descriptor(leaf: Leaf) -> ParameterDescriptor:
+            desc = parameter_descriptor(leaf)
+            desc.dynamic_typing = untyped_floats and leaf.type is float
+            return desc
+
         # rclpy's overrides for this node (name -> rclpy Parameter), the same attribute from
         # Dashing to Jazzy; rclpy itself silently ignores overrides of undeclared names.
         overrides = getattr(self, "_parameter_overrides", None)
         if overrides is None:
             for leaf in leaves:
-                self.declare_parameter(leaf.name, leaf.default, parameter_descriptor(leaf))
+                self.declare_parameter(leaf.name, leaf.default, descriptor(leaf))
             return Config.from_flat(
                 {leaf.name: _plain_value(self.get_parameter(leaf.name).value) for leaf in leaves})
         unknown = sorted(name for name in overrides if name not in self._leaves
@@ -231,7 +242,7 @@ class SegmentNode(Node):
         values = cfg.to_flat()
         for leaf in leaves:
             # The override is already in `values`, with the schema's type.
-            self.declare_parameter(leaf.name, values[leaf.name], parameter_descriptor(leaf),
+            self.declare_parameter(leaf.name, values[leaf.name], descriptor(leaf),
                                    ignore_override=True)
         return cfg
 
@@ -438,7 +449,13 @@ def _ignore_further_signals() -> None:
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of ``segment_node``: exits 0 on Ctrl-C/SIGTERM without a traceback."""
+    """Entry point of ``segment_node``: exits 0 on Ctrl-C/SIGTERM without a traceback.
+
+    Does not return: once the node is shut down, the process ends with ``os._exit``. The
+    interpreter's own finalization took 1.2-1.7 s after the node was gone (module teardown of
+    torch and friends), and aborted the process (SIGABRT) when a segmentation was still running
+    in the abandoned daemon thread; nothing is left to clean up by then.
+    """
     rclpy.init(args=args)
     node = None
     code = 0
@@ -450,13 +467,18 @@ def main(args: list[str] | None = None) -> int:
     except (ConfigError, ParameterException) as exc:
         print(f"[{NODE_NAME}] invalid configuration: {exc}", file=sys.stderr)
         code = 2
+    except Exception:  # noqa: BLE001 - os._exit below would otherwise swallow it
+        traceback.print_exc()
+        code = 1
     finally:
         _ignore_further_signals()
         if node is not None:
             node.shutdown()
             node.destroy_node()
         rclpy.try_shutdown()
-    return code
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -120,6 +120,19 @@ class Driver:
         while time.monotonic() < end:
             rclpy.spin_once(self.node, timeout_sec=min(0.02, max(0.0, end - time.monotonic())))
 
+    def spin_until(self, done, timeout_s: float) -> bool:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if done():
+                return True
+            self.spin_for(0.1)
+        return done()
+
+    def idle_skip_reported(self) -> bool:
+        return any(kv.key == "segmentations_skipped.no_new_scans"
+                   for _, msg in self.received["/diagnostics"][-1:]
+                   for status in msg.status for kv in status.values)
+
     def wait_for_node(self, timeout_s: float) -> bool:
         """Until the node subscribes to every cloud topic (model loaded, node up)."""
         end = time.monotonic() + timeout_s
@@ -274,7 +287,10 @@ def main() -> int:
             }
             change_time = time.monotonic()
             driver.stream(spec["after_change_s"], xyz, rgb)
-        driver.spin_for(2.5)  # idle: the last results, one more diagnostics tick, the latched labels
+        # Idle: the last results and the latched labels arrive, and the node, seeing no new scan,
+        # skips its next segmentation (the diagnostics counter the test checks).
+        driver.spin_until(lambda: bool(labels) and driver.idle_skip_reported(),
+                          spec.get("idle_timeout_s", 10.0))
         report = driver.report(labels, param_results, change_time)
     finally:
         driver.node.destroy_node()

@@ -198,3 +198,15 @@ def test_sigint_exits_zero_quickly_without_errors(run_name, request):
     assert "Traceback" not in run.output, run.output[-3000:]
     assert "[ERROR]" not in run.output, run.output[-3000:]
     assert "XMLPARSER" not in run.output, run.output[-3000:]  # the profile was taken as written
+
+
+def test_an_invalid_parameter_file_exits_2_with_one_line(tmp_path):
+    params_file = tmp_path / "bad.yaml"
+    params_file.write_text(yaml.safe_dump(
+        {"/**": {"ros__parameters": {"accumulate": {"window_s": -3}}}}))
+    done = subprocess.run([str(harness.SEGMENT_NODE), "--ros-args", "--params-file",
+                           str(params_file)], env=harness.ros_environment(), cwd=harness.REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "[ros2_inst3d] invalid configuration: 'accumulate.window_s' must be >= 0.0, got -3.0"]
