@@ -64,7 +64,7 @@ def _run(tmp_path: Path, name: str, params: dict, namespace: str, spec: dict,
             driver = subprocess.run([str(harness.VENV_PYTHON), str(harness.DRIVER),
                                      str(spec_file), str(report_file)],
                                     env=env, cwd=harness.REPO, capture_output=True, text=True,
-                                    timeout=300)
+                                    timeout=600)
             sockets = harness.process_sockets(node.pid) if node.poll() is None else []
             start = time.monotonic()
             for k in range(signals):
@@ -89,7 +89,7 @@ def geometric_run(tmp_path_factory) -> NodeRun:
                         "tf_timeout_s": 0.2},
               "model": {"name": "geometric"}, "segment": {"rate_hz": 2.0}}
     spec = {"cloud_topics": ["/robot1/points", "/robot1/lidar2/points"], "cloud_hz": 5,
-            "keep_fraction": 0.5, "scene": "lidar", "stream_s": 5, "after_change_s": 5,
+            "keep_fraction": 0.5, "scene": "lidar", "stream_s": 3, "after_change_s": 2,
             "parameters": True}
     return _run(tmp_path_factory.mktemp("geometric"), "geometric", params, "/robot1", spec,
                 signals=1)
@@ -99,7 +99,7 @@ def geometric_run(tmp_path_factory) -> NodeRun:
 def softgroup_run(tmp_path_factory) -> NodeRun:
     params = {"input": {"fixed_frame": "map", "tf_timeout_s": 0.2}, "segment": {"rate_hz": 1.0}}
     spec = {"cloud_topics": ["/points"], "cloud_hz": 4, "keep_fraction": 0.6,
-            "scene": "coloured", "stream_s": 6, "parameters": False}
+            "scene": "coloured", "stream_s": 3, "parameters": False}
     return _run(tmp_path_factory.mktemp("softgroup"), "softgroup", params, "", spec, signals=2)
 
 
@@ -110,7 +110,7 @@ def replay_run(tmp_path_factory) -> NodeRun:
     params = {"input": {"fixed_frame": "map", "tf_timeout_s": 0.2},
               "model": {"name": "geometric"}, "segment": {"rate_hz": 2.0}}
     spec = {"cloud_topics": ["/points"], "cloud_hz": 5, "keep_fraction": 0.3, "scene": "lidar",
-            "stream_s": 3, "parameters": False, "stamp_offset_s": -3 * 365 * 86400}
+            "stream_s": 2, "parameters": False, "stamp_offset_s": -3 * 365 * 86400}
     return _run(tmp_path_factory.mktemp("replay"), "replay", params, "", spec, signals=1)
 
 
