@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(libusb-1.0-0 libgl1 libgomp1)
+# cmake and a C/C++ toolchain: scripts/ros_env.sh generates the ROS interfaces with rosidl.
+apt_packages=(libusb-1.0-0 libgl1 libgomp1 cmake g++ make)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -37,9 +37,18 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
   exit 0
 fi
 
+for tool in cmake make c++; do
+  command -v "$tool" >/dev/null || { echo "ros_env.sh: '$tool' is missing (apt-get install cmake g++ make)" >&2; exit 1; }
+done
+"$PYTHON" -c "import ensurepip" 2>/dev/null \
+  || { echo "ros_env.sh: $PYTHON cannot make a venv (apt-get install python3-venv)" >&2; exit 1; }
 start=$SECONDS
 echo "building the ROS 2 Jazzy environment in $VENV (PyPI wheels + generated interfaces)..."
 rm -rf "$VENV"
+# Links to a previous build's generated files would be copied by CMakeLists' install(DIRECTORY).
+for link in "$REPO"/ros2_inst3d/msg "$REPO"/ros2_inst3d/*.so; do
+  if [ -L "$link" ]; then rm "$link"; fi
+done
 "$PYTHON" -m venv --system-site-packages "$VENV"
 # The local index mirrors print one 'is ignored' warning per package they do not hold.
 PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/pip" install -q -r scripts/ros_requirements.txt 2>&1 \

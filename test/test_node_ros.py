@@ -210,3 +210,53 @@ def test_an_invalid_parameter_file_exits_2_with_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "[ros2_inst3d] invalid configuration: 'accumulate.window_s' must be >= 0.0, got -3.0"]
+
+
+NODE_HELPERS_CHECK = r"""
+import logging
+from rclpy.parameter import Parameter
+from ros2_inst3d import node
+from ros2_inst3d.config import schema
+
+class Recorder:
+    def __init__(self):
+        self.lines = []
+    def warning(self, text):
+        self.lines.append(("warn", text))
+    def error(self, text):
+        self.lines.append(("error", text))
+    def info(self, text):
+        self.lines.append(("info", text))
+
+ros = Recorder()
+core = logging.getLogger("ros2_inst3d")
+core.addHandler(node._NodeLogHandler(ros))
+core.setLevel(logging.INFO)
+core.propagate = False
+pipeline_log = logging.getLogger("ros2_inst3d.pipeline")
+for k in range(20):  # once a second for 20 s, as 'segmentation skipped (no_color)' was
+    pipeline_log.warning("segmentation skipped (%s): %s", "no_color", f"scan {k}")
+logging.getLogger("ros2_inst3d.tf_buffer").error("TF %s ignored", "a -> b")
+print(ros.lines)
+assert ros.lines == [("warn", "segmentation skipped (no_color): scan 0"),
+                     ("error", "TF a -> b ignored")], ros.lines
+
+leaves = {leaf.name: leaf for leaf in schema()}
+as_double = node.as_declared_type(Parameter("accumulate.window_s", Parameter.Type.INTEGER, 3),
+                                  leaves["accumulate.window_s"])
+assert as_double.type_ == Parameter.Type.DOUBLE and as_double.value == 3.0
+roi = node.as_declared_type(Parameter("segment.roi_min", Parameter.Type.INTEGER_ARRAY, [-5, -5, -1]),
+                            leaves["segment.roi_min"])
+assert roi.type_ == Parameter.Type.DOUBLE_ARRAY and list(roi.value) == [-5.0, -5.0, -1.0]
+count = node.as_declared_type(Parameter("segment.min_points", Parameter.Type.INTEGER, 7),
+                              leaves["segment.min_points"])
+assert count.type_ == Parameter.Type.INTEGER
+print("ok")
+"""
+
+
+def test_core_warnings_reach_the_node_logger_throttled_and_ints_become_doubles():
+    done = subprocess.run([str(harness.VENV_PYTHON), "-c", NODE_HELPERS_CHECK],
+                          env=harness.ros_environment(), cwd=harness.REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
