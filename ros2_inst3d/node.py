@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -448,7 +448,7 @@ def _ignore_further_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def main(args: list[str] | None = None) -> int:
+def main(args: list[str] | None = None) -> NoReturn:
     """Entry point of ``segment_node``: exits 0 on Ctrl-C/SIGTERM without a traceback.
 
     Does not return: once the node is shut down, the process ends with ``os._exit``. The
