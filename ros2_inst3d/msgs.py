@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import importlib
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -86,9 +87,7 @@ class MessageFactory:
     @classmethod
     def for_rclpy(cls) -> "MessageFactory":
         """Factory over the installed ROS 2 Python message packages (needs a sourced ROS)."""
-        from rosidl_runtime_py.utilities import get_message
-
-        return cls(get_message, "rclpy", lambda name: get_message(name)())
+        return cls(rclpy_message_class, "rclpy", lambda name: rclpy_message_class(name)())
 
     def cls(self, type_name: str) -> type:
         """The message class of ``type_name`` (``pkg/msg/Name``), cached."""
@@ -150,6 +149,13 @@ class MessageFactory:
         out = array.array("B")
         out.frombytes(view)
         return out
+
+
+def rclpy_message_class(type_name: str) -> type:
+    """The generated Python class of ``pkg/msg/Name`` (what ``rosidl_runtime_py``'s
+    ``get_message`` does, without depending on that package, which is not on PyPI)."""
+    package, kind, name = type_name.split("/")
+    return getattr(importlib.import_module(f"{package}.{kind}"), name)
 
 
 def _rosbags_zero(typestore: "Typestore", type_name: str) -> Any:

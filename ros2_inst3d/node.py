@@ -1,74 +1,84 @@
 """The rclpy node ``ros2_inst3d``: a thin adapter over :mod:`ros2_inst3d.pipeline`.
 
 It owns only what needs ROS: parameters (declared from :mod:`ros2_inst3d.config`'s schema), QoS,
-subscriptions, the tf2 buffer, publishers, the diagnostics timer and shutdown. Every decision
-(what to do with a scan, when to segment, what to publish) is made in the ROS-free pipeline,
-where it is tested.
+subscriptions (clouds, ``/tf``, ``/tf_static``), publishers, the diagnostics timer and shutdown.
+Every decision (what to do with a scan, when to segment, what to publish) is made in the ROS-free
+pipeline, where it is tested. Transforms go into the project's own :class:`TfBuffer` (the one the
+bag tool uses), so the node needs no tf2_ros.
 
 Threads (DESIGN §6): subscription callbacks only drop the newest message per topic into a
-mailbox; an ingest thread does decode → TF → accumulate and polls the trigger; a segmentation
-thread runs the model and publishes. The executor thread therefore always serves ``/tf``: a
-blocking ``lookup_transform`` on the executor thread would starve it (ros2/geometry2#327).
+mailbox (and ``/tf`` messages into the buffer); an ingest thread does decode → TF → accumulate and
+polls the trigger; a segmentation thread runs the model and publishes. Waiting for a transform
+happens on the ingest thread, so the executor thread always serves ``/tf`` (ros2/geometry2#327).
 
-Written against the rclpy / tf2_ros / launch_ros APIs common to Humble and Jazzy; each call is
-checked against both distros in docs/ros_api_check.md.
+Tested under the PyPI Jazzy wheels (test/test_node_ros.py, scripts/ros_env.sh); the APIs used are
+the ones common to Humble and Jazzy (docs/ros_api_check.md).
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import signal
 import sys
 import threading
 import time
-from typing import Any
+import traceback
+from typing import Any, NoReturn
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
-from rclpy.duration import Duration
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.time import Time
 from sensor_msgs.msg import PointCloud2
-from tf2_ros import Buffer, TransformException, TransformListener
+from tf2_msgs.msg import TFMessage
 
 from .config import Config, ConfigError, Leaf, schema
 from .msgs import MessageFactory
 from .pipeline import (OUTPUT_TYPES, TOPIC_INSTANCES, TOPIC_LABELS, StreamPipeline,
                        TransformUnavailable)
 from .segmenter import Segmenter
-from .transforms import transform_msg_to_matrix
+from .tf_buffer import TfBuffer
 
 NODE_NAME = "ros2_inst3d"
 _THROTTLE_S = 5.0
-# IntegerRange / FloatingPointRange need both ends; a schema leaf with one bound gets the type's
-# limit as the other (int64 and float64 are the rcl_interfaces field types).
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_FLOAT_MAX = sys.float_info.max
+# Input stamps farther than this from the node's clock are on another time line (a bag replayed
+# without use_sim_time): the end-to-end latency is then meaningless and not reported.
+CLOCK_MISMATCH_S = 60.0
+# Shutdown waits this long for a running segmentation before leaving it to die with the process.
+_JOIN_TIMEOUT_S = 0.5
+# tf2_ros's listener QoS: /tf reliable volatile, /tf_static reliable transient-local, depth 100.
+TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+TF_STATIC_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                           reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def parameter_descriptor(leaf: Leaf) -> ParameterDescriptor:
-    """The ROS descriptor of one schema leaf: description, constraints, range, read-only.
+    """The ROS descriptor of one schema leaf: description, constraints, read-only.
 
+    Choices and ranges go into ``additional_constraints`` rather than ``integer_range`` /
+    ``floating_point_range``: rclpy would refuse an out-of-range value itself, before the node's
+    callback, with its own wording; the schema's check gives the reason ``ros2-inst3d`` gives.
     No ``type``/``name``: rclpy ignores both and infers the type from the declared value.
     """
-    constraints = f"one of: {', '.join(map(str, leaf.choices))}" if leaf.choices else ""
-    desc = ParameterDescriptor(
+    constraints = []
+    if leaf.choices:
+        constraints.append(f"one of: {', '.join(map(str, leaf.choices))}")
+    if leaf.low is not None:
+        constraints.append(f">= {leaf.low}")
+    if leaf.high is not None:
+        constraints.append(f"<= {leaf.high}")
+    return ParameterDescriptor(
         description=leaf.doc + (f" [{leaf.unit}]" if leaf.unit else ""),
-        additional_constraints=constraints,
+        additional_constraints="; ".join(constraints),
         read_only=not leaf.runtime)
-    if leaf.low is not None or leaf.high is not None:
-        if leaf.type is int:
-            desc.integer_range = [IntegerRange(
-                from_value=int(leaf.low) if leaf.low is not None else _INT64_MIN,
-                to_value=int(leaf.high) if leaf.high is not None else _INT64_MAX, step=0)]
-        elif leaf.type is float:
-            desc.floating_point_range = [FloatingPointRange(
-                from_value=float(leaf.low) if leaf.low is not None else -_FLOAT_MAX,
-                to_value=float(leaf.high) if leaf.high is not None else _FLOAT_MAX, step=0.0)]
-    return desc
 
 
 def _plain_value(value: Any) -> Any:
@@ -81,24 +91,78 @@ def _plain_value(value: Any) -> Any:
     return value
 
 
+def as_declared_type(param: Parameter, leaf: Leaf | None) -> Parameter:
+    """An integer (array) given for a float (array) parameter, as the double (array) it means.
+
+    The schema takes ``window_s: 3`` at start; rclpy would refuse it at runtime as the wrong type
+    (``ros2 param set ... accumulate.window_s 3`` sends an INTEGER).
+    """
+    if leaf is None:
+        return param
+    if param.type_ == Parameter.Type.INTEGER and leaf.type is float:
+        return Parameter(param.name, Parameter.Type.DOUBLE, float(param.value))
+    if param.type_ == Parameter.Type.INTEGER_ARRAY and leaf.type is list \
+            and isinstance(leaf.default[0] if leaf.default else None, float):
+        return Parameter(param.name, Parameter.Type.DOUBLE_ARRAY, [float(v) for v in param.value])
+    return param
+
+
+class _NodeLogHandler(logging.Handler):
+    """Sends the core's Python ``logging`` records to the node's logger (so ``/rosout``),
+    throttled per message template: a pipeline warning repeated every second shows once per
+    ``_THROTTLE_S`` (rclpy's own throttle is per call site, which is this one line for all)."""
+
+    def __init__(self, node_logger: Any) -> None:
+        super().__init__(logging.INFO)
+        self._ros = node_logger
+        self._last: dict[tuple[str, Any], float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        now = time.monotonic()
+        key = (record.name, record.msg)
+        if now - self._last.get(key, -math.inf) < _THROTTLE_S:
+            return
+        self._last[key] = now
+        try:
+            text = record.getMessage()
+            if record.exc_info and record.levelno >= logging.ERROR:
+                text += f" ({record.exc_info[1]!r})"
+            if record.levelno >= logging.ERROR:
+                self._ros.error(text)
+            elif record.levelno >= logging.WARNING:
+                self._ros.warning(text)
+            else:
+                self._ros.info(text)
+        except Exception:  # noqa: BLE001 - logging must never take the node down
+            self.handleError(record)
+
+
 class SegmentNode(Node):
     """Subscribes to PointCloud2 topics, publishes instances (see README: ROS interface)."""
 
     def __init__(self) -> None:
         super().__init__(NODE_NAME)
+        self._leaves = {leaf.name: leaf for leaf in schema()}
         self.cfg = self._declare_parameters()
         self.factory = MessageFactory.for_rclpy()
+        self._log_handler = _NodeLogHandler(self.get_logger())
+        self._core_logger = logging.getLogger(__package__)
+        self._core_logger.addHandler(self._log_handler)
+        self._core_logger.setLevel(logging.INFO)
+        self._core_logger.propagate = False
         self.pipeline = StreamPipeline(self.cfg, Segmenter(self.cfg))
+        if hasattr(self, "add_pre_set_parameters_callback"):  # Iron and later
+            self.add_pre_set_parameters_callback(self._pre_set_parameters)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        # tf2: the listener's /tf subscriptions ride on this node's executor (spin_thread=False),
-        # which no blocking call ever occupies: lookups wait on the ingest thread, where
-        # Buffer.can_transform sleeps in 20 ms steps while rclpy.spin() keeps filling the buffer.
-        # No node= for the Buffer: it would add a tf2_frames service and, on Jazzy, a clock-jump
-        # callback; the node handles jumps itself (_check_clock).
+        self._stop = threading.Event()
         cache_s = max(10.0, 2.0 * self.cfg.accumulate.window_s)
-        self.tf_buffer = Buffer(cache_time=Duration(seconds=cache_s))
-        self.tf_listener = TransformListener(self.tf_buffer, self)
+        self.tf_buffer = TfBuffer(cache_s)
+        # Absolute names: TF is global, a namespace or remap of the node does not move it.
+        self._tf_subs = [
+            self.create_subscription(TFMessage, "/tf", self._tf_callback(static=False), TF_QOS),
+            self.create_subscription(TFMessage, "/tf_static", self._tf_callback(static=True),
+                                     TF_STATIC_QOS)]
 
         reliability = (ReliabilityPolicy.RELIABLE if self.cfg.input.reliability == "reliable"
                        else ReliabilityPolicy.BEST_EFFORT)
@@ -127,9 +191,9 @@ class SegmentNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
 
-        self._stop = threading.Event()
         self._segment_request = threading.Event()
         self._last_clock_ns: int | None = None
+        self._clock_offset_s = 0.0   # input stamps minus node clock, when beyond CLOCK_MISMATCH_S
         self._input_times: list[float] = []
         self._threads = [threading.Thread(target=self._ingest_loop, name="inst3d-ingest", daemon=True),
                          threading.Thread(target=self._segment_loop, name="inst3d-segment",
@@ -149,30 +213,42 @@ class SegmentNode(Node):
         (``window_s: 2`` is a valid double there, while rclpy alone would reject the integer with
         InvalidParameterTypeException) and a bad value fails with the schema's message.
         """
-        leaves = schema()
+        leaves = list(self._leaves.values())
+        # Without a pre-set callback (Humble), rclpy's type check would refuse an integer for a
+        # double before the node sees it: let float leaves take any type, the schema checks it.
+        untyped_floats = not hasattr(self, "add_pre_set_parameters_callback")
+
+        def descriptor(leaf: Leaf) -> ParameterDescriptor:
+            desc = parameter_descriptor(leaf)
+            desc.dynamic_typing = untyped_floats and leaf.type is float
+            return desc
+
         # rclpy's overrides for this node (name -> rclpy Parameter), the same attribute from
         # Dashing to Jazzy; rclpy itself silently ignores overrides of undeclared names.
         overrides = getattr(self, "_parameter_overrides", None)
         if overrides is None:
             for leaf in leaves:
-                self.declare_parameter(leaf.name, leaf.default, parameter_descriptor(leaf))
+                self.declare_parameter(leaf.name, leaf.default, descriptor(leaf))
             return Config.from_flat(
                 {leaf.name: _plain_value(self.get_parameter(leaf.name).value) for leaf in leaves})
-        names = {leaf.name for leaf in leaves}
-        unknown = sorted(name for name in overrides if name not in names
+        unknown = sorted(name for name in overrides if name not in self._leaves
                          and not self.has_parameter(name)  # use_sim_time and rclpy's own
                          and not name.startswith("qos_overrides."))
         if unknown:
             raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; "
                               "see `ros2-inst3d params`")
         cfg = Config.from_flat({name: _plain_value(overrides[name].value)
-                                for name in names if name in overrides})
+                                for name in self._leaves if name in overrides})
         values = cfg.to_flat()
         for leaf in leaves:
             # The override is already in `values`, with the schema's type.
-            self.declare_parameter(leaf.name, values[leaf.name], parameter_descriptor(leaf),
+            self.declare_parameter(leaf.name, values[leaf.name], descriptor(leaf),
                                    ignore_override=True)
         return cfg
+
+    def _pre_set_parameters(self, params: list[Parameter]) -> list[Parameter]:
+        """Runs before rclpy's type check: integers for float parameters become doubles."""
+        return [as_declared_type(p, self._leaves.get(p.name)) for p in params]
 
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
         """Runtime changes (rclpy has already rejected read-only names and wrong types)."""
@@ -191,6 +267,11 @@ class SegmentNode(Node):
         return SetParametersResult(successful=True, reason="")
 
     # ---- input ---------------------------------------------------------------------------
+    def _tf_callback(self, static: bool):
+        def store(msg: TFMessage) -> None:
+            self.tf_buffer.add_message(msg, static)
+        return store
+
     def _mailbox_callback(self, topic: str):
         def store(msg: PointCloud2) -> None:
             with self._mailbox_cv:
@@ -204,15 +285,13 @@ class SegmentNode(Node):
 
     def _lookup(self, target: str, source: str, stamp_ns: int):
         try:
-            tf = self.tf_buffer.lookup_transform(
-                target, source, Time(nanoseconds=stamp_ns),
-                timeout=Duration(seconds=self.cfg.input.tf_timeout_s))
-        except TransformException as exc:  # Lookup/Connectivity/Extrapolation/InvalidArgument
-            self.get_logger().warning(
-                f"no transform {source} -> {target} at {stamp_ns / 1e9:.3f}: {exc}; scan skipped",
-                throttle_duration_sec=_THROTTLE_S)
-            raise TransformUnavailable(str(exc)) from exc
-        return transform_msg_to_matrix(tf.transform)
+            return self.tf_buffer.wait_lookup(target, source, stamp_ns,
+                                              self.cfg.input.tf_timeout_s)
+        except TransformUnavailable as exc:
+            if not self._stop.is_set():
+                self.get_logger().warning(f"no transform at {stamp_ns / 1e9:.3f}: {exc}; "
+                                          "scan skipped", throttle_duration_sec=_THROTTLE_S)
+            raise
 
     def _ingest_loop(self) -> None:
         while not self._stop.is_set():
@@ -220,8 +299,12 @@ class SegmentNode(Node):
                 if not self._mailbox:
                     self._mailbox_cv.wait(timeout=0.05)
                 batch, self._mailbox = self._mailbox, {}
+            if self._stop.is_set():
+                return
             self._check_clock()
             for topic, msg in batch.items():
+                if self._stop.is_set():
+                    return
                 try:
                     rec = self.pipeline.ingest(topic, msg, self._lookup)
                 except Exception as exc:  # noqa: BLE001 - the node must outlive any bad scan
@@ -237,10 +320,7 @@ class SegmentNode(Node):
                 self._segment_request.set()
 
     def _check_clock(self) -> None:
-        """A backwards jump of the ROS clock (bag loop with use_sim_time) resets TF and the window.
-
-        Our Buffer has no node, so no distro clears it on such jumps: the node does, on both.
-        """
+        """A backwards jump of the ROS clock (bag loop with use_sim_time) resets TF and the window."""
         now = self.get_clock().now().nanoseconds
         if self._last_clock_ns is not None and now < self._last_clock_ns - 1_000_000_000:
             self.get_logger().warning("ROS time jumped backwards: clearing TF buffer and scans")
@@ -255,24 +335,50 @@ class SegmentNode(Node):
             if not self._segment_request.wait(timeout=0.1):
                 continue
             self._segment_request.clear()
+            if self._stop.is_set():
+                return
             try:
                 result = self.pipeline.segment()
-                if result is None:
+                # A shutdown during the segmentation: the context may be gone, publish nothing.
+                if result is None or self._stop.is_set():
                     continue
                 wanted = {t for t, pub in self._output_pubs.items()
                           if t == TOPIC_INSTANCES or pub.get_subscription_count() > 0}
                 msgs = self.pipeline.output_messages(self.factory, result, wanted=wanted)
                 for topic, msg in msgs.items():
                     self._output_pubs[topic].publish(msg)
-                self.pipeline.stats.last_end_to_end_ms = (
-                    self.get_clock().now().nanoseconds - result.newest_stamp_ns) / 1e6
+                self._record_latency(result.newest_stamp_ns)
             except Exception as exc:  # noqa: BLE001 - e.g. CUDA OOM twice: count, log, keep running
+                if self._stop.is_set():
+                    return  # the context went away under us: not an error of the node
                 self.pipeline.count_error("segmentation_error")
                 self.get_logger().error(f"segmentation failed: {exc!r}",
                                         throttle_duration_sec=_THROTTLE_S)
 
+    def _record_latency(self, newest_stamp_ns: int) -> None:
+        """End-to-end latency of a result, unless the input stamps are on another clock."""
+        latency_s = (self.get_clock().now().nanoseconds - newest_stamp_ns) / 1e9
+        stats = self.pipeline.stats
+        if abs(latency_s) <= CLOCK_MISMATCH_S:
+            self._clock_offset_s = 0.0
+            stats.last_end_to_end_ms = latency_s * 1e3
+            return
+        if self._clock_offset_s == 0.0:
+            self.get_logger().warning(
+                f"input stamps are {abs(latency_s):.0f} s {'behind' if latency_s > 0 else 'ahead of'}"
+                f" this node's {'simulated' if self._use_sim_time() else 'system'} clock (a bag "
+                "replayed without use_sim_time:=true and `--clock`?); end_to_end_latency_ms is "
+                "not reported until they agree")
+        self._clock_offset_s = -latency_s
+        stats.last_end_to_end_ms = float("nan")
+
+    def _use_sim_time(self) -> bool:
+        return bool(self.get_parameter("use_sim_time").value)
+
     # ---- diagnostics ---------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
+        if self._stop.is_set():
+            return
         stats = self.pipeline.stats
         now = time.monotonic()
         with self._mailbox_cv:
@@ -288,6 +394,8 @@ class SegmentNode(Node):
             "points_dropped_non_finite": stats.points_dropped_non_finite,
             "accumulated_points": self.pipeline.accumulator.num_points,
             "end_to_end_latency_ms": f"{stats.last_end_to_end_ms:.1f}",
+            "input_clock_offset_s": f"{self._clock_offset_s:.1f}",
+            "tf_rejected": sum(self.tf_buffer.rejected.values()),
             "model": self.pipeline.segmenter.model_name,
             "device": getattr(self.pipeline.segmenter, "device", "cpu"),
         }
@@ -302,6 +410,9 @@ class SegmentNode(Node):
             level, message = DiagnosticStatus.WARN, "no input clouds yet"
         elif skipped > stats.scans_accumulated:
             level, message = DiagnosticStatus.WARN, "most scans are skipped (see scans_skipped.*)"
+        elif self._clock_offset_s != 0.0:
+            level, message = DiagnosticStatus.WARN, ("input stamps and node clock disagree "
+                                                     "(see input_clock_offset_s; use_sim_time?)")
         status = DiagnosticStatus(
             level=level, name=f"{self.get_name()}: instance segmentation", message=message,
             hardware_id=str(values["device"]),
@@ -312,17 +423,39 @@ class SegmentNode(Node):
 
     # ---- shutdown ------------------------------------------------------------------------
     def shutdown(self) -> None:
+        """Stop both loops first, so nothing is published or logged once the context goes.
+
+        A segmentation already running is given ``_JOIN_TIMEOUT_S``; after that the daemon thread
+        is left to end with the process (it publishes nothing once ``_stop`` is set).
+        """
         self._stop.set()
         self._segment_request.set()
         with self._mailbox_cv:
             self._mailbox_cv.notify_all()
+        deadline = time.monotonic() + _JOIN_TIMEOUT_S
         for thread in self._threads:
-            thread.join(timeout=5.0)
-        self.pipeline.segmenter.close()
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if not any(thread.is_alive() for thread in self._threads):
+            self.pipeline.segmenter.close()
+        self._core_logger.removeHandler(self._log_handler)
+        self._core_logger.propagate = True
 
 
-def main(args: list[str] | None = None) -> int:
-    """Entry point of ``segment_node``: exits 0 on Ctrl-C without a traceback."""
+def _ignore_further_signals() -> None:
+    """``ros2 launch`` forwards Ctrl-C to a node the terminal already sent it to: the second
+    SIGINT must not interrupt the shutdown with a KeyboardInterrupt (exit code -2)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def main(args: list[str] | None = None) -> NoReturn:
+    """Entry point of ``segment_node``: exits 0 on Ctrl-C/SIGTERM without a traceback.
+
+    Does not return: once the node is shut down, the process ends with ``os._exit``. The
+    interpreter's own finalization took 1.2-1.7 s after the node was gone (module teardown of
+    torch and friends), and aborted the process (SIGABRT) when a segmentation was still running
+    in the abandoned daemon thread; nothing is left to clean up by then.
+    """
     rclpy.init(args=args)
     node = None
     code = 0
@@ -334,12 +467,18 @@ def main(args: list[str] | None = None) -> int:
     except (ConfigError, ParameterException) as exc:
         print(f"[{NODE_NAME}] invalid configuration: {exc}", file=sys.stderr)
         code = 2
+    except Exception:  # noqa: BLE001 - os._exit below would otherwise swallow it
+        traceback.print_exc()
+        code = 1
     finally:
+        _ignore_further_signals()
         if node is not None:
             node.shutdown()
             node.destroy_node()
         rclpy.try_shutdown()
-    return code
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -381,13 +381,20 @@ class StreamPipeline:
 
     # ---- segmentation --------------------------------------------------------------------
     def segment(self) -> SegmentationResult | None:
-        """Segment the accumulated cloud now; None (counted) when there is nothing to segment."""
+        """Segment the accumulated cloud now; None (counted) when there is nothing to segment.
+
+        Nothing to segment: an empty window (``empty_cloud``), or no scan added since the last
+        result (``no_new_scans``): the window, and so the result, would be the same again.
+        """
         with self._lock:
             cloud = self.accumulator.cloud()
             used = self._pending
             self._pending = []
         if cloud.num_points == 0 or cloud.newest_stamp_ns is None:
             self.stats.segmentations_skipped["empty_cloud"] += 1
+            return None
+        if not used:
+            self.stats.segmentations_skipped["no_new_scans"] += 1
             return None
         self.trigger.begin()
         try:

@@ -2,7 +2,8 @@
 
 Three layouts exist: a source checkout or editable pip install (folders beside the Python
 package), a wheel/non-editable pip install (copied into ``ros2_inst3d/share/`` by setup.py), and a
-colcon install (``share/ros2_inst3d/`` found through the ament index).
+CMake/colcon install (``<prefix>/share/ros2_inst3d/`` beside ``<prefix>/lib/pythonX.Y/
+site-packages/ros2_inst3d``), found relative to the package, or else through ``AMENT_PREFIX_PATH``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 def data_dir(kind: str) -> Path:
     """The folder ``kind`` (e.g. ``"config"``) of this installation; raises if none has it."""
     candidates = [PACKAGE_DIR.parent / kind, PACKAGE_DIR / "share" / kind]
+    if len(PACKAGE_DIR.parents) > 3:  # <prefix>/lib/pythonX.Y/site-packages/ros2_inst3d
+        candidates.append(PACKAGE_DIR.parents[3] / "share" / "ros2_inst3d" / kind)
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
         if prefix:
             candidates.append(Path(prefix) / "share" / "ros2_inst3d" / kind)

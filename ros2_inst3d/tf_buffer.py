@@ -1,7 +1,7 @@
-"""A small pure-Python TF buffer for the offline bag tool (the live node uses ``tf2_ros``).
+"""The one TF buffer of the project: the live node and the offline bag tool both feed it.
 
-``tf2_py``'s ``BufferCore`` needs a ROS install, so the bag tool keeps its own buffer with the
-semantics the pipeline relies on (research/ros2-ecosystem.md §5.4):
+``tf2_py``'s ``BufferCore`` needs a ROS install (tf2_ros is not on PyPI), so the project keeps its
+own buffer with the tf2 semantics the pipeline relies on (research/ros2-ecosystem.md §5.4):
 
 * the frames form a forest: every child frame has one parent (``header.frame_id`` of its
   ``TransformStamped``); a lookup walks both frames up to their closest common ancestor, so edges
@@ -18,7 +18,9 @@ semantics the pipeline relies on (research/ros2-ecosystem.md §5.4):
   own time line (and at most ``max_samples_per_edge``); data older than that is rejected as tf2
   does ("TF_OLD_DATA"), a repeated stamp is ignored ("TF_REPEATED_DATA").
 
-Stamps are integer nanoseconds. Not thread-safe: the bag tool feeds and queries it from one thread.
+Stamps are integer nanoseconds. Thread-safe: the node's executor thread adds ``/tf`` messages while
+its ingest thread looks up (and waits for) transforms; one lock guards the edges, and
+:meth:`TfBuffer.wait_lookup` sleeps on a condition that every stored transform notifies.
 A front end whose clock jumps backwards (a looping bag) calls :meth:`TfBuffer.clear`.
 """
 
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import bisect
 import logging
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -81,6 +85,8 @@ class TfBuffer:
         self.max_samples_per_edge = int(max_samples_per_edge)
         self._edges: dict[str, _Edge] = {}   # child frame -> edge to its parent
         self.rejected: Counter = Counter()   # reason -> transforms not stored
+        # Re-entrant: add_message -> add_transform_msg -> add_transform, lookup -> frames.
+        self._changed = threading.Condition(threading.RLock())
 
     # ---- input -----------------------------------------------------------------------------
     def add_message(self, tf_message: Any, static: bool) -> int:
@@ -91,8 +97,9 @@ class TfBuffer:
         by reason and logged.
         """
         stored = 0
-        for transform in tf_message.transforms:
-            stored += self.add_transform_msg(transform, static)
+        with self._changed:
+            for transform in tf_message.transforms:
+                stored += self.add_transform_msg(transform, static)
         return stored
 
     def add_transform_msg(self, transform: Any, static: bool) -> bool:
@@ -127,6 +134,14 @@ class TfBuffer:
         matrix = np.array(matrix, dtype=np.float64)
         if matrix.shape != (4, 4):
             raise ValueError(f"matrix must be (4, 4), got {matrix.shape}")
+        with self._changed:
+            stored = self._store(parent, child, int(stamp_ns), matrix, static)
+            if stored:
+                self._changed.notify_all()
+        return stored
+
+    def _store(self, parent: str, child: str, stamp_ns: int, matrix: np.ndarray,
+               static: bool) -> bool:
         edge = self._edges.get(child)
         if edge is not None and (edge.parent != parent or edge.static != static):
             log.warning("TF: frame '%s' now has %s parent '%s' (was %s parent '%s'); the old edge "
@@ -135,7 +150,6 @@ class TfBuffer:
             edge = None
         if edge is None:
             edge = self._edges[child] = _Edge(parent, static)
-        stamp_ns = int(stamp_ns)
         if static:
             edge.stamps[:] = [stamp_ns]
             edge.matrices[:] = [matrix]
@@ -165,27 +179,31 @@ class TfBuffer:
             del edge.matrices[:drop]
 
     def _reject(self, reason: str, parent: str, child: str, detail: str) -> bool:
-        self.rejected[reason] += 1
+        with self._changed:
+            self.rejected[reason] += 1
         log.warning("TF %s -> %s ignored (%s): %s", parent or "''", child or "''", reason, detail)
         return False
 
     def clear(self, include_static: bool = False) -> None:
         """Forget the dynamic edges (a time jump); static ones stay, as in tf2's ``clear()``."""
-        self._edges = {child: edge for child, edge in self._edges.items()
-                       if edge.static and not include_static}
+        with self._changed:
+            self._edges = {child: edge for child, edge in self._edges.items()
+                           if edge.static and not include_static}
 
     # ---- queries ---------------------------------------------------------------------------
     @property
     def frames(self) -> list[str]:
         """Every frame seen, as parent or child, sorted."""
-        names = set(self._edges)
-        names.update(edge.parent for edge in self._edges.values())
+        with self._changed:
+            names = set(self._edges)
+            names.update(edge.parent for edge in self._edges.values())
         return sorted(names)
 
     def edges(self) -> list[tuple[str, str, bool, int]]:
         """``(parent, child, static, number of samples)`` of every edge, sorted by child."""
-        return [(e.parent, child, e.static, len(e.stamps))
-                for child, e in sorted(self._edges.items())]
+        with self._changed:
+            return [(e.parent, child, e.static, len(e.stamps))
+                    for child, e in sorted(self._edges.items())]
 
     def can_transform(self, target: str, source: str, stamp_ns: int) -> bool:
         try:
@@ -202,7 +220,27 @@ class TfBuffer:
         unknown, the frames are not connected, the parent chain loops, or the stamp is outside a
         dynamic edge's data.
         """
-        target, source = _strip_slash(target), _strip_slash(source)
+        with self._changed:
+            return self._lookup(_strip_slash(target), _strip_slash(source), stamp_ns)
+
+    def wait_lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float) -> np.ndarray:
+        """:meth:`lookup`, waiting up to ``timeout_s`` seconds (wall clock) for the data to arrive.
+
+        For a scan that arrives before the ``/tf`` sample after its stamp, as tf2's
+        ``lookup_transform(..., timeout=)``. Raises the last TransformUnavailable on timeout.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                try:
+                    return self.lookup(target, source, stamp_ns)
+                except TransformUnavailable:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise
+                    self._changed.wait(left)
+
+    def _lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
         known = set(self.frames)
         for role, frame in (("source", source), ("target", target)):
             if frame not in known:

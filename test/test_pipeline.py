@@ -179,3 +179,18 @@ def test_runtime_config_changes_apply(factory):
     pipe.apply_runtime_config(cfg.replace(**{"segment.min_points": 9000, "segment.rate_hz": 5.0}))
     assert pipe.trigger.period_s == pytest.approx(0.2)
     assert pipe.segment().instances.num_instances == 2
+
+
+def test_an_unchanged_window_is_not_segmented_again(factory):
+    cfg = lidar_config()
+    pipe = StreamPipeline(cfg, Segmenter(cfg))
+    xyz, _ = room_scene()
+    lookup = _static_lookup(np.eye(4))
+    pipe.ingest("points", cloud_msg(factory, xyz, SEC, frame="map"), lookup)
+    assert pipe.segment() is not None
+    # The input stopped: the same window would give the same result, at the cost of a model run.
+    assert pipe.segment() is None and pipe.segment() is None
+    assert pipe.stats.segmentations == 1
+    assert pipe.stats.segmentations_skipped["no_new_scans"] == 2
+    pipe.ingest("points", cloud_msg(factory, xyz, 2 * SEC, frame="map"), lookup)
+    assert pipe.segment().newest_stamp_ns == 2 * SEC

@@ -1,4 +1,5 @@
-"""The bag tool's TF buffer: interpolation, chains, directions, static vs dynamic, errors, memory.
+"""The project's TF buffer (node and bag tool): interpolation, chains, directions, static vs
+dynamic, errors, memory, and the node's two threads (executor writes, ingest reads and waits).
 
 References are hand computations (cos/sin matrices) and a slow breadth-first search over the
 frame graph that composes edge matrices the obvious way.
@@ -7,6 +8,7 @@ frame graph that composes edge matrices the obvious way.
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 
 import numpy as np
@@ -334,3 +336,65 @@ def test_constructor_rejects_meaningless_settings():
         TfBuffer(cache_s=0)
     with pytest.raises(ValueError, match="extrapolation_tolerance_s"):
         TfBuffer(extrapolation_tolerance_s=-1)
+
+
+# ---- threads (the node: executor thread adds /tf, ingest thread looks up) ----------------------
+
+def test_wait_lookup_returns_once_another_thread_adds_the_sample():
+    buf = TfBuffer()
+    buf.add_transform("map", "base", 0, pose((0, 0, 0)), static=False)
+    got = {}
+    waiter = threading.Thread(
+        target=lambda: got.update(matrix=buf.wait_lookup("map", "base", SEC // 2, timeout_s=60)))
+    waiter.start()
+    # A scan stamped between two /tf samples, the second of which arrives while it waits.
+    buf.add_transform("map", "base", SEC, pose((2, 0, 0)), static=False)
+    waiter.join(timeout=60)
+    assert not waiter.is_alive()
+    np.testing.assert_allclose(got["matrix"], pose((1, 0, 0)), atol=1e-12)
+
+
+def test_wait_lookup_gives_up_with_the_lookup_error():
+    buf = TfBuffer()
+    buf.add_transform("map", "base", 0, pose((0, 0, 0)), static=False)
+    with pytest.raises(TransformUnavailable, match="into the future"):
+        buf.wait_lookup("map", "base", SEC, timeout_s=0.01)
+    with pytest.raises(TransformUnavailable, match="does not exist"):
+        buf.wait_lookup("map", "nowhere", 0, timeout_s=0.0)
+
+
+def test_concurrent_writes_clears_and_lookups_stay_consistent():
+    """Lookups racing a writer (and time-jump clears) get a valid pose or TransformUnavailable,
+    never another exception or a half-updated edge (interpolated x must lie between samples)."""
+    buf = TfBuffer(cache_s=1.0)
+    buf.add_transform("base", "laser", 0, pose((0, 0, 1)), static=True)
+    errors = []
+    done = threading.Event()
+
+    def write():
+        for k in range(3000):
+            buf.add_transform("map", "base", k * SEC // 100, pose((k / 100, 0, 0)), static=False)
+            if k % 700 == 699:
+                buf.clear()
+        done.set()
+
+    def read():
+        while not done.is_set():
+            try:
+                matrix = buf.lookup("map", "laser", 0)  # latest common time
+            except TransformUnavailable:
+                continue
+            except Exception as exc:  # noqa: BLE001 - the failure this test looks for
+                errors.append(exc)
+                return
+            if not (matrix[2, 3] == 1.0 and 0.0 <= matrix[0, 3] <= 30.0):
+                errors.append(AssertionError(matrix))
+                return
+
+    threads = [threading.Thread(target=write), threading.Thread(target=read)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    np.testing.assert_allclose(buf.lookup("map", "laser", 2999 * SEC // 100)[:3, 3], (29.99, 0, 1))
