@@ -20,8 +20,8 @@ PRESETS = ("rgbd", "tabletop", "lidar_outdoor", "lidar_indoor")
 PRESET_FILES = {"rgbd": "segment.yaml"}
 
 ARGUMENTS = [
-    ("preset", "", "Shipped parameter file to use: " + ", ".join(PRESETS)
-     + "; empty: params_file."),
+    ("preset", "", "Shipped parameter file to use: rgbd, tabletop, lidar_outdoor, lidar_indoor; "
+     "empty: params_file."),
     ("params_file", PathJoinSubstitution([FindPackageShare("ros2_inst3d"), "config", "segment.yaml"]),
      "Node parameter file (see README: Parameters)."),
     ("model", "", "model.name override: geometric, lidar, pointgroup, softgroup, isbnet, mtml."),
