@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-MODEL_NAMES = ("geometric", "pointgroup", "softgroup", "isbnet", "mtml")
+from .model.registry import SEGMENTATION_METHODS
+
+MODEL_NAMES = ("geometric", *SEGMENTATION_METHODS)
 
 
 class ConfigError(ValueError):

@@ -44,7 +44,7 @@ def build_point_model(cfg: Config) -> PointModel:
     """The model named by ``cfg.model.name``, ready for inference.
 
     geometric: :class:`~ros2_inst3d.model.geometric.GeometricSegmenter` (no weights).
-    softgroup, pointgroup: :class:`~ros2_inst3d.model.inference.LearnedModel` (weights from
+    softgroup, pointgroup, isbnet, mtml: :class:`~ros2_inst3d.model.inference.LearnedModel` (weights from
     ``model.checkpoint`` or the shipped demo weights; ConfigError says how to get them).
     """
     name = cfg.model.name
@@ -58,13 +58,8 @@ def build_point_model(cfg: Config) -> PointModel:
         return LearnedModel.from_config(cfg.model)
     from .config import ConfigError
 
-    # ISBNet's backbone and checkpoint loading exist (model/isbnet.py), its instance heads do
-    # not; MTML has no network here at all.
-    raise ConfigError(
-        f"model.name '{name}': inference is not implemented in this version; use "
-        f"{', '.join(repr(m) for m in ('geometric', *LEARNED_MODELS))} (an ISBNet checkpoint can "
-        "still be checked against its config: `ros2-inst3d check-checkpoint CKPT -c "
-        "config/models/isbnet_scannet.yaml`)")
+    raise ConfigError(f"model.name '{name}' has no segmenter; use one of "
+                      f"{', '.join(repr(m) for m in ('geometric', *LEARNED_MODELS))}")
 
 
 def subsample_indices(n: int, max_points: int) -> np.ndarray:

@@ -93,11 +93,13 @@ def mean_shift_modes(embedding: torch.Tensor, seeds: torch.Tensor, bandwidth: fl
 
 def mean_shift(embedding: torch.Tensor, bandwidth: float,
                batch_offsets: torch.Tensor | Sequence[int] | None = None,
-               max_iters: int = 30, min_size: int = 1) -> torch.Tensor:
+               max_iters: int = 30, min_size: int = 1, max_seeds: int | None = None
+               ) -> torch.Tensor:
     """Cluster ids of flat-kernel mean-shift on ``embedding`` (MTML's grouping), per batch item.
 
     Seeds are the occupied cells of a grid of side ``bandwidth`` (scikit-learn's bin seeding:
-    each seed is its cell's mean), shifted by :func:`mean_shift_modes`. Converged modes are
+    each seed is its cell's mean; with ``max_seeds``, only that many of the most populated cells
+    over the batch, ties to the lower cell), shifted by :func:`mean_shift_modes`. Converged modes are
     merged greedily: by descending window count (ties: lower seed row), a mode closer than
     ``bandwidth`` to a kept mode of its item is dropped. Every point joins its nearest kept mode
     when that is closer than ``bandwidth`` (squared float32 distance, summed over dimensions in
@@ -109,6 +111,8 @@ def mean_shift(embedding: torch.Tensor, bandwidth: float,
         batch_offsets: (B + 1,) int item offsets; None = one item.
         max_iters: mean-shift steps at most.
         min_size: smallest kept cluster, points.
+        max_seeds: cap on the seeds (None: every occupied cell). Each mean-shift step costs
+            seeds x points x D, and an untrained embedding occupies about one cell per point.
 
     Returns:
         (N,) int64 cluster id (-1 = none), numbered by each cluster's smallest point index.
@@ -141,6 +145,11 @@ def mean_shift(embedding: torch.Tensor, bandwidth: float,
     seeds = sums / sizes[:, None].float()
     seed_item = torch.zeros(num_cells, dtype=torch.int64, device=device).scatter_(
         0, cell_of_point, point_item)
+    if max_seeds is not None and num_cells > int(max_seeds):
+        top = torch.argsort(-sizes * (num_cells + 1) + torch.arange(num_cells, device=device))
+        top = torch.sort(top[:max(1, int(max_seeds))]).values
+        seeds, seed_item = seeds[top], seed_item[top]
+        num_cells = int(top.numel())
     modes, count = mean_shift_modes(embedding, seeds, bw, offsets, seed_item, max_iters)
     # Greedy merge, strongest mode first.
     order = torch.argsort(-count * (num_cells + 1) + torch.arange(num_cells, device=device))
