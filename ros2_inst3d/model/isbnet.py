@@ -52,7 +52,8 @@ INSTANCE_HEAD_KEYS = frozenset(DEFAULT_INSTANCE_HEAD_CFG)
 # Mask2Former's sampled-point mask loss: with per-voxel superpoints an item has 10^4-10^5 voxels
 # where ScanNet has a few hundred mesh superpoints; 0 = all), and the element budget of one
 # dynamic-convolution chunk.
-DEFAULT_TRAIN_CFG = {"dup_gt": 4, "mask_sample_voxels": 4096, "cost_mask": 1.0, "cost_cls": 1.0, "bg_weight": 0.1,
+DEFAULT_TRAIN_CFG = {"dup_gt": 4, "mask_sample_voxels": 4096, "cost_mask": 1.0, "cost_cls": 1.0,
+                     "bg_weight": 0.1,
                      "w_cls": 1.0, "w_mask_bce": 1.0, "w_mask_dice": 1.0, "w_box": 1.0,
                      "w_mask_score": 1.0, "w_point_box": 1.0, "w_box_conf": 1.0}
 DYCO_CHUNK_ELEMENTS = 2**25  # (query, voxel, channel) activations per chunk: 128 MiB float32
@@ -125,7 +126,8 @@ class LocalAggregator(nn.Module):
         first hit, the official ``ballquery_batchflat``), input ``[(x_nbr - x_q) / radius,
         |dims_nbr - dims_q|, f_nbr]`` → ``mlp_module1`` → max over neighbours = identity (2D);
         second grouping among the queries themselves (``radius_post``, ``n_neighbor_post``) over
-        the identity features → ``mlp_module2`` → max → ``mlp_module3`` → ``ReLU(x + identity)``.
+        the identity features → ``mlp_module2`` → max → ``mlp_module3`` →
+        ``ReLU(x + identity)``.
         Returns (m, 2D).
         """
         q_xyz, q_dims = xyz[query], box_dims[query]

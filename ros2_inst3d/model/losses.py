@@ -54,8 +54,8 @@ def aabb_giou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     high = torch.minimum(a[:, 3:], b[:, 3:])
     inter = (high - low).clamp_min(0).prod(-1)
     union = _volume(a) + _volume(b) - inter
-    hull = (torch.maximum(a[:, 3:], b[:, 3:]) - torch.minimum(a[:, :3], b[:, :3])).clamp_min(0
-                                                                                             ).prod(-1)
+    hull_size = torch.maximum(a[:, 3:], b[:, 3:]) - torch.minimum(a[:, :3], b[:, :3])
+    hull = hull_size.clamp_min(0).prod(-1)
     iou = inter / union.clamp_min(1e-12)
     return iou - (hull - union) / hull.clamp_min(1e-12)
 

@@ -99,8 +99,8 @@ def mean_shift(embedding: torch.Tensor, bandwidth: float,
 
     Seeds are the occupied cells of a grid of side ``bandwidth`` (scikit-learn's bin seeding:
     each seed is its cell's mean; with ``max_seeds``, only that many of the most populated cells
-    over the batch, ties to the lower cell), shifted by :func:`mean_shift_modes`. Converged modes are
-    merged greedily: by descending window count (ties: lower seed row), a mode closer than
+    over the batch, ties to the lower cell), shifted by :func:`mean_shift_modes`. Converged modes
+    are merged greedily: by descending window count (ties: lower seed row), a mode closer than
     ``bandwidth`` to a kept mode of its item is dropped. Every point joins its nearest kept mode
     when that is closer than ``bandwidth`` (squared float32 distance, summed over dimensions in
     order), else none; clusters smaller than ``min_size`` are dropped.

@@ -168,7 +168,8 @@ def instance_aware_fps(
     device = points.device
     n = points.shape[0]
     if isinstance(num_samples, bool) or int(num_samples) != num_samples or int(num_samples) < 0:
-        raise ValueError(f"instance_aware_fps: num_samples must be an int >= 0, got {num_samples!r}")
+        raise ValueError("instance_aware_fps: num_samples must be an int >= 0, got "
+                         f"{num_samples!r}")
     num_samples = int(num_samples)
     if not isinstance(candidate, torch.Tensor) or candidate.dtype != torch.bool \
             or candidate.shape != (n,):
