@@ -167,8 +167,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.data is None:
         raise FileNotFoundError("give --data DIR (scene .npz files) or --pred/--gt directories")
     cfg = _load_config(args)
+    if args.sweep_scores:
+        return _sweep_scores(cfg, args)
     result = evaluate_model(cfg, args.data, class_agnostic=args.class_agnostic, limit=args.limit)
     report(result, json_out=args.json, plot_out=plot)
+    return 0
+
+
+def _sweep_scores(cfg, args: argparse.Namespace) -> int:
+    """``eval --data DIR --sweep-scores 0.05,0.1,...``: one row per score threshold."""
+    import json
+
+    from .evaluation import sweep_score_thresholds
+
+    try:
+        thresholds = [float(t) for t in args.sweep_scores.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--sweep-scores takes numbers separated by commas, got "
+                         f"{args.sweep_scores!r}") from None
+    if not thresholds or not all(0.0 <= t <= 1.0 for t in thresholds):
+        raise ValueError(f"--sweep-scores needs thresholds in [0, 1], got {args.sweep_scores!r}")
+    rows = sweep_score_thresholds(cfg, args.data, thresholds, limit=args.limit)
+    keys = ("score_threshold", "AP", "AP50", "AP25", "agnostic_AP", "agnostic_AP50",
+            "agnostic_AP25", "mPrec50", "mRec50", "F1_50", "num_pred")
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for row in rows:
+        print("| " + " | ".join(f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k])
+                                for k in keys) + " |")
+    best = max(rows, key=lambda r: r["F1_50"])
+    print(f"best class-agnostic F1 at IoU 0.5: {best['F1_50']:.3f} at score_threshold "
+          f"{best['score_threshold']:g}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0
 
 
@@ -236,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="merge every thing class into one (compares with the geometric baseline)")
     p.add_argument("--json", type=Path, help="write the metrics as JSON")
     p.add_argument("--plot", type=Path, help="precision-recall PNG (default: beside --json)")
+    p.add_argument("--sweep-scores", metavar="T1,T2,...",
+                   help="with --data: class-aware and class-agnostic AP, mPrec50/mRec50 and their "
+                   "F1 at each segment.score_threshold, from one pass (calibrates the threshold)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bag", help="segment a rosbag2 (mcap/sqlite3) into a new rosbag2 with the results",

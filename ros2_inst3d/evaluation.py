@@ -105,6 +105,15 @@ class Prediction:
         """(n_k,) int64 point indices of mask ``k``."""
         return self.mask_points[self.mask_ptr[k]:self.mask_ptr[k + 1]]
 
+    def keep(self, selected: np.ndarray) -> "Prediction":
+        """The masks where ``selected`` ((K,) bool) is true, in their order."""
+        selected = np.asarray(selected, dtype=bool)
+        sizes = self.mask_sizes()[selected]
+        ptr = np.zeros(sizes.size + 1, np.int64)
+        np.cumsum(sizes, out=ptr[1:])
+        return Prediction(self.num_points, self.classes[selected], self.scores[selected], ptr,
+                          self.mask_points[np.repeat(selected, self.mask_sizes())])
+
     def dense(self) -> np.ndarray:
         """(K, N) bool masks."""
         out = np.zeros((self.num_masks, self.num_points), dtype=bool)
@@ -822,12 +831,13 @@ def eval_main(pred_dir: str | Path, gt_dir: str | Path, *, json_out: str | Path 
     return report(result, json_out=json_out, plot_out=plot_out, print_fn=print_fn)
 
 
-def evaluate_model(cfg: Any, data_dir: str | Path, *, class_agnostic: bool = False,
-                   limit: int | None = None, progress: bool = True) -> EvalResult:
-    """Run the configured model (``Segmenter``) on every labelled scene of ``data_dir``; score it.
+def predict_scenes(cfg: Any, data_dir: str | Path, *, limit: int | None = None,
+                   progress: bool = True) -> tuple[list, list, list[str], tuple[str, ...]]:
+    """Run the configured model (``Segmenter``) on every labelled scene of ``data_dir``.
 
-    ``ros2-inst3d eval -c CONFIG [--checkpoint CKPT] --data DIR``: the same path as ``segment``
-    (ROI crop, point cap, filters, fusion), so the numbers describe what the node publishes.
+    The same path as ``segment`` (ROI crop, point cap, filters, fusion), so the numbers describe
+    what the node publishes. Returns (predictions, (gt_semantic, gt_instance) per scene, scene
+    names, the model's class table).
     """
     from tqdm import tqdm
 
@@ -848,6 +858,47 @@ def evaluate_model(cfg: Any, data_dir: str | Path, *, class_agnostic: bool = Fal
                                              scene.num_points))
         gts.append((scene.semantic, scene.instance))
         names.append(scene.name)
-    return evaluate(((s, i, p) for (s, i), p in zip(gts, preds)),
-                    class_names=segmenter.class_names, class_agnostic=class_agnostic,
-                    scene_names=names)
+    return preds, gts, names, tuple(segmenter.class_names)
+
+
+def evaluate_model(cfg: Any, data_dir: str | Path, *, class_agnostic: bool = False,
+                   limit: int | None = None, progress: bool = True) -> EvalResult:
+    """``ros2-inst3d eval -c CONFIG [--checkpoint CKPT] --data DIR``: :func:`predict_scenes`,
+    scored with the ScanNet protocol."""
+    preds, gts, names, class_names = predict_scenes(cfg, data_dir, limit=limit,
+                                                    progress=progress)
+    return evaluate(((s, i, p) for (s, i), p in zip(gts, preds)), class_names=class_names,
+                    class_agnostic=class_agnostic, scene_names=names)
+
+
+def sweep_score_thresholds(cfg: Any, data_dir: str | Path, thresholds: Sequence[float], *,
+                           limit: int | None = None, progress: bool = True
+                           ) -> list[dict[str, float]]:
+    """Class-aware and class-agnostic metrics of the model at each ``segment.score_threshold``
+    in ``thresholds``, from one pass over the scenes (run at the lowest threshold; the filter
+    acts on each proposal alone, before fusion, so dropping the lower scores afterwards gives
+    what a run at the higher threshold gives). ``F1_50`` is the class-agnostic harmonic mean of
+    mPrec50 and mRec50: the operating point a robot wants."""
+    import dataclasses
+
+    thresholds = sorted(float(t) for t in thresholds)
+    low = dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment,
+                                                               score_threshold=thresholds[0]))
+    preds, gts, names, class_names = predict_scenes(low, data_dir, limit=limit,
+                                                    progress=progress)
+    rows = []
+    for t in thresholds:
+        kept = [p.keep(p.scores >= t) for p in preds]
+        pairs = [(s, i, p) for (s, i), p in zip(gts, kept)]
+        aware = evaluate(pairs, class_names=class_names, scene_names=names)
+        agnostic = evaluate(pairs, class_names=class_names, class_agnostic=True,
+                            scene_names=names)
+        summary = agnostic.to_dict()
+        prec, rec = float(summary["mPrec50"] or 0.0), float(summary["mRec50"] or 0.0)
+        rows.append({"score_threshold": t, "AP": aware.AP, "AP50": aware.AP50,
+                     "AP25": aware.AP25, "agnostic_AP": agnostic.AP,
+                     "agnostic_AP50": agnostic.AP50, "agnostic_AP25": agnostic.AP25,
+                     "mPrec50": prec, "mRec50": rec,
+                     "F1_50": 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0,
+                     "num_pred": int(agnostic.num_pred.sum())})
+    return rows

@@ -47,6 +47,7 @@ import functools
 import json
 import logging
 import math
+import os
 import random
 import time
 import types
@@ -167,6 +168,11 @@ class OptimConfig:
         "single-threaded on CPU; 1 lets several trainings share a machine core by core.", low=1))
     device: str = field(default="auto", metadata=doc(
         "auto (CUDA when available), cpu, cuda or cuda:N; the --device flag overrides it."))
+    pretrain: str | None = field(default=None, metadata=doc(
+        "Weights loaded before a fresh run (ignored by --resume): a checkpoint of this project "
+        "or an official one. Tensors whose key and shape fit are loaded, the rest keep their "
+        "initialisation (the official `pretrain`: the instance stage starts from the backbone "
+        "run). Relative to the current directory."))
 
 
 @dataclass(frozen=True)
@@ -477,19 +483,40 @@ def freeze_modules(model: Any) -> list[Any]:
     return modules
 
 
-class JsonLog:
-    """``work_dir/log.jsonl``: one JSON object per line (``type``: iter, epoch, val, ...)."""
+def load_pretrained(model: Any, path: str | Path) -> None:
+    """Load the tensors of ``path`` that fit ``model`` (key and shape); log what did not."""
+    from .model.checkpoint import CheckpointError, load_checkpoint
 
-    def __init__(self, path: Path, append: bool) -> None:
+    try:
+        report = load_checkpoint(model, path, strict=False)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"train.pretrain {path}: {exc}") from None
+    loaded = report.num_expected - len(report.missing) - len(report.mismatched)
+    if loaded == 0:
+        raise ConfigError(f"train.pretrain {path}: no tensor fits this model "
+                          f"({report.format()})")
+    log.info("pretrain %s: loaded %d of the model's %d tensors; %d missing (kept initialised), "
+             "%d of other shapes, %d unused", path, loaded, report.num_expected,
+             len(report.missing), len(report.mismatched), len(report.unexpected))
+
+
+class JsonLog:
+    """``work_dir/log.jsonl``: one JSON object per line (``type``: iter, epoch, val, ...);
+    ``path`` None writes nothing (data-parallel ranks other than 0)."""
+
+    def __init__(self, path: Path | None, append: bool) -> None:
         self.path = path
-        self._file = open(path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+        self._file = (open(path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+                      if path is not None else None)
 
     def write(self, record: Mapping[str, Any]) -> None:
-        self._file.write(json.dumps(to_plain(record)) + "\n")
-        self._file.flush()
+        if self._file is not None:
+            self._file.write(json.dumps(to_plain(record)) + "\n")
+            self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
@@ -569,13 +596,73 @@ def export_weights(ckpt: str | Path, out: str | Path, half: bool = False) -> Pat
 # Validation
 # --------------------------------------------------------------------------------------------
 
-def validate(model: Any, dataset: Any, device: Any, class_names: list[str],
-             limit: int | None = None, progress: bool = False) -> Any:
-    """ScanNet-protocol AP of ``model`` on the labelled scenes of ``dataset`` (no augmentation).
+@dataclass
+class Validation:
+    """What :func:`validate` measures: instance AP (class-aware and class-agnostic; None for a
+    ``semantic_only`` model) and the point-wise heads' quality on the same scenes."""
 
-    Each scene runs alone through ``collate`` and ``model.predict`` in eval mode; the proposals
-    (indices into the batch rows) are mapped through ``batch['point_index']`` to the scene's
-    points and scored class-aware on the default (thing) classes. Returns an ``EvalResult``.
+    instance: Any | None
+    agnostic: Any | None
+    pointwise: dict[str, float]
+
+    @property
+    def score(self) -> float:
+        """The number ``best.pth`` is chosen by: class-aware AP, or semantic mIoU for a
+        ``semantic_only`` (backbone) run."""
+        if self.instance is not None:
+            return float(self.instance.AP)
+        return float(self.pointwise["mIoU"])
+
+
+class PointwiseMeter:
+    """Semantic confusion and offset errors accumulated over scenes (labelled points only).
+
+    ``mIoU`` averages the classes present in the ground truth; ``offset_mae`` is the mean
+    Euclidean error of the offset vectors on instance points, metres; ``offset_within`` the
+    fraction of those within ``radius`` of their target (the points that grouping can join)."""
+
+    def __init__(self, num_classes: int, radius: float = 0.06) -> None:
+        self.confusion = np.zeros((num_classes, num_classes), np.int64)
+        self.radius = float(radius)
+        self.offset_error_sum = 0.0
+        self.offset_within = 0
+        self.offset_count = 0
+
+    def add(self, semantic_pred: np.ndarray, semantic_gt: np.ndarray, offsets: np.ndarray | None,
+            offset_target: np.ndarray, instance_gt: np.ndarray) -> None:
+        k = self.confusion.shape[0]
+        valid = (semantic_gt >= 0) & (semantic_gt < k)
+        np.add.at(self.confusion, (semantic_gt[valid], semantic_pred[valid]), 1)
+        if offsets is None:  # no offset head: the offset metrics stay at 0 points
+            return
+        on_instance = instance_gt >= 0
+        error = np.linalg.norm(offsets[on_instance] - offset_target[on_instance], axis=1)
+        self.offset_error_sum += float(error.sum())
+        self.offset_within += int((error < self.radius).sum())
+        self.offset_count += int(error.size)
+
+    def summary(self) -> dict[str, float]:
+        tp = np.diag(self.confusion).astype(np.float64)
+        gt = self.confusion.sum(1).astype(np.float64)
+        union = gt + self.confusion.sum(0) - tp
+        present = gt > 0
+        iou = np.where(present, tp / np.maximum(union, 1), np.nan)
+        n = max(self.offset_count, 1)
+        return {"semantic_accuracy": float(tp.sum() / max(gt.sum(), 1)),
+                "mIoU": float(np.nanmean(iou)) if present.any() else 0.0,
+                "offset_mae": self.offset_error_sum / n,
+                "offset_within": self.offset_within / n}
+
+
+def validate(model: Any, dataset: Any, device: Any, class_names: list[str],
+             limit: int | None = None, progress: bool = False) -> Validation:
+    """Instance AP and point-wise quality of ``model`` on the labelled scenes of ``dataset``.
+
+    Each scene runs alone (no augmentation) through ``collate``, the point-wise forward and,
+    unless the model is ``semantic_only``, ``model.predict``; proposals (indices into the batch
+    rows) are mapped through ``batch['point_index']`` to the scene's points and scored with the
+    ScanNet AP protocol of :mod:`ros2_inst3d.evaluation` on the default (thing) classes, both
+    class-aware and class-agnostic.
     """
     import torch
     from tqdm import tqdm
@@ -585,6 +672,8 @@ def validate(model: Any, dataset: Any, device: Any, class_names: list[str],
 
     count = len(dataset) if limit is None else min(limit, len(dataset))
     pairs, names = [], []
+    meter = PointwiseMeter(len(class_names))
+    with_instances = not getattr(model, "semantic_only", False)
     was_training = model.training
     model.eval()
     try:
@@ -593,27 +682,47 @@ def validate(model: Any, dataset: Any, device: Any, class_names: list[str],
             sample = dataset[i]
             batch = collate([sample], dataset.voxel_size, with_coords=model.with_coords)
             point_index = batch["point_index"].numpy()
+            on_device = batch_to_device(batch, device)
+            with torch.no_grad():
+                out = model.forward_batch(on_device)
+                offsets = out.get("offsets")  # None: the method has no offset head (MTML)
+                meter.add(out["semantic_logits"].argmax(1).cpu().numpy(),
+                          batch["semantic"].numpy(),
+                          None if offsets is None else offsets.float().cpu().numpy(),
+                          batch["offset_target"].numpy(), batch["instance"].numpy())
+                if not with_instances:
+                    continue
+                proposals = model.predict(on_device)[0]
             num_points = int(point_index.max()) + 1 if point_index.size else 0
             gt_semantic = np.full(num_points, -100, np.int64)
             gt_instance = np.full(num_points, -100, np.int64)
             gt_semantic[point_index] = sample.semantic
             gt_instance[point_index] = sample.instance
-            with torch.no_grad():
-                proposals = model.predict(batch_to_device(batch, device))[0]
             pred = Prediction.from_indices([point_index[ix] for ix in proposals.indices],
                                            proposals.class_ids, proposals.scores, num_points)
             pairs.append((gt_semantic, gt_instance, pred))
             names.append(sample.name)
     finally:
         model.train(was_training)
-    return evaluate(pairs, class_names=class_names, scene_names=names)
+    if not with_instances:
+        return Validation(None, None, meter.summary())
+    return Validation(evaluate(pairs, class_names=class_names, scene_names=names),
+                      evaluate(pairs, class_names=class_names, scene_names=names,
+                               class_agnostic=True),
+                      meter.summary())
 
 
-def _val_summary(result: Any) -> dict[str, Any]:
-    """The metrics kept in the log and checkpoints: means plus per-class AP / AP50."""
-    full = result.to_dict()
+def _val_summary(result: Validation) -> dict[str, Any]:
+    """The metrics kept in the log and checkpoints: point-wise quality, instance means (plus
+    ``agnostic_AP50``) and per-class AP / AP50."""
+    out: dict[str, Any] = dict(result.pointwise)
+    if result.instance is None:
+        return out
+    full = result.instance.to_dict()
     keys = ("AP", "AP50", "AP25", "RC50", "mCov", "mPrec50", "mRec50", "num_scenes")
-    out = {k: full[k] for k in keys}
+    out.update({k: full[k] for k in keys})
+    out["agnostic_AP"] = float(result.agnostic.AP)
+    out["agnostic_AP50"] = float(result.agnostic.AP50)
     out["per_class"] = {name: {"AP": v["AP"], "AP50": v["AP50"], "num_gt": v["num_gt"],
                                "num_pred": v["num_pred"]}
                         for name, v in full["per_class"].items()}
@@ -682,15 +791,17 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
     from .data.datasets import SceneDataset, batch_to_device, collate
     from .model.backbone import single_threaded_spconv
     from .model.registry import build_model
+    from .parallel import average_gradients, barrier, init_process_group
 
     opt = cfg.train
+    group = init_process_group(dev)
     amp = bool(opt.amp and dev.type == "cuda")
     if opt.amp and not amp:
         log.info("train.amp is on but the device is %s: training in float32 (AMP is CUDA-only)",
                  dev)
     work_dir = Path(cfg.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    if resume is None and (work_dir / LATEST).is_file():
+    if resume is None and group.is_main and (work_dir / LATEST).is_file():
         log.warning("%s already holds a training run: its log.jsonl and checkpoints will be "
                     "overwritten (--resume %s continues it instead)", work_dir, work_dir / LATEST)
 
@@ -699,6 +810,8 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
     if not hasattr(model, "forward_train") or not hasattr(model, "predict"):
         raise ConfigError(f"model {cfg.model['name']!r} cannot be trained here: it has no "
                           "forward_train/predict (train softgroup or pointgroup)")
+    if opt.pretrain is not None and resume is None:
+        load_pretrained(model, opt.pretrain)
     model.to(dev)
     frozen = freeze_modules(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -716,7 +829,9 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
     if cfg.data.val is not None:
         val_set = SceneDataset(cfg.data.val, voxel_size=cfg.data.voxel_size, augmentation=None,
                                class_names=class_names, require_labels=True)
-    iters_per_epoch, drop_last = _check_batch_size(len(train_set), cfg.data.scenes_per_batch)
+    # Each rank trains on its own 1/world_size of the scenes (DistributedSampler, drop_last).
+    iters_per_epoch, drop_last = _check_batch_size(len(train_set) // group.world_size,
+                                                   cfg.data.scenes_per_batch)
     total_iters = opt.max_iters if opt.max_iters is not None else opt.epochs * iters_per_epoch
     num_epochs = math.ceil(total_iters / iters_per_epoch)
 
@@ -747,13 +862,15 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
         start_epoch, iteration = int(ckpt["epoch"]), int(ckpt["iteration"])
         metrics = dict(ckpt["metrics"] or {})
         best = metrics.get("best") or {}
-        if best.get("AP") is not None:
-            best_ap, best_epoch = float(best["AP"]), best.get("epoch")
+        best_score = best.get("score", best.get("AP"))
+        if best_score is not None:
+            best_ap, best_epoch = float(best_score), best.get("epoch")
         log.info("resumed %s at epoch %d, iteration %d", resume, start_epoch, iteration)
 
-    jlog = JsonLog(work_dir / LOG_NAME, append=resume is not None)
+    jlog = JsonLog(work_dir / LOG_NAME if group.is_main else None, append=resume is not None)
     if resume is None:
         jlog.write({"type": "start", "model": cfg.model["name"], "device": str(dev),
+                    "world_size": group.world_size,
                     "train_scenes": len(train_set), "val_scenes": len(val_set or []),
                     "iters_per_epoch": iters_per_epoch, "total_iters": total_iters,
                     "epochs": num_epochs, "config": cfg.to_dict()})
@@ -776,10 +893,15 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
             random.seed(epoch_seed)
             np.random.seed(epoch_seed % 2**32)
             train_set.set_epoch(epoch)
+            sampler = None
+            if group.parallel:  # same permutation on every rank, a disjoint share each
+                sampler = torch.utils.data.DistributedSampler(
+                    train_set, group.world_size, group.rank, shuffle=True, seed=epoch_seed,
+                    drop_last=True)
             loader = torch.utils.data.DataLoader(
-                train_set, batch_size=cfg.data.scenes_per_batch, shuffle=True,
-                drop_last=drop_last, collate_fn=collate_fn, num_workers=opt.num_workers,
-                generator=torch.Generator().manual_seed(epoch_seed),
+                train_set, batch_size=cfg.data.scenes_per_batch, shuffle=sampler is None,
+                sampler=sampler, drop_last=drop_last, collate_fn=collate_fn,
+                num_workers=opt.num_workers, generator=torch.Generator().manual_seed(epoch_seed),
                 worker_init_fn=_seed_worker, pin_memory=dev.type == "cuda")
             model.train()
             for module in frozen:
@@ -789,7 +911,7 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
             epoch_start = time.perf_counter()
             steps_left = min(iters_per_epoch, total_iters - iteration)
             bar = tqdm(total=steps_left, desc=f"epoch {epoch + 1}/{num_epochs}", unit="it",
-                       disable=quiet, leave=False, dynamic_ncols=True)
+                       disable=quiet or not group.is_main, leave=False, dynamic_ncols=True)
             tick, cpu_tick = time.perf_counter(), time.process_time()
             for batch in loader:
                 if iteration >= total_iters:
@@ -804,9 +926,13 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
                         f"(scenes {', '.join(batch['scene_names'])}; parts {parts}); lower "
                         "train.lr or set train.grad_clip_norm")
                 optimizer.zero_grad(set_to_none=True)
-                # spconv's CPU backward races with several torch threads, as its forward does.
-                with single_threaded_spconv(dev):
-                    scaler.scale(loss).backward()
+                # No graph: every trained module sat out this batch (a frozen backbone and no
+                # proposals); the step then only applies the other ranks' gradients.
+                if loss.requires_grad:
+                    # spconv's CPU backward races with several torch threads, as its forward.
+                    with single_threaded_spconv(dev):
+                        scaler.scale(loss).backward()
+                average_gradients(params, group)
                 grad_norm = None
                 if opt.grad_clip_norm is not None:
                     scaler.unscale_(optimizer)
@@ -842,7 +968,7 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
                      elapsed / max(steps, 1))
             metrics["train"] = {"epoch": done, **means}
 
-            validate_now = val_set is not None and (
+            validate_now = group.is_main and val_set is not None and (
                 last or (opt.val_every > 0 and done % opt.val_every == 0))
             improved = False
             if validate_now:
@@ -852,15 +978,17 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
                 summary = _val_summary(result)
                 jlog.write({"type": "val", "epoch": done, "iteration": iteration,
                             "time_s": round(time.perf_counter() - t0, 2), **summary})
-                log.info("validation after epoch %d: AP %.4f  AP50 %.4f  AP25 %.4f  (%d scenes)",
-                         done, result.AP, result.AP50, result.AP25, result.num_scenes)
+                log.info("validation after epoch %d: %s", done, "  ".join(
+                    f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float)))
                 metrics["val"] = {"epoch": done, "iteration": iteration, **summary}
-                ap = result.AP
-                if math.isfinite(ap) and ap > best_ap:
-                    best_ap, best_epoch, improved = ap, done, True
-                    metrics["best"] = {"AP": ap, "AP50": result.AP50, "AP25": result.AP25,
-                                       "epoch": done, "iteration": iteration}
-            if last or done % opt.save_every == 0:
+                score = result.score
+                if math.isfinite(score) and score > best_ap:
+                    best_ap, best_epoch, improved = score, done, True
+                    metrics["best"] = {"score": score, "epoch": done, "iteration": iteration,
+                                       **{k: summary[k] for k in ("AP", "AP50", "AP25",
+                                                                  "agnostic_AP50", "mIoU")
+                                          if k in summary}}
+            if group.is_main and (last or done % opt.save_every == 0):
                 args = (model, cfg, class_names, done, iteration, optimizer, scheduler, metrics)
                 latest = save_checkpoint(work_dir / LATEST, *args)
                 if opt.keep_epoch_checkpoints:
@@ -868,7 +996,8 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
             if improved:
                 best_path = save_checkpoint(work_dir / BEST, model, cfg, class_names, done,
                                             iteration, optimizer, scheduler, metrics)
-                log.info("new best AP %.4f: wrote %s", best_ap, best_path)
+                log.info("new best validation score %.4f: wrote %s", best_ap, best_path)
+            barrier(group)  # the other ranks wait while rank 0 validates and saves
         jlog.write({"type": "end", "epoch": done, "iteration": iteration,
                     "best": metrics.get("best")})
     finally:
@@ -902,12 +1031,27 @@ def train_main(args: argparse.Namespace) -> int:
     if args.data_val is not None:
         overrides["data.val"] = str(args.data_val)
     cfg = load_train_config(args.config, overrides)
+    if args.nproc > 1:
+        from .parallel import spawn
+
+        spawn(_train_process, args.nproc, cfg, args.resume, args.device, args.quiet)
+        print(f"trained {cfg.model['name']} with {args.nproc} processes; see "
+              f"{Path(cfg.work_dir) / LOG_NAME}")
+        return 0
     result = train(cfg, resume=args.resume, device=args.device, quiet=args.quiet)
     best = result.metrics.get("best")
     print(f"trained {cfg.model['name']}: {result.epoch} epochs, {result.iteration} iterations; "
-          f"latest {result.latest}" + (f", best {result.best} (AP {best['AP']:.4f} after epoch "
-                                        f"{best['epoch']})" if best and result.best else ""))
+          f"latest {result.latest}" + (f", best {result.best} (score {best['score']:.4f} after "
+                                        f"epoch {best['epoch']})" if best and result.best else ""))
     return 0
+
+
+def _train_process(cfg: TrainConfig, resume: Path | None, device: str | None, quiet: bool
+                   ) -> None:
+    """One data-parallel trainer of ``train --nproc`` (module level: spawn pickles it)."""
+    logging.basicConfig(level=logging.INFO if os.environ.get("RANK") == "0" else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    train(cfg, resume=resume, device=device, quiet=quiet)
 
 
 def export_weights_main(args: argparse.Namespace) -> int:
@@ -937,6 +1081,10 @@ def add_train_commands(sub: Any) -> None:
                    help="train.max_iters override (clears train.epochs)")
     p.add_argument("--data-train", type=Path, help="data.train override")
     p.add_argument("--data-val", type=Path, help="data.val override")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel training processes on this machine (one per core on CPU, "
+                   "one per GPU; the batch becomes N x data.scenes_per_batch; default 1). For "
+                   "several machines start this command under torchrun instead")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=train_main)
 

@@ -597,3 +597,36 @@ def test_missing_prediction_is_an_error(tmp_path):
     write_gt(tmp_path / "room0.npz", sem, inst)
     with pytest.raises(FileNotFoundError, match="room0.npz"):
         evaluate_dirs(tmp_path, tmp_path)
+
+
+def test_score_sweep_rows_equal_runs_at_each_threshold(tmp_path):
+    """One pass at the lowest threshold, filtered afterwards, scores exactly what a run at each
+    threshold scores (the filter acts per proposal, before fusion)."""
+    from ros2_inst3d.config import load_config
+    from ros2_inst3d.data.synthetic import SceneParams, generate_scene
+    from ros2_inst3d.evaluation import evaluate_model, sweep_score_thresholds
+
+    generate_scene(3, SceneParams.small(), threads=1).save(tmp_path / "scene_3.npz")
+    thresholds = [0.0, 0.3, 0.6]
+    rows = sweep_score_thresholds(load_config(None, {"model.name": "pointgroup"}), tmp_path,
+                                  thresholds, progress=False)
+    assert [r["score_threshold"] for r in rows] == thresholds
+    assert rows[0]["num_pred"] >= rows[1]["num_pred"] >= rows[2]["num_pred"]
+    for row in rows:
+        cfg = load_config(None, {"model.name": "pointgroup",
+                                 "segment.score_threshold": row["score_threshold"]})
+        aware = evaluate_model(cfg, tmp_path, progress=False)
+        agnostic = evaluate_model(cfg, tmp_path, class_agnostic=True, progress=False)
+        assert row["AP50"] == pytest.approx(aware.AP50, nan_ok=True)
+        assert row["agnostic_AP25"] == pytest.approx(agnostic.AP25, nan_ok=True)
+        assert row["num_pred"] == int(agnostic.num_pred.sum())
+
+
+def test_prediction_keep_selects_masks():
+    pred = Prediction.from_indices([np.array([0, 1]), np.array([2]), np.array([1, 3])],
+                                   [2, 3, 4], [0.9, 0.1, 0.5], 5)
+    kept = pred.keep(np.array([True, False, True]))
+    assert kept.num_masks == 2
+    np.testing.assert_array_equal(kept.classes, [2, 4])
+    np.testing.assert_array_equal(kept.mask(1), [1, 3])
+    assert pred.keep(np.zeros(3, bool)).num_masks == 0

@@ -91,7 +91,7 @@ def test_fusion_models_train_and_predict(name):
 def test_offsets_do_not_train_the_semantic_head(name):
     model = tiny(name)
     batch = collate([box_scene(0)], VOXEL)
-    out = model._pointwise(batch) if name == "pointgroup" else model._forward_batch(batch)
+    out = model.forward_batch(batch)
     with single_threaded_spconv("cpu"):
         (out["offsets"].sum() + out["region_offsets"].sum()).backward()
     head = model.linear if name == "pointgroup" else model.semantic_linear

@@ -89,7 +89,7 @@ def hand_built_sample(name: str = "boxes", objects=None, seed: int = 0) -> Sampl
 
 def oracle_pointwise(model: PointGroup, batch: dict) -> dict[str, torch.Tensor]:
     """The network's point features with ground-truth semantics (as logits) and offsets."""
-    out = model._pointwise(batch)
+    out = model.forward_batch(batch)
     semantic = batch["semantic"].clamp(min=0)  # ignored points become class 0 (never grouped)
     logits = torch.nn.functional.one_hot(semantic, model.semantic_classes).float() * 10.0
     return {**out, "semantic_logits": logits, "offsets": batch["offset_target"]}
@@ -198,7 +198,7 @@ def test_pointwise_losses_match_a_per_point_loop():
     batch = collate([hand_built_sample()], VOXEL)
     batch["semantic"][::7] = IGNORE
     loss, parts = model.forward_train(batch, epoch=0)
-    out = model._pointwise(batch)  # train-mode BN: same batch statistics, same outputs
+    out = model.forward_batch(batch)  # train-mode BN: same batch statistics, same outputs
     logits, offsets = out["semantic_logits"].detach(), out["offsets"].detach()
     ce, n_sem, l1, cos, n_inst = 0.0, 0, 0.0, 0.0, 0
     for i in range(len(batch["xyz"])):
@@ -251,7 +251,7 @@ def test_scorenet_trains_only_from_prepare_epochs_on(batch2):
 
 def test_score_loss_reaches_the_backbone(batch2):
     model = tiny_model()
-    out = model._pointwise(batch2)
+    out = model.forward_batch(batch2)
     masks = model.clustering(out["semantic_logits"].argmax(1).detach(), out["offsets"].detach(),
                              batch2["xyz"], batch2["batch_offsets"])
     assert masks.num_masks > 0
@@ -318,7 +318,7 @@ def test_predict_is_well_formed_and_deterministic(batch2):
     first = model.predict(batch2)
     again = model.predict(batch2)
     offsets = batch2["batch_offsets"].tolist()
-    logits = model._pointwise(batch2)["semantic_logits"].argmax(1)
+    logits = model.forward_batch(batch2)["semantic_logits"].argmax(1)
     assert len(first) == 2
     assert sum(len(p) for p in first) > 0
     for b, (props, props2) in enumerate(zip(first, again)):

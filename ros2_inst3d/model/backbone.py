@@ -32,6 +32,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from typing import Any
 from contextlib import contextmanager
 
 import spconv.pytorch as spconv
@@ -383,6 +384,17 @@ class InstanceNetwork(SparseUNetBackbone):
         self.instance_classes = int(instance_classes)
         self.semantic_only = bool(semantic_only)
         self.voxel_size = float(voxel_size)
+
+    def forward_batch(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``forward_pointwise`` of a batch from ``data.datasets.collate``: ``point_feats``,
+        ``semantic_logits`` (N, K) and ``offsets`` (N, 3) metres, per point of the batch. Models
+        with SSAIFF ``fusion`` also get the points' xyz and batch offsets (per-cloud pooling)."""
+        fusion_inputs = ({"xyz": batch["xyz"], "batch_offsets": batch["batch_offsets"]}
+                         if getattr(self, "fusion", False) else {})
+        return self.forward_pointwise(batch["feats"], batch["coords"],
+                                      [int(s) for s in batch["spatial_shape"]],
+                                      batch["point_to_voxel"], int(batch["batch_size"]),
+                                      **fusion_inputs)
 
     @property
     def num_stuff_classes(self) -> int:

@@ -334,6 +334,17 @@ class ISBNet(InstanceNetwork):
         out["voxel_xyz"] = voxel_xyz.to(out["voxel_feats"].device)
         return out
 
+    def forward_batch(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Per-point view of the voxel heads (what the trainer's point-wise validation reads):
+        ``point_feats`` (N, C), ``semantic_logits`` (N, K) of each point's voxel and ``offsets``
+        (N, 3) metres from the point to its voxel's predicted centroid."""
+        out = self._voxel_pointwise(batch)
+        p2v = batch["point_to_voxel"].long().to(out["voxel_feats"].device)
+        centre = out["voxel_xyz"] + out["centroid_offset"]
+        return {"point_feats": out["voxel_feats"][p2v],
+                "semantic_logits": out["semantic_logits"][p2v],
+                "offsets": centre[p2v] - batch["xyz"].to(centre)}
+
     def _object_voxels(self, semantic_logits: torch.Tensor) -> torch.Tensor:
         """(M,) bool: voxels whose softmax gives some thing class ``>= filter_bg_thresh``
         (official background filter, per voxel = per-voxel superpoints)."""

@@ -88,8 +88,16 @@ class MTML(InstanceNetwork):
             self.embedding_linear = MLP(channels, self.embedding_dim, norm=True)
             self.direction_linear = MLP(channels, 3, norm=True)
 
-    def forward_pointwise(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Per voxel: ``voxel_feats`` (M, C), ``semantic_logits`` (M, K), ``embedding`` (M, E),
+    def forward_batch(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Per point (the trainer's point-wise validation): ``point_feats`` (N, C) and
+        ``semantic_logits`` (N, K) of each point's voxel. MTML predicts no offsets."""
+        out = self.voxel_heads(batch)
+        p2v = batch["point_to_voxel"].long().to(out["voxel_feats"].device)
+        return {"point_feats": out["voxel_feats"][p2v],
+                "semantic_logits": out["semantic_logits"][p2v]}
+
+    def voxel_heads(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Per voxel of a ``collate`` batch: ``voxel_feats`` (M, C), ``semantic_logits`` (M, K), ``embedding`` (M, E),
         ``direction`` (M, 3, unnormalised), ``voxel_xyz`` (M, 3) mean xyz, metres."""
         p2v = batch["point_to_voxel"].long()
         num_voxels = batch["coords"].shape[0]
@@ -111,7 +119,7 @@ class MTML(InstanceNetwork):
         discriminative terms, averaged over items; weighted by ``alpha_fe``, reg also by
         ``gamma_reg``) and ``dir_loss`` (weighted by ``alpha_dir``). epoch is unused."""
         del epoch
-        out = self.forward_pointwise(batch)
+        out = self.voxel_heads(batch)
         logits = out["semantic_logits"]
         first = proposal_ops.voxel_first_point(batch["point_to_voxel"], logits.shape[0])
         v_sem = batch["semantic"].long()[first]
@@ -182,7 +190,7 @@ class MTML(InstanceNetwork):
         (scoring + NMS))."""
         device = batch["feats"].device
         clock = proposal_ops.StageClock(device)
-        out = self.forward_pointwise(batch)
+        out = self.voxel_heads(batch)
         p2v = batch["point_to_voxel"].long().to(device)
         semantic = out["semantic_logits"].argmax(1)
         point_class = voxels_to_points(semantic, p2v)

@@ -74,6 +74,8 @@ class PointGroup(InstanceNetwork):
     cluster_merge_size (ours, metres, 0 = official): merge same-class points per cell of this
     side before the radius search (``ops.cluster_points``' ``merge_size``, SoftGroup++'s pyramid);
     keeps grouping near-linear once the offsets pile instances onto their centres.
+    fixed_modules (ours, as SoftGroup's): top-level modules the trainer freezes, e.g. the backbone
+    (input_conv, unet, output_layer) when ScoreNet trains on a pretrained backbone.
     fusion (ours, default off = official): SSAIFF (``model/fusion.py``): the offset head sees
     ``[semantic-pooled F, F, xyz]`` (F = ``offset``'s output), a ``region_linear`` head predicts
     the offset to the semantic region centre, and grouping shifts points by the offset pushed
@@ -92,11 +94,12 @@ class PointGroup(InstanceNetwork):
                  score_mode: int = 4, fg_thresh: float = 0.75, bg_thresh: float = 0.25,
                  TEST_NMS_THRESH: float = 0.3, TEST_SCORE_THRESH: float = 0.09,
                  TEST_NPOINT_THRESH: int = 100, test_seed: int = 567,
-                 cluster_merge_size: float = 0.0, fusion: bool = False,
-                 fusion_push: float = 0.05) -> None:
+                 cluster_merge_size: float = 0.0, fixed_modules: Sequence[str] = (),
+                 fusion: bool = False, fusion_push: float = 0.05) -> None:
         super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
                          semantic_only, with_coords, voxel_size)
         self.ignore_label = int(ignore_label)
+        self.fixed_modules = list(fixed_modules)
         self.cluster_radius = float(cluster_radius)
         self.cluster_meanActive = int(cluster_meanActive)
         self.cluster_shift_meanActive = int(cluster_shift_meanActive)
@@ -167,11 +170,6 @@ class PointGroup(InstanceNetwork):
             return pointwise["offsets"]
         return push_from_region(pointwise["offsets"], pointwise["region_offsets"],
                                 self.fusion_push)
-
-    def _pointwise(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self.forward_pointwise(batch["feats"], batch["coords"], batch["spatial_shape"],
-                                      batch["point_to_voxel"], int(batch["batch_size"]),
-                                      xyz=batch["xyz"], batch_offsets=batch["batch_offsets"])
 
     # ------------------------------------------------------------------------------------------
     # Dual-set grouping
@@ -259,7 +257,7 @@ class PointGroup(InstanceNetwork):
         offset one). Parts: ``semantic_loss``, ``offset_loss``, ``dir_loss``, (``region_loss``),
         ``score_loss`` (0 while ScoreNet does not train), ``num_proposals``.
         """
-        out = self._pointwise(batch)
+        out = self.forward_batch(batch)
         logits, offsets = out["semantic_logits"], out["offsets"]
         semantic = batch["semantic"].long()
         if bool((semantic != self.ignore_label).any()):
@@ -324,7 +322,7 @@ class PointGroup(InstanceNetwork):
         ``refinement`` (ScoreNet, filters, NMS) wall times. Deterministic (module docstring).
         """
         clock = proposal_ops.StageClock(batch["xyz"].device)
-        pointwise = self._pointwise(batch)
+        pointwise = self.forward_batch(batch)
         timing = {"backbone": clock.lap()}
         masks, scores = self.instances_from_pointwise(batch, pointwise, timing)
         semantic_pred = pointwise["semantic_logits"].argmax(dim=1)

@@ -439,12 +439,6 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
         return ({"cls_loss": cls_loss, "mask_loss": mask_loss, "iou_score_loss": iou_score_loss},
                 int(targets.positive.sum()))
 
-    def _forward_batch(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self.forward_pointwise(batch["feats"], batch["coords"],
-                                      [int(s) for s in batch["spatial_shape"]],
-                                      batch["point_to_voxel"], int(batch["batch_size"]),
-                                      xyz=batch["xyz"], batch_offsets=batch["batch_offsets"])
-
     def forward_train(self, batch: dict[str, Any], epoch: int = 0
                       ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total training loss (scalar, differentiable) and its parts as floats.
@@ -458,7 +452,7 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
         CPU the caller must run ``backward()`` inside ``single_threaded_spconv``.
         """
         del epoch
-        out = self._forward_batch(batch)
+        out = self.forward_batch(batch)
         losses = self._pointwise_losses(out, batch)
         stats: dict[str, float] = {}
         if not self.semantic_only:
@@ -554,7 +548,7 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
         """
         device = batch["feats"].device
         clock = proposal_ops.StageClock(device)
-        out = self._forward_batch(batch)
+        out = self.forward_batch(batch)
         semantic_logits = out["semantic_logits"]
         point_class = semantic_logits.argmax(1)
         timing = {"backbone": clock.lap()}
