@@ -134,8 +134,9 @@ class GeometricConfig:
 @dataclass
 class ModelConfig:
     name: str = param(
-        "softgroup", "Segmentation method. softgroup and pointgroup need rgb (shipped weights: "
-        "models/); geometric needs xyz only (LiDAR).", choices=MODEL_NAMES)
+        "softgroup", "Segmentation method. The learned ones need rgb (shipped weights in "
+        "models/ for softgroup and pointgroup; isbnet and mtml need a model.checkpoint); "
+        "geometric needs xyz only (LiDAR).", choices=MODEL_NAMES)
     config: str = param(
         "", "Model YAML (config/models/*.yaml). Empty: the one embedded in the checkpoint, or the "
         "method's default.")
