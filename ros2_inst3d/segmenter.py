@@ -44,8 +44,9 @@ def build_point_model(cfg: Config) -> PointModel:
     """The model named by ``cfg.model.name``, ready for inference.
 
     geometric: :class:`~ros2_inst3d.model.geometric.GeometricSegmenter` (no weights).
-    softgroup, pointgroup, isbnet, mtml: :class:`~ros2_inst3d.model.inference.LearnedModel` (weights from
-    ``model.checkpoint`` or the shipped demo weights; ConfigError says how to get them).
+    softgroup, pointgroup, isbnet, mtml (``registry.SEGMENTATION_METHODS``):
+    :class:`~ros2_inst3d.model.inference.LearnedModel` (weights from ``model.checkpoint`` or the
+    shipped demo weights; ConfigError says how to get them).
     """
     name = cfg.model.name
     if name == "geometric":

@@ -809,7 +809,8 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
     model = build_model(cfg.model)
     if not hasattr(model, "forward_train") or not hasattr(model, "predict"):
         raise ConfigError(f"model {cfg.model['name']!r} cannot be trained here: it has no "
-                          "forward_train/predict (train softgroup or pointgroup)")
+                          "forward_train/predict (train one of the segmentation methods: "
+                          "pointgroup, softgroup, isbnet, mtml)")
     if opt.pretrain is not None and resume is None:
         load_pretrained(model, opt.pretrain)
     model.to(dev)
