@@ -8,12 +8,30 @@ masks). Implemented: backbone + the point-wise heads (:meth:`ISBNet.forward_poin
 * ``offset_vertices_linear`` → offsets to the axis-aligned box min (0:3) and max (3:6);
 * ``box_conf_linear`` → box confidence (a raw logit, trained as box IoU, used only in the loss).
 
-The instance stage (absent when ``semantic_only``) has its modules and parameter shapes here so
-the released checkpoints load, but no forward yet: ``point_aggregator1/2`` (PointNet++-style
-local aggregators around farthest-point samples), ``inst_shared_mlp`` and the class / confidence /
-box heads (3DETR ``GenericMLP``s), ``mask_tower`` (mask features) and ``inst_mask_head`` (the
-controller generating the dynamic-convolution parameters). These instance-head BatchNorms keep
-PyTorch's default ``eps = 1e-5``, unlike the backbone's 1e-4.
+The instance stage (absent when ``semantic_only``; module names and shapes official, so the
+released checkpoints load): ``point_aggregator1/2`` (PointNet++-style local aggregators around
+farthest-point samples), ``inst_shared_mlp`` and the class / confidence / box heads (3DETR
+``GenericMLP``s), ``mask_tower`` (mask features) and ``inst_mask_head`` (the controller
+generating the dynamic-convolution parameters). These instance-head BatchNorms keep PyTorch's
+default ``eps = 1e-5``, unlike the backbone's 1e-4. :meth:`ISBNet.forward_train` and
+:meth:`ISBNet.predict` run it (official-models.md §3.2) with these differences:
+
+* superpoints are per voxel (live clouds have no mesh segments), so ``use_spp_pool`` pools
+  nothing and the masks are over voxels;
+* IA-FPS (``ops.instance_aware_fps``) measures distances on the predicted centroids (xyz +
+  offset), so queries spread over instances, and the test-time chunks continue from the
+  candidates that no earlier mask covers, indexed by the candidates' own voxels (the official
+  code's coverage test indexes through a mismatched id table, official-models.md §3.2 step 6);
+  the official code's pointnet2 FPS quirk (points with |xyz|^2 <= 1e-3 never picked) is not
+  reproduced;
+* the dynamic convolution runs in chunks of voxels (bounded memory for any cloud size);
+* training: the mask losses see a random subset of ``train_cfg.mask_sample_voxels`` voxels per
+  cloud; loss weights, the matching cost and the background weight are ours (``train_cfg``),
+  the official criterion is not in the research notes; the object voxels the aggregators see
+  during training are the predicted ones plus the labelled thing voxels;
+* test: the voxel-count filter is ``npoint_thresh`` scaled by the cloud's voxels per point
+  (official: the same number for voxels and points, at 2 cm voxels holding ~1 point each);
+  S3DIS ``x4_split`` is not implemented.
 
 ``criterion.empty_weight`` exists only in checkpoints written by the official ``train.py``;
 ``checkpoint.py`` ignores ``criterion.*``.
@@ -25,7 +43,7 @@ import copy
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
