@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .model.registry import SEGMENTATION_METHODS
+
 log = logging.getLogger("ros2_inst3d")
 
 # Errors the user can fix: printed as one line, exit code 2, no traceback.
@@ -310,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cloud sizes for the decode benchmark")
     p.add_argument("--pipeline", action="store_true",
                    help="only the per-stage pipeline benchmark (no decode, no ops)")
-    p.add_argument("--models", nargs="+", choices=["geometric", "pointgroup", "softgroup"],
+    p.add_argument("--models", nargs="+", choices=["geometric", *SEGMENTATION_METHODS],
                    help="methods of the pipeline benchmark (default: all three)")
     p.add_argument("--devices", nargs="+", choices=["cpu", "cuda"],
                    help="devices of the learned models (default: cpu, and cuda when available)")

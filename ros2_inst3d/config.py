@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-# Methods that run end to end (ISBNet's instance head and MTML are not implemented; their
-# checkpoints can still be checked with `check-checkpoint`).
-MODEL_NAMES = ("geometric", "lidar", "pointgroup", "softgroup")
+from .model.registry import SEGMENTATION_METHODS
+
+# Every method model.name can pick: the two model-free ones, then the learned ones the registry
+# lists (the registry is the one list of learned methods).
+MODEL_NAMES = ("geometric", "lidar", *SEGMENTATION_METHODS)
 
 
 class ConfigError(ValueError):
@@ -208,9 +210,10 @@ class LidarConfig:
 @dataclass
 class ModelConfig:
     name: str = param(
-        "softgroup", "Segmentation method. softgroup and pointgroup need rgb (shipped weights: "
-        "models/); geometric (RANSAC planes + voxel clusters: indoor, table tops) and lidar "
-        "(ground segmentation + range-adaptive clusters: spinning LiDAR) need xyz only.",
+        "softgroup", "Segmentation method. The learned ones need rgb (shipped weights in "
+        "models/ for softgroup and pointgroup; isbnet and mtml need a model.checkpoint); "
+        "geometric (RANSAC planes + voxel clusters: indoor, table tops) and lidar (ground "
+        "segmentation + range-adaptive clusters: spinning LiDAR) need xyz only.",
         choices=MODEL_NAMES)
     config: str = param(
         "", "Model YAML (config/models/*.yaml). Empty: the one embedded in the checkpoint, or the "

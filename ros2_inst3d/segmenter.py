@@ -45,8 +45,9 @@ def build_point_model(cfg: Config) -> PointModel:
 
     geometric: :class:`~ros2_inst3d.model.geometric.GeometricSegmenter` (no weights).
     lidar: :class:`~ros2_inst3d.model.lidar.LidarSegmenter` (no weights).
-    softgroup, pointgroup: :class:`~ros2_inst3d.model.inference.LearnedModel` (weights from
-    ``model.checkpoint`` or the shipped demo weights; ConfigError says how to get them).
+    softgroup, pointgroup, isbnet, mtml (``registry.SEGMENTATION_METHODS``):
+    :class:`~ros2_inst3d.model.inference.LearnedModel` (weights from ``model.checkpoint`` or the
+    shipped demo weights; ConfigError says how to get them).
     """
     name = cfg.model.name
     if name == "geometric":
@@ -63,13 +64,8 @@ def build_point_model(cfg: Config) -> PointModel:
         return LearnedModel.from_config(cfg.model)
     from .config import ConfigError
 
-    # ISBNet's backbone and checkpoint loading exist (model/isbnet.py), its instance heads do
-    # not; MTML has no network here at all.
-    raise ConfigError(
-        f"model.name '{name}': inference is not implemented in this version; use "
-        f"{', '.join(repr(m) for m in ('geometric', *LEARNED_MODELS))} (an ISBNet checkpoint can "
-        "still be checked against its config: `ros2-inst3d check-checkpoint CKPT -c "
-        "config/models/isbnet_scannet.yaml`)")
+    raise ConfigError(f"model.name '{name}' has no segmenter; use one of "
+                      f"{', '.join(repr(m) for m in ('geometric', *LEARNED_MODELS))}")
 
 
 def subsample_indices(n: int, max_points: int) -> np.ndarray:

@@ -628,11 +628,13 @@ class PointwiseMeter:
         self.offset_within = 0
         self.offset_count = 0
 
-    def add(self, semantic_pred: np.ndarray, semantic_gt: np.ndarray, offsets: np.ndarray,
+    def add(self, semantic_pred: np.ndarray, semantic_gt: np.ndarray, offsets: np.ndarray | None,
             offset_target: np.ndarray, instance_gt: np.ndarray) -> None:
         k = self.confusion.shape[0]
         valid = (semantic_gt >= 0) & (semantic_gt < k)
         np.add.at(self.confusion, (semantic_gt[valid], semantic_pred[valid]), 1)
+        if offsets is None:  # no offset head: the offset metrics stay at 0 points
+            return
         on_instance = instance_gt >= 0
         error = np.linalg.norm(offsets[on_instance] - offset_target[on_instance], axis=1)
         self.offset_error_sum += float(error.sum())
@@ -683,8 +685,10 @@ def validate(model: Any, dataset: Any, device: Any, class_names: list[str],
             on_device = batch_to_device(batch, device)
             with torch.no_grad():
                 out = model.forward_batch(on_device)
+                offsets = out.get("offsets")  # None: the method has no offset head (MTML)
                 meter.add(out["semantic_logits"].argmax(1).cpu().numpy(),
-                          batch["semantic"].numpy(), out["offsets"].float().cpu().numpy(),
+                          batch["semantic"].numpy(),
+                          None if offsets is None else offsets.float().cpu().numpy(),
                           batch["offset_target"].numpy(), batch["instance"].numpy())
                 if not with_instances:
                     continue
@@ -806,7 +810,8 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
     model = build_model(cfg.model)
     if not hasattr(model, "forward_train") or not hasattr(model, "predict"):
         raise ConfigError(f"model {cfg.model['name']!r} cannot be trained here: it has no "
-                          "forward_train/predict (train softgroup or pointgroup)")
+                          "forward_train/predict (train one of the segmentation methods: "
+                          "pointgroup, softgroup, isbnet, mtml)")
     if opt.pretrain is not None and resume is None:
         load_pretrained(model, opt.pretrain)
     model.to(dev)

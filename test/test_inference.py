@@ -42,6 +42,15 @@ TINY_CONFIGS = {
     "pointgroup": {"name": "pointgroup", **TINY, "cluster_radius": 0.08,
                    "cluster_npoint_thre": 10, "score_scale": 20, "score_fullscale": 14,
                    "TEST_NPOINT_THRESH": 10, "TEST_SCORE_THRESH": 0.0},
+    "isbnet": {"name": "isbnet", **TINY,
+               "instance_head_cfg": {"num_dyco_layer": 2, "dec_dim": 16, "n_sample_pa1": 128,
+                                     "n_queries": 16, "neighbor": 8},
+               "test_cfg": {"npoint_thresh": 10, "logit_thresh": 0.0, "type_nms": "matrix",
+                            "topk": 100}},
+    # Random embeddings are spread wide and random directions score ~0: wide bandwidths and no
+    # score threshold, so that proposals exist.
+    "mtml": {"name": "mtml", **TINY, "bandwidths": [4.0, 8.0], "min_points": 10,
+             "score_thresh": -1.0},
 }
 METHODS = sorted(TINY_CONFIGS)
 
@@ -214,10 +223,10 @@ def test_missing_weights_say_how_to_train(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["isbnet", "mtml"])
-def test_methods_without_inference_are_a_clear_config_error(name):
-    # refused at validation, naming only the methods that run
-    with pytest.raises(ConfigError, match="must be one of geometric, pointgroup, softgroup;"):
-        build_point_model(Config().replace(**{"model.name": name}))
+def test_methods_without_shipped_weights_say_how_to_train(name, tmp_path):
+    with pytest.raises(ConfigError, match=rf"ros2-inst3d train config/train/{name}_synthetic"):
+        LearnedModel.from_config(Config().replace(**{"model.name": name}).model,
+                                 models_dir=tmp_path)
 
 
 def test_mismatched_checkpoint_is_refused_with_the_key_report(checkpoint, tmp_path):

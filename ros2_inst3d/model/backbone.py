@@ -387,10 +387,14 @@ class InstanceNetwork(SparseUNetBackbone):
 
     def forward_batch(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``forward_pointwise`` of a batch from ``data.datasets.collate``: ``point_feats``,
-        ``semantic_logits`` (N, K) and ``offsets`` (N, 3) metres, per point of the batch."""
+        ``semantic_logits`` (N, K) and ``offsets`` (N, 3) metres, per point of the batch. Models
+        with SSAIFF ``fusion`` also get the points' xyz and batch offsets (per-cloud pooling)."""
+        fusion_inputs = ({"xyz": batch["xyz"], "batch_offsets": batch["batch_offsets"]}
+                         if getattr(self, "fusion", False) else {})
         return self.forward_pointwise(batch["feats"], batch["coords"],
                                       [int(s) for s in batch["spatial_shape"]],
-                                      batch["point_to_voxel"], int(batch["batch_size"]))
+                                      batch["point_to_voxel"], int(batch["batch_size"]),
+                                      **fusion_inputs)
 
     @property
     def num_stuff_classes(self) -> int:

@@ -32,11 +32,12 @@ import numpy as np
 from ..classes import SCANNET20_CLASSES
 from ..config import ConfigError, ModelConfig
 from .proposals import Proposals
+from .registry import SEGMENTATION_METHODS
 
 log = logging.getLogger(__name__)
 
-LEARNED_MODELS = ("softgroup", "pointgroup")
-"""``model.name`` values :class:`LearnedModel` serves (both implement ``predict``)."""
+LEARNED_MODELS = SEGMENTATION_METHODS
+"""``model.name`` values :class:`LearnedModel` serves (all implement ``predict``)."""
 
 SHIPPED_SUFFIX = "_synthetic"
 """Shipped demo files: ``config/models/<name>_synthetic.yaml``, ``models/<name>_synthetic.pth``."""

@@ -47,6 +47,7 @@ from .backbone import (
     single_threaded_spconv,
     voxels_to_points,
 )
+from .fusion import fused_input, fused_width, push_from_region, region_offset_loss
 from .proposals import Proposals
 
 # Official loss guards (train.py loss_fn): offset means divide by (sum(valid) + 1e-6), unit
@@ -75,6 +76,10 @@ class PointGroup(InstanceNetwork):
     keeps grouping near-linear once the offsets pile instances onto their centres.
     fixed_modules (ours, as SoftGroup's): top-level modules the trainer freezes, e.g. the backbone
     (input_conv, unet, output_layer) when ScoreNet trains on a pretrained backbone.
+    fusion (ours, default off = official): SSAIFF (``model/fusion.py``): the offset head sees
+    ``[semantic-pooled F, F, xyz]`` (F = ``offset``'s output), a ``region_linear`` head predicts
+    the offset to the semantic region centre, and grouping shifts points by the offset pushed
+    ``fusion_push`` metres away from it (paper eq. 7; 0 = no push).
     """
 
     name = "pointgroup"
@@ -89,7 +94,8 @@ class PointGroup(InstanceNetwork):
                  score_mode: int = 4, fg_thresh: float = 0.75, bg_thresh: float = 0.25,
                  TEST_NMS_THRESH: float = 0.3, TEST_SCORE_THRESH: float = 0.09,
                  TEST_NPOINT_THRESH: int = 100, test_seed: int = 567,
-                 cluster_merge_size: float = 0.0, fixed_modules: Sequence[str] = ()) -> None:
+                 cluster_merge_size: float = 0.0, fixed_modules: Sequence[str] = (),
+                 fusion: bool = False, fusion_push: float = 0.05) -> None:
         super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
                          semantic_only, with_coords, voxel_size)
         self.ignore_label = int(ignore_label)
@@ -121,7 +127,12 @@ class PointGroup(InstanceNetwork):
         self.linear = nn.Linear(channels, semantic_classes)
         self.offset = nn.Sequential(nn.Linear(channels, channels, bias=True), norm_fn(channels),
                                     nn.ReLU())
-        self.offset_linear = nn.Linear(channels, 3, bias=True)
+        self.fusion = bool(fusion)
+        self.fusion_push = float(fusion_push)
+        offset_in = fused_width(channels) if self.fusion else channels
+        self.offset_linear = nn.Linear(offset_in, 3, bias=True)
+        if self.fusion:
+            self.region_linear = nn.Linear(offset_in, 3, bias=True)
         if not semantic_only:
             self.score_unet = UBlock([channels, 2 * channels], block_reps=2, indice_key_id=1)
             self.score_outputlayer = spconv.SparseSequential(norm_fn(channels), nn.ReLU())
@@ -129,19 +140,36 @@ class PointGroup(InstanceNetwork):
 
     def forward_pointwise(self, voxel_feats: torch.Tensor, voxel_coords: torch.Tensor,
                           spatial_shape: Sequence[int], point_to_voxel: torch.Tensor,
-                          batch_size: int = 1) -> dict[str, torch.Tensor]:
+                          batch_size: int = 1, xyz: torch.Tensor | None = None,
+                          batch_offsets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Backbone, semantic logits and offsets per point.
 
         Arguments as :meth:`ros2_inst3d.model.softgroup.SoftGroup.forward_pointwise`
-        (``point_to_voxel`` is what PointGroup's code calls ``p2v_map``). Returns
-        ``voxel_feats`` (M, C), ``point_feats`` (N, C), ``semantic_logits`` (N, K) and
-        ``offsets`` (N, 3) float32, metres.
+        (``point_to_voxel`` is what PointGroup's code calls ``p2v_map``; ``xyz`` (N, 3) and
+        ``batch_offsets`` (B + 1,) are needed with ``fusion``). Returns ``voxel_feats`` (M, C),
+        ``point_feats`` (N, C), ``semantic_logits`` (N, K), ``offsets`` (N, 3) float32, metres,
+        and with ``fusion`` ``region_offsets`` (N, 3) to the semantic region centre.
         """
         voxel_out = self.forward_backbone(voxel_feats, voxel_coords, spatial_shape, batch_size)
         point_feats = voxels_to_points(voxel_out, point_to_voxel)
-        return {"voxel_feats": voxel_out, "point_feats": point_feats,
-                "semantic_logits": self.linear(point_feats),
-                "offsets": self.offset_linear(self.offset(point_feats))}
+        logits = self.linear(point_feats)
+        instance_feats = self.offset(point_feats)
+        out = {"voxel_feats": voxel_out, "point_feats": point_feats, "semantic_logits": logits}
+        if self.fusion:
+            fused = fused_input(instance_feats, logits, xyz, batch_offsets)
+            out["offsets"] = self.offset_linear(fused)
+            out["region_offsets"] = self.region_linear(fused)
+        else:
+            out["offsets"] = self.offset_linear(instance_feats)
+        return out
+
+    def grouping_offsets(self, pointwise: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, 3) offsets the grouping shifts points by: the predicted ones, pushed away from
+        the semantic region centre with ``fusion`` (SSAIFF eq. 7)."""
+        if not self.fusion:
+            return pointwise["offsets"]
+        return push_from_region(pointwise["offsets"], pointwise["region_offsets"],
+                                self.fusion_push)
 
     # ------------------------------------------------------------------------------------------
     # Dual-set grouping
@@ -225,7 +253,8 @@ class PointGroup(InstanceNetwork):
         Loss = semantic CE (``ignore_label`` ignored) + offset L1 (sum of |Δ| over xyz, mean
         over points with an instance) + direction loss (mean of -cos(predicted, target) over the
         same points) + ScoreNet BCE (mean over proposals, soft targets from each proposal's best
-        IoU with a GT instance). Parts: ``semantic_loss``, ``offset_loss``, ``dir_loss``,
+        IoU with a GT instance); with ``fusion`` + region-centre offset L1 (same form as the
+        offset one). Parts: ``semantic_loss``, ``offset_loss``, ``dir_loss``, (``region_loss``),
         ``score_loss`` (0 while ScoreNet does not train), ``num_proposals``.
         """
         out = self.forward_batch(batch)
@@ -246,12 +275,16 @@ class PointGroup(InstanceNetwork):
         dir_loss = (direction * valid).sum() / (valid.sum() + _MEAN_EPS)
 
         total = semantic_loss + offset_loss + dir_loss
+        region_loss = None
+        if self.fusion:
+            region_loss = region_offset_loss(out["region_offsets"], batch, self.num_stuff_classes)
+            total = total + region_loss
         score_loss = None
         num_proposals = 0
         if not self.semantic_only and int(epoch) >= self.prepare_epochs:
             semantic_pred = logits.detach().argmax(dim=1)
-            masks = self.clustering(semantic_pred, offsets.detach(), batch["xyz"],
-                                    batch["batch_offsets"])
+            masks = self.clustering(semantic_pred, self.grouping_offsets(out).detach(),
+                                    batch["xyz"], batch["batch_offsets"])
             num_proposals = masks.num_masks
             if num_proposals == 0:
                 # Zero, but attached to ScoreNet so its parameters get (zero) gradients.
@@ -272,6 +305,8 @@ class PointGroup(InstanceNetwork):
                  "offset_loss": float(offset_loss.detach()), "dir_loss": float(dir_loss.detach()),
                  "score_loss": 0.0 if score_loss is None else float(score_loss.detach()),
                  "num_proposals": float(num_proposals)}
+        if region_loss is not None:
+            parts["region_loss"] = float(region_loss.detach())
         return total, parts
 
     # ------------------------------------------------------------------------------------------
@@ -317,7 +352,7 @@ class PointGroup(InstanceNetwork):
         masks = SparseMasks(empty, empty.clone(), 0)
         if not self.semantic_only:
             masks = self.clustering(pointwise["semantic_logits"].argmax(dim=1),
-                                    pointwise["offsets"], batch["xyz"],
+                                    self.grouping_offsets(pointwise), batch["xyz"],
                                     batch["batch_offsets"].long().to(device))
         grouping_ms = clock.lap()
         scores = torch.zeros(0, device=device)

@@ -208,6 +208,20 @@ def gt_iou(masks: SparseMasks, instance: torch.Tensor, instance_num_points: torc
     return torch.where(union > 0, inter / union.clamp_min(1.0), torch.zeros_like(inter))
 
 
+def voxel_first_point(point_to_voxel: torch.Tensor, num_voxels: int) -> torch.Tensor:
+    """(M,) int64 smallest point index of every voxel (whose labels stand for the voxel, as
+    ISBNet's ``voxel_spps`` take the first point's); ``point_to_voxel``: (N,) int."""
+    p2v = torch.as_tensor(point_to_voxel).long()
+    return segment_reduce(torch.arange(p2v.numel(), device=p2v.device), p2v, num_voxels, "min")
+
+
+def voxel_mean_xyz(xyz: torch.Tensor, point_to_voxel: torch.Tensor, num_voxels: int
+                   ) -> torch.Tensor:
+    """(M, 3) float32 mean xyz of each voxel's points (official ``voxel_coords_float``)."""
+    return segment_reduce(xyz.float(), torch.as_tensor(point_to_voxel, device=xyz.device).long(),
+                          num_voxels, "mean")
+
+
 def soft_score_target(max_iou: torch.Tensor, fg_thresh: float, bg_thresh: float) -> torch.Tensor:
     """PointGroup's ScoreNet target: 0 below ``bg_thresh``, 1 above ``fg_thresh``, linear between."""
     ramp = (max_iou - bg_thresh) / (fg_thresh - bg_thresh)
@@ -216,4 +230,4 @@ def soft_score_target(max_iou: torch.Tensor, fg_thresh: float, bg_thresh: float)
 
 __all__ = ["StageClock", "clusters_to_masks", "concat_masks", "gt_iou", "mask_offsets",
            "mask_sizes", "pool_per_proposal", "select_masks", "soft_score_target",
-           "split_per_item", "voxelize_proposals"]
+           "split_per_item", "voxel_first_point", "voxel_mean_xyz", "voxelize_proposals"]

@@ -17,8 +17,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
-
 ModelBuilder = Callable[..., Any]
 
 MODEL_REGISTRY: dict[str, str | ModelBuilder] = {
@@ -26,8 +24,22 @@ MODEL_REGISTRY: dict[str, str | ModelBuilder] = {
     "hais": "ros2_inst3d.model.softgroup:HAIS",
     "isbnet": "ros2_inst3d.model.isbnet:ISBNet",
     "pointgroup": "ros2_inst3d.model.pointgroup:PointGroup",
+    "mtml": "ros2_inst3d.model.mtml:MTML",
 }
 """Method name → class (or factory) taking the model config's keys as keyword arguments."""
+
+SEGMENTATION_METHODS = ("pointgroup", "softgroup", "isbnet", "mtml")
+"""The registered methods that segment clouds (``forward_train`` and ``predict``), in the order
+the config's ``model.name`` choices, the CLI and the learned-model front end list them. ``hais``
+is registered only so its checkpoints load (it has no instance stage)."""
+
+
+def _config_error(message: str) -> Exception:
+    # Imported here: config.py lists SEGMENTATION_METHODS, so this module must not import it
+    # at load time.
+    from ..config import ConfigError
+
+    return ConfigError(message)
 
 
 def register_model(name: str, builder: str | ModelBuilder) -> None:
@@ -40,7 +52,7 @@ def resolve_model(name: str) -> ModelBuilder:
     try:
         entry = MODEL_REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"unknown model.name {name!r}; registered methods: "
+        raise _config_error(f"unknown model.name {name!r}; registered methods: "
                           f"{', '.join(sorted(MODEL_REGISTRY))}") from None
     if isinstance(entry, str):
         module_name, _, attr = entry.partition(":")
@@ -61,7 +73,7 @@ def _check_arguments(name: str, builder: ModelBuilder, kwargs: Mapping[str, Any]
                               inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ConfigError(f"model {name!r} has no option(s) {', '.join(unknown)}; its options "
+        raise _config_error(f"model {name!r} has no option(s) {', '.join(unknown)}; its options "
                           f"are: {', '.join(accepted)}")
 
 
@@ -72,11 +84,11 @@ def build_model(cfg_model: Mapping[str, Any], device: Any = None) -> Any:
     weights (enough for state-dict keys and shapes, e.g. checkpoint checks).
     """
     if not isinstance(cfg_model, Mapping):
-        raise ConfigError(f"a model config is a mapping with a 'name' key, got {type(cfg_model)}")
+        raise _config_error(f"a model config is a mapping with a 'name' key, got {type(cfg_model)}")
     kwargs = copy.deepcopy(dict(cfg_model))
     name = kwargs.pop("name", None)
     if not name:
-        raise ConfigError("the model config needs 'name' (one of "
+        raise _config_error("the model config needs 'name' (one of "
                           f"{', '.join(sorted(MODEL_REGISTRY))})")
     builder = resolve_model(str(name))
     _check_arguments(str(name), builder, kwargs)
@@ -143,6 +155,6 @@ def load_model_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     data = read_yaml_file(path, "model config")
     if not isinstance(data, Mapping) or not isinstance(data.get("model"), Mapping):
-        raise ConfigError(f"model config {path} must hold a top-level 'model:' mapping "
+        raise _config_error(f"model config {path} must hold a top-level 'model:' mapping "
                           "(name, in_channels, channels, ...)")
     return dict(data["model"])

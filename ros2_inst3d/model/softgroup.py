@@ -58,6 +58,7 @@ from .backbone import (
     single_threaded_spconv,
     voxels_to_points,
 )
+from .fusion import fused_input, fused_width, push_from_region, region_offset_loss
 from .proposals import Proposals
 
 log = logging.getLogger(__name__)
@@ -128,24 +129,44 @@ class _PointwiseMixin:
 
     semantic_linear: nn.Module
     offset_linear: nn.Module
+    fusion = False  # SSAIFF (SoftGroup's fusion option; HAIS never has it)
+    fusion_push = 0.0
 
     def forward_pointwise(self, voxel_feats: torch.Tensor, voxel_coords: torch.Tensor,
                           spatial_shape: Sequence[int], point_to_voxel: torch.Tensor,
-                          batch_size: int = 1) -> dict[str, torch.Tensor]:
+                          batch_size: int = 1, xyz: torch.Tensor | None = None,
+                          batch_offsets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Backbone and point-wise heads of one batch of clouds (the official ``forward_backbone``).
 
         voxel_feats: (M, in) float32; voxel_coords: (M, 3) or (M, 4) int; spatial_shape: 3 ints
         (see :meth:`SparseUNetBackbone.sparse_input`). point_to_voxel: (N,) int64 voxel row of
         every point (SoftGroup's ``v2p_map``).
 
+        xyz (N, 3) / batch_offsets (B + 1,): needed only with ``fusion``.
+
         Returns ``voxel_feats`` (M, C), ``point_feats`` (N, C), ``semantic_logits`` (N, K)
-        (pre-softmax) and ``offsets`` (N, 3) float32, metres, in the frame of the xyz features.
+        (pre-softmax) and ``offsets`` (N, 3) float32, metres, in the frame of the xyz features;
+        with ``fusion`` also ``region_offsets`` (N, 3) to the semantic region centre.
         """
         voxel_out = self.forward_backbone(voxel_feats, voxel_coords, spatial_shape, batch_size)
         point_feats = voxels_to_points(voxel_out, point_to_voxel)
-        return {"voxel_feats": voxel_out, "point_feats": point_feats,
-                "semantic_logits": self.semantic_linear(point_feats),
-                "offsets": self.offset_linear(point_feats)}
+        logits = self.semantic_linear(point_feats)
+        out = {"voxel_feats": voxel_out, "point_feats": point_feats, "semantic_logits": logits}
+        if self.fusion:
+            fused = fused_input(point_feats, logits, xyz, batch_offsets)
+            out["offsets"] = self.offset_linear(fused)
+            out["region_offsets"] = self.region_linear(fused)
+        else:
+            out["offsets"] = self.offset_linear(point_feats)
+        return out
+
+    def grouping_offsets(self, pointwise: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, 3) offsets the grouping shifts points by: the predicted ones, pushed away from
+        the semantic region centre with ``fusion`` (SSAIFF eq. 7)."""
+        if not self.fusion:
+            return pointwise["offsets"]
+        return push_from_region(pointwise["offsets"], pointwise["region_offsets"],
+                                self.fusion_push)
 
 
 class SoftGroup(_PointwiseMixin, InstanceNetwork):
@@ -156,7 +177,11 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
     depth. semantic_classes / instance_classes: label counts (instance classes are the last
     ``instance_classes`` semantic ones). semantic_only: build only the backbone and point-wise
     heads (the released backbone pretrains). voxel_size: metres (1 / official ``scale``). The
-    remaining keys keep the official names and values (research/official-models.md §2.4).
+    remaining keys keep the official names and values (research/official-models.md §2.4),
+    except fusion / fusion_push (ours, default off = official): SSAIFF (``model/fusion.py``),
+    the offset head on ``[semantic-pooled features, features, xyz]``, a ``region_linear``
+    head to the semantic region centre, grouping on offsets pushed ``fusion_push`` metres away
+    from it.
     """
 
     name = "softgroup"
@@ -169,7 +194,8 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
                  grouping_cfg: dict[str, Any] | None = None,
                  instance_voxel_cfg: dict[str, Any] | None = None,
                  train_cfg: dict[str, Any] | None = None, test_cfg: dict[str, Any] | None = None,
-                 fixed_modules: Sequence[str] = ()) -> None:
+                 fixed_modules: Sequence[str] = (), fusion: bool = False,
+                 fusion_push: float = 0.05) -> None:
         super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
                          semantic_only, with_coords, voxel_size)
         self.sem2ins_classes = [int(c) for c in sem2ins_classes]
@@ -188,8 +214,13 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
                         "backbone sees the whole cloud, grouping works on points)",
                         ", ".join(unsupported))
 
+        self.fusion = bool(fusion)
+        self.fusion_push = float(fusion_push)
         self.semantic_linear = MLP(channels, semantic_classes, norm=True)
-        self.offset_linear = MLP(channels, 3, norm=True)
+        offset_in = fused_width(channels) if self.fusion else channels
+        self.offset_linear = MLP(offset_in, 3, norm=True)
+        if self.fusion:
+            self.region_linear = MLP(offset_in, 3, norm=True)
         if not semantic_only:
             self.tiny_unet = UBlock([channels, 2 * channels], block_reps=2, indice_key_id=11)
             self.tiny_unet_outputlayer = spconv.SparseSequential(norm_fn(channels), nn.ReLU())
@@ -378,7 +409,11 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
                                     reduction="sum") / num_pos
         else:
             offset_loss = offsets.sum() * 0
-        return {"semantic_loss": semantic_loss, "offset_loss": offset_loss}
+        losses = {"semantic_loss": semantic_loss, "offset_loss": offset_loss}
+        if self.fusion:
+            losses["region_loss"] = region_offset_loss(out["region_offsets"], batch,
+                                                       self.num_stuff_classes)
+        return losses
 
     def _instance_losses(self, masks: SparseMasks, refined: RefinementOutput,
                          batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], int]:
@@ -415,7 +450,8 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
         """Total training loss (scalar, differentiable) and its parts as floats.
 
         batch: from ``data.datasets.collate`` (+ ``batch_to_device``), labelled. Parts:
-        ``semantic_loss``, ``offset_loss`` and, unless ``semantic_only``, ``cls_loss``,
+        ``semantic_loss``, ``offset_loss`` (with ``fusion`` also ``region_loss``, the region-centre
+        offset L1) and, unless ``semantic_only``, ``cls_loss``,
         ``mask_loss``, ``iou_score_loss``, ``num_proposals``, ``num_positive``. The grouping runs
         on the current (detached) predictions and keeps its first ``train_cfg.max_proposal_num``
         proposals, as the official code. epoch is unused (SoftGroup has no warm-up stage). On
@@ -427,7 +463,8 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
         stats: dict[str, float] = {}
         if not self.semantic_only:
             masks = self.grouping(out["semantic_logits"].detach().softmax(-1),
-                                  out["offsets"].detach(), batch["xyz"], batch["batch_offsets"])
+                                  self.grouping_offsets(out).detach(), batch["xyz"],
+                                  batch["batch_offsets"])
             max_num = int(self.train_cfg["max_proposal_num"])
             if masks.num_masks > max_num:
                 masks = proposal_ops.select_masks(
@@ -525,8 +562,8 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
                             torch.zeros(0, dtype=torch.int64, device=device), 0)
         masks = empty
         if not self.semantic_only:
-            masks = self.grouping(semantic_logits.softmax(-1), out["offsets"], batch["xyz"],
-                                  batch["batch_offsets"])
+            masks = self.grouping(semantic_logits.softmax(-1), self.grouping_offsets(out),
+                                  batch["xyz"], batch["batch_offsets"])
         timing["grouping"] = clock.lap()
         hyps, hyp_class = empty, torch.zeros(0, dtype=torch.int64, device=device)
         hyp_score = torch.zeros(0, dtype=torch.float32, device=device)

@@ -16,6 +16,10 @@ op                         what                                                 
                            min size, canonical numbering
 :func:`cluster_points`     ball_query + connected_components per (batch, class)      (via both)
 :func:`farthest_point_sample`  plain FPS, batched                                    yes
+:func:`instance_aware_fps`  FPS over candidates only, continuing from earlier samples  yes
+                           (ISBNet's IA-FPS)
+:func:`mean_shift`         flat-kernel mean-shift clusters of embeddings (MTML)      yes (step)
+:func:`matrix_nms`         Gaussian matrix NMS of point masks (ISBNet)               torch
 :func:`voxelize_points`    point <-> voxel maps of integer [b, x, y, z] coords       torch
 :func:`segment_reduce`     sum / mean / max / min per segment                        torch
 :func:`mask_iou`, :func:`mask_nms`  IoU of point masks (dense or sparse), greedy NMS  torch
@@ -28,9 +32,10 @@ from __future__ import annotations
 
 from ._backend import OpsBackendWarning, backend
 from .clustering import cluster_points, connected_components, renumber_clusters
-from .masks import SparseMasks, mask_iou, mask_nms
+from .masks import SparseMasks, mask_iou, mask_nms, matrix_nms
+from .mean_shift import mean_shift, mean_shift_modes
 from .neighbors import NeighborCSR, ball_query
-from .sampling import farthest_point_sample
+from .sampling import farthest_point_sample, instance_aware_fps
 from .segment import segment_reduce
 from .voxel_maps import VoxelMaps, voxelize_points
 
@@ -44,8 +49,12 @@ __all__ = [
     "cluster_points",
     "connected_components",
     "farthest_point_sample",
+    "instance_aware_fps",
     "mask_iou",
     "mask_nms",
+    "matrix_nms",
+    "mean_shift",
+    "mean_shift_modes",
     "renumber_clusters",
     "segment_reduce",
     "voxelize_points",

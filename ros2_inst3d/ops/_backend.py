@@ -27,7 +27,8 @@ import torch
 __all__ = ["OpsBackendWarning", "backend", "cuda_extension", "extension_build_dir"]
 
 _EXTENSION_NAME = "ros2_inst3d_ops_cuda"
-_SOURCES = ("ops.cpp", "ball_query.cu", "connected_components.cu", "farthest_point_sample.cu")
+_SOURCES = ("ops.cpp", "ball_query.cu", "connected_components.cu", "farthest_point_sample.cu",
+            "instance_aware_fps.cu", "mean_shift.cu")
 _CSRC = Path(__file__).resolve().parent / "csrc"
 _FORCE_CPU_ENV = "ROS2_INST3D_OPS_CPU"
 

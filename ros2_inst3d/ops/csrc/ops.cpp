@@ -17,6 +17,15 @@ at::Tensor connected_components_cuda(const at::Tensor& row, const at::Tensor& co
 at::Tensor farthest_point_sample_cuda(const at::Tensor& xyz, const at::Tensor& offsets,
                                       const at::Tensor& sample_offsets, const at::Tensor& start,
                                       int64_t num_samples);
+at::Tensor instance_aware_fps_cuda(const at::Tensor& xyz, const at::Tensor& eligible,
+                                   const at::Tensor& offsets, const at::Tensor& sample_offsets,
+                                   const at::Tensor& seeds, const at::Tensor& seed_offsets,
+                                   int64_t num_samples);
+std::vector<at::Tensor> mean_shift_step_cuda_impl(const at::Tensor& modes,
+                                                  const at::Tensor& embedding,
+                                                  const at::Tensor& mode_item,
+                                                  const at::Tensor& offsets,
+                                                  double bandwidth_squared);
 }  // namespace inst3d
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -27,4 +36,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "union-find components -> smallest point index of each point's component");
   m.def("farthest_point_sample", &inst3d::farthest_point_sample_cuda,
         "batched farthest point sampling -> (S,) global rows");
+  m.def("instance_aware_fps", &inst3d::instance_aware_fps_cuda,
+        "FPS over eligible points, continuing from seeds -> (S,) global rows");
+  m.def("mean_shift_step", &inst3d::mean_shift_step_cuda_impl,
+        "one flat-kernel mean-shift step of every mode -> (modes, counts)");
 }
