@@ -4,6 +4,7 @@ layout, a learning check and a fixed-seed regression fixture."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.model.checkpoint import check_checkpoint_main
 from ros2_inst3d.model.isbnet import ISBNet, padded_ball_query
 from ros2_inst3d.model.registry import build_model
-from test_backbone import reference_dir
+from test_backbone import MANIFEST_SUFFIX, REFERENCE
 from test_softgroup import box_scene
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,7 +179,8 @@ def test_isbnet_learns_a_box_scene():
 
 
 def test_official_scannet_checkpoint_layout_checks(tmp_path, capsys):
-    manifest = json.loads((reference_dir() / "isbnet_scannet_state_dict.json").read_text())
+    manifest = json.loads(gzip.decompress(
+        (REFERENCE / f"isbnet_scannet{MANIFEST_SUFFIX}").read_bytes()))
     state = {key: torch.zeros(info["shape"], dtype=getattr(torch, info["dtype"]))
              for key, info in manifest["tensors"].items()}
     path = tmp_path / "isbnet_scannet_fake.pth"

@@ -105,7 +105,7 @@ def build_model(cfg_model: Mapping[str, Any], device: Any = None) -> Any:
         # Values of the right type can still be unusable together (a channel count of 0, a
         # class list of the wrong length): the constructor says so, in one line.
         message = " ".join(str(err).split()) or type(err).__name__
-        raise ConfigError(f"model {name!r} cannot be built from its config: {message}") from None
+        raise _config_error(f"model {name!r} cannot be built from its config: {message}") from None
 
 
 def _type_name(value: Any) -> str:
@@ -132,11 +132,11 @@ def value_fits_default(value: Any, default: Any) -> bool:
     return True
 
 
-def type_error(where: str, value: Any, default: Any) -> ConfigError:
+def type_error(where: str, value: Any, default: Any) -> Exception:
     """The one-line error for a value that does not fit ``value_fits_default``."""
     kind = type(default).__name__
-    return ConfigError(f"{where} must be {'an' if kind[0] in 'aeiou' else 'a'} {kind} like its default "
-                       f"{default!r}, got {_type_name(value)} {value!r}"[:300])
+    return _config_error(f"{where} must be {'an' if kind[0] in 'aeiou' else 'a'} {kind} like its "
+                         f"default {default!r}, got {_type_name(value)} {value!r}"[:300])
 
 
 def _check_argument_types(name: str, builder: ModelBuilder, kwargs: Mapping[str, Any]) -> None:
