@@ -258,7 +258,9 @@ class Driver:
             "topics": topics,
             "index_checks": index_checks,
             "instance_counts": [len(m.instances) for m in arrays],
-            "instance_counts_after_change": [len(m.instances) for _, m in after],
+            # Objects seen in that result; remembered ones (tracking memory) have observed false.
+            "instance_counts_after_change": [sum(1 for i in m.instances if i.observed)
+                                             for _, m in after],
             "labels": [{"count": len(lbl.class_map), "frame": lbl.header.frame_id}
                        for lbl in labels],
             "diagnostics_count": len(diag),
