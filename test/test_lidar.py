@@ -1,11 +1,10 @@
 """The LiDAR method (ground segmentation, range-adaptive clusters, filters), the table-top mode,
 the gravity options and the presets, on ray-cast scans built here with known answers and on the
-real nebula frames when ../shared/data/real is present."""
+real nebula frames shipped in test/data/real/nebula."""
 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -310,18 +309,15 @@ def test_presets_load(preset):
 
 
 # ------------------------------------------------------------------------------------------
-# real frames (nebula, Apache-2.0) from ../shared/data/real when present
+# real frames (nebula, Apache-2.0): shipped in test/data/real/nebula with their licence
+
+NEBULA = sorted((ROOT / "test" / "data" / "real" / "nebula").glob("*.pcd"))
 
 
-def _real_dir() -> Path:
-    env = os.environ.get("ROS2_INST3D_REAL_DATA")
-    return Path(env) if env else ROOT.parent / "shared" / "data" / "real"
+def test_the_nebula_frames_ship_with_the_repository():
+    assert len(NEBULA) == 4
 
 
-NEBULA = sorted((_real_dir() / "nebula").glob("*.pcd"))
-
-
-@pytest.mark.skipif(not NEBULA, reason="no ../shared/data/real/nebula frames here")
 @pytest.mark.parametrize("path", NEBULA, ids=lambda p: p.name.split("_1")[0])
 def test_nebula_frames_give_plausible_instances(path):
     preset = "lidar_outdoor" if "vls128" in path.name else "lidar_indoor"
