@@ -42,6 +42,7 @@ from spconv.cppconstants import CPU_ONLY_BUILD as SPCONV_CPU_ONLY
 from torch import nn
 
 from ..config import ConfigError
+from .fusion import push_from_region
 
 BN_EPS = 1e-4        # backbone, point-wise MLPs, SoftGroup's tiny U-Net (official norm_fn)
 BN_MOMENTUM = 0.1
@@ -395,6 +396,17 @@ class InstanceNetwork(SparseUNetBackbone):
                                       [int(s) for s in batch["spatial_shape"]],
                                       batch["point_to_voxel"], int(batch["batch_size"]),
                                       **fusion_inputs)
+
+    fusion = False       # SSAIFF feature fusion (model/fusion.py); PointGroup and SoftGroup set it
+    fusion_push = 0.0
+
+    def grouping_offsets(self, pointwise: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, 3) offsets the grouping shifts points by: the predicted ones, pushed away from
+        the semantic region centre with ``fusion`` (SSAIFF eq. 7)."""
+        if not self.fusion:
+            return pointwise["offsets"]
+        return push_from_region(pointwise["offsets"], pointwise["region_offsets"],
+                                self.fusion_push)
 
     @property
     def num_stuff_classes(self) -> int:

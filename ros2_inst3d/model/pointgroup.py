@@ -47,7 +47,7 @@ from .backbone import (
     single_threaded_spconv,
     voxels_to_points,
 )
-from .fusion import fused_input, fused_width, push_from_region, region_offset_loss
+from .fusion import fused_input, fused_width, region_offset_loss
 from .proposals import Proposals
 
 # Official loss guards (train.py loss_fn): offset means divide by (sum(valid) + 1e-6), unit
@@ -162,14 +162,6 @@ class PointGroup(InstanceNetwork):
         else:
             out["offsets"] = self.offset_linear(instance_feats)
         return out
-
-    def grouping_offsets(self, pointwise: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(N, 3) offsets the grouping shifts points by: the predicted ones, pushed away from
-        the semantic region centre with ``fusion`` (SSAIFF eq. 7)."""
-        if not self.fusion:
-            return pointwise["offsets"]
-        return push_from_region(pointwise["offsets"], pointwise["region_offsets"],
-                                self.fusion_push)
 
     # ------------------------------------------------------------------------------------------
     # Dual-set grouping

@@ -58,7 +58,7 @@ from .backbone import (
     single_threaded_spconv,
     voxels_to_points,
 )
-from .fusion import fused_input, fused_width, push_from_region, region_offset_loss
+from .fusion import fused_input, fused_width, region_offset_loss
 from .proposals import Proposals
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,6 @@ class _PointwiseMixin:
 
     semantic_linear: nn.Module
     offset_linear: nn.Module
-    fusion = False  # SSAIFF (SoftGroup's fusion option; HAIS never has it)
-    fusion_push = 0.0
 
     def forward_pointwise(self, voxel_feats: torch.Tensor, voxel_coords: torch.Tensor,
                           spatial_shape: Sequence[int], point_to_voxel: torch.Tensor,
@@ -159,14 +157,6 @@ class _PointwiseMixin:
         else:
             out["offsets"] = self.offset_linear(point_feats)
         return out
-
-    def grouping_offsets(self, pointwise: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(N, 3) offsets the grouping shifts points by: the predicted ones, pushed away from
-        the semantic region centre with ``fusion`` (SSAIFF eq. 7)."""
-        if not self.fusion:
-            return pointwise["offsets"]
-        return push_from_region(pointwise["offsets"], pointwise["region_offsets"],
-                                self.fusion_push)
 
 
 class SoftGroup(_PointwiseMixin, InstanceNetwork):
