@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import spconv.pytorch as spconv
 import torch
 
@@ -228,6 +230,22 @@ def soft_score_target(max_iou: torch.Tensor, fg_thresh: float, bg_thresh: float)
     return ramp.clamp(0.0, 1.0)
 
 
-__all__ = ["StageClock", "clusters_to_masks", "concat_masks", "gt_iou", "mask_offsets",
+
+
+def add_semantic_instances(results: list[Any], sem2ins_classes: Sequence[int],
+                           num_stuff_classes: int) -> None:
+    """Append to each item's proposals one instance per ``sem2ins_classes`` entry (instance-head
+    class ids): the points whose semantic argmax is that class, score 1 (official sem2ins)."""
+    for proposals in results:
+        for c in sem2ins_classes:
+            sem = c + num_stuff_classes
+            where = np.flatnonzero(proposals.point_class == sem)
+            if where.size:
+                proposals.indices.append(where.astype(np.int64))
+                proposals.class_ids = np.append(proposals.class_ids, np.int32(sem))
+                proposals.scores = np.append(proposals.scores, np.float32(1.0))
+
+
+__all__ = ["StageClock", "add_semantic_instances", "clusters_to_masks", "concat_masks", "gt_iou", "mask_offsets",
            "mask_sizes", "pool_per_proposal", "select_masks", "soft_score_target",
            "split_per_item", "voxel_first_point", "voxel_mean_xyz", "voxelize_proposals"]

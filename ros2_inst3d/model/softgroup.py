@@ -41,7 +41,6 @@ import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import numpy as np
 import spconv.pytorch as spconv
 import torch
 import torch.nn.functional as F
@@ -571,14 +570,8 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
         results = proposal_ops.split_per_item(hyps, hyp_class + self.num_stuff_classes,
                                               hyp_score, point_class, batch["batch_offsets"],
                                               timing)
-        for proposals in results:
-            for c in self.sem2ins_classes:
-                sem = c + self.num_stuff_classes
-                where = np.flatnonzero(proposals.point_class == sem)
-                if where.size:
-                    proposals.indices.append(where.astype(np.int64))
-                    proposals.class_ids = np.append(proposals.class_ids, np.int32(sem))
-                    proposals.scores = np.append(proposals.scores, np.float32(1.0))
+        proposal_ops.add_semantic_instances(results, self.sem2ins_classes,
+                                            self.num_stuff_classes)
         return results
 
 

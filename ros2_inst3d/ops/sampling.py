@@ -106,15 +106,8 @@ def _fps_cpu(xyz: torch.Tensor, offsets: torch.Tensor, samples: list[int],
         last = start
         out[0] = last
         for s in range(1, count):
-            # ((dx*dx + dy*dy) + dz*dz) in float32, one rounding per operation like the kernel.
-            np.subtract(x, x[last], out=dist)
-            np.multiply(dist, dist, out=dist)
-            np.subtract(y, y[last], out=step)
-            np.multiply(step, step, out=step)
-            dist += step
-            np.subtract(z, z[last], out=step)
-            np.multiply(step, step, out=step)
-            dist += step
+            # One rounding per operation, like the kernel.
+            _squared_distance_to(x, y, z, last, dist, step)
             np.minimum(min_dist, dist, out=min_dist)
             last = int(np.argmax(min_dist))  # first maximum: ties go to the smaller index
             out[s] = last
