@@ -196,6 +196,31 @@ def test_grouping_matches_a_slow_reference(seed):
     assert point_sets(masks) == expected
 
 
+def test_grouping_with_original_appends_the_unshifted_set():
+    # Offsets that scatter each 0.4 m box (std 0.3 m >> radius) break it apart on the shifted
+    # coordinates; the unshifted set (PointGroup's dual-set grouping) still holds each box whole.
+    sample = box_scene(0, num_boxes=2)
+    xyz = torch.as_tensor(sample.xyz, dtype=torch.float32)
+    n = xyz.shape[0]
+    probs = torch.full((n, NUM_SEMANTIC), 0.001)
+    on_box = torch.as_tensor(sample.instance >= 0)
+    probs[on_box, BOX_CLASSES[0]] = 0.9
+    offsets = torch.randn(n, 3, generator=torch.Generator().manual_seed(0)) * 0.3
+    bounds = torch.tensor([0, n])
+    mean = [-1.0] * NUM_SEMANTIC
+    mean[BOX_CLASSES[0]] = 100.0  # proposals need >= 50 points
+    grouping = {"radius": 0.06, "npoint_thr": 0.5, "class_numpoint_mean": mean}
+    shifted_only = tiny(grouping=grouping)
+    dual = tiny(grouping={**grouping, "with_original": True})
+    single = point_sets(shifted_only.grouping(probs, offsets, xyz, bounds))
+    both = point_sets(dual.grouping(probs, offsets, xyz, bounds))
+    unshifted = point_sets(shifted_only.grouping(probs, torch.zeros_like(offsets), xyz, bounds))
+    boxes = {frozenset(np.flatnonzero(sample.instance == i).tolist())
+             for i in np.unique(sample.instance[sample.instance >= 0])}
+    assert both == single + unshifted
+    assert boxes <= set(unshifted) and not boxes & set(single)
+
+
 def test_class_min_sizes_follow_the_official_bound():
     model = tiny(grouping={"npoint_thr": 0.05,
                            "class_numpoint_mean": [-1.0, 2000.0, 3917.0] + [10.0] * 17})

@@ -248,6 +248,10 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
         (point, class) candidate being one row labelled with its class.
         ``grouping_cfg.merge_size`` (ours, metres; absent or 0 = official) merges each class's
         candidates per cell of that side first (``ops.cluster_points``' ``merge_size``).
+        ``grouping_cfg.with_original`` (ours, absent or false = official) also links the
+        candidates at their unshifted coordinates and appends those proposals after the shifted
+        ones: PointGroup's dual-set grouping, which keeps whole objects where the predicted
+        offsets scatter them (the refinement stage scores both sets; NMS keeps one per object).
 
         semantic_probs: (N, semantic_classes) float, softmax scores. offsets: (N, 3) float,
         metres. xyz: (N, 3) float, metres (batch-contiguous). batch_offsets: (B + 1,) int point
@@ -278,7 +282,22 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
         bounds = torch.as_tensor(batch_offsets, device=device).long()
         row_offsets = torch.searchsorted(row_point, bounds)
         shifted = xyz[row_point].float() + offsets[row_point].float()
-        cluster = ops.cluster_points(shifted, row_class, radius=float(cfg["radius"]),
+        parts = [self._link_candidates(shifted, row_point, row_class, row_offsets, n)]
+        if cfg.get("with_original", False):
+            parts.append(self._link_candidates(xyz[row_point].float(), row_point, row_class,
+                                               row_offsets, n))
+        return proposal_ops.concat_masks(parts, device=device)
+
+    def _link_candidates(self, coords: torch.Tensor, row_point: torch.Tensor,
+                         row_class: torch.Tensor, row_offsets: torch.Tensor, n: int
+                         ) -> SparseMasks:
+        """Proposals of one grouping set: the candidate rows (point ``row_point``, class
+        ``row_class``) linked at ``coords`` (R, 3) metres, as documented in :meth:`grouping`."""
+        cfg = self.grouping_cfg
+        device = coords.device
+        empty = SparseMasks(torch.zeros(0, dtype=torch.int64, device=device),
+                            torch.zeros(0, dtype=torch.int64, device=device), 0)
+        cluster = ops.cluster_points(coords, row_class, radius=float(cfg["radius"]),
                                      min_size=self._class_min_sizes().to(device),
                                      max_neighbors=int(cfg["mean_active"]),
                                      batch_offsets=row_offsets,
