@@ -15,6 +15,12 @@ STUFF_CLASSES: frozenset[int] = frozenset({0, 1})
 IGNORE_LABEL = -100
 OTHERFURNITURE = 19
 
+# SoftGroup/ISBNet S3DIS class order (S3DISDataset.CLASSES, INV_OBJECT_LABEL of prepare_data_inst.py).
+S3DIS_CLASSES: tuple[str, ...] = (
+    "ceiling", "floor", "wall", "beam", "column", "window", "door", "chair", "table", "bookcase",
+    "sofa", "board", "clutter",
+)
+
 # NYU40 ids of the ScanNet benchmark, only for exporting to the official benchmark format.
 SCANNET20_TO_NYU40: tuple[int, ...] = (
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39,

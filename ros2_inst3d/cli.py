@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow full pickle loading (only for files from a source you trust)")
     p.set_defaults(func=cmd_check_checkpoint)
 
-    from .data.synthetic import add_gen_data_arguments, gen_data_main
+    from .synthetic.scene import add_gen_data_arguments, gen_data_main
 
     p = sub.add_parser("gen-data", help="generate scanned synthetic indoor scenes (.npz)")
     add_gen_data_arguments(p)

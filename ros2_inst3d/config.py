@@ -21,15 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .errors import ConfigError
 from .model.registry import SEGMENTATION_METHODS
 
 # Every method model.name can pick: the two model-free ones, then the learned ones the registry
 # lists (the registry is the one list of learned methods).
 MODEL_NAMES = ("geometric", "lidar", *SEGMENTATION_METHODS)
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, has the wrong type or is out of range."""
 
 
 def param(default: Any, doc: str, *, low: float | None = None, high: float | None = None,

@@ -52,7 +52,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .classes import SCANNET20_CLASSES, thing_classes
+from .classes import S3DIS_CLASSES, SCANNET20_CLASSES, thing_classes
+from .io import PREDICTION_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,6 @@ IOU_THRESHOLDS: np.ndarray = np.append(np.arange(0.5, 0.95, 0.05), 0.25)
 MIN_REGION_SIZE = 100  # opt.min_region_sizes = [100] (points)
 S3DIS_IOU_THRESHOLD = 0.5  # s3dis_eval.py: self.at, compared with >=
 AGNOSTIC_NAME = "class_agnostic"
-PREDICTION_SUFFIX = ".labels.npz"
 
 
 # --------------------------------------------------------------------------------------------
@@ -603,8 +603,6 @@ class EvalResult:
 
 def default_eval_classes(class_names: Sequence[str]) -> tuple[int, ...]:
     """Classes with instances: the S3DIS table evaluates all 13, others drop the stuff classes."""
-    from .data.datasets import S3DIS_CLASSES
-
     if tuple(class_names) == S3DIS_CLASSES:
         return tuple(range(len(S3DIS_CLASSES)))
     return thing_classes(tuple(class_names))

@@ -16,19 +16,12 @@ import numpy as np
 
 from .classes import SCANNET20_CLASSES, STUFF_CLASSES
 from .config import Config
+from .errors import SegmentationError
 from .instances import Instances
 from .model.proposals import Proposals, paste_by_score
 from .voxelize import crop_roi
 
 log = logging.getLogger(__name__)
-
-
-class SegmentationError(RuntimeError):
-    """A cloud could not be segmented; ``reason`` is the diagnostics counter it goes to."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 class PointModel(Protocol):

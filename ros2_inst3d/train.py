@@ -667,7 +667,7 @@ def validate(model: Any, dataset: Any, device: Any, class_names: list[str],
     import torch
     from tqdm import tqdm
 
-    from .data.datasets import batch_to_device, collate
+    from .data.batching import batch_to_device, collate
     from .evaluation import Prediction, evaluate
 
     count = len(dataset) if limit is None else min(limit, len(dataset))
@@ -788,7 +788,8 @@ def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet
     import torch
     from tqdm import tqdm
 
-    from .data.datasets import SceneDataset, batch_to_device, collate
+    from .data.batching import batch_to_device, collate
+    from .data.datasets import SceneDataset
     from .model.backbone import single_threaded_spconv
     from .model.registry import build_model
     from .parallel import average_gradients, barrier, init_process_group

@@ -309,7 +309,7 @@ def test_s3dis_metrics_with_overlapping_predictions():
 
 
 def test_s3dis_table_evaluates_all_thirteen_classes():
-    from ros2_inst3d.data.datasets import S3DIS_CLASSES
+    from ros2_inst3d.classes import S3DIS_CLASSES
 
     b = SceneBuilder()
     ceiling = b.block(150, 0, 0)
@@ -603,7 +603,7 @@ def test_score_sweep_rows_equal_runs_at_each_threshold(tmp_path):
     """One pass at the lowest threshold, filtered afterwards, scores exactly what a run at each
     threshold scores (the filter acts per proposal, before fusion)."""
     from ros2_inst3d.config import load_config
-    from ros2_inst3d.data.synthetic import SceneParams, generate_scene
+    from ros2_inst3d.synthetic.scene import SceneParams, generate_scene
     from ros2_inst3d.evaluation import evaluate_model, sweep_score_thresholds
 
     generate_scene(3, SceneParams.small(), threads=1).save(tmp_path / "scene_3.npz")

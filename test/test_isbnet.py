@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ros2_inst3d.data.datasets import collate
+from ros2_inst3d.data.batching import collate
 from ros2_inst3d.model import isbnet as isbnet_module
 from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.model.checkpoint import check_checkpoint_main

@@ -19,9 +19,10 @@ from matplotlib.path import Path as MplPath
 from scipy.spatial import cKDTree
 
 from ros2_inst3d.classes import IGNORE_LABEL, SCANNET20_CLASSES, STUFF_CLASSES
-from ros2_inst3d.data import furniture as fm
-from ros2_inst3d.data import layout, scanner, synthetic
-from ros2_inst3d.data.synthetic import (
+from ros2_inst3d.synthetic import furniture as fm
+from ros2_inst3d.synthetic import layout, scanner
+from ros2_inst3d.synthetic import scene as synthetic
+from ros2_inst3d.synthetic.scene import (
     SPLIT_SIZE,
     SPLITS,
     SceneParams,
