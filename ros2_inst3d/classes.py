@@ -12,6 +12,8 @@ SCANNET20_CLASSES: tuple[str, ...] = (
     "bathtub", "otherfurniture",
 )
 STUFF_CLASSES: frozenset[int] = frozenset({0, 1})
+"""ScanNet-20's stuff (wall, floor): the synthetic generator's labels. A learned model's stuff
+comes from its own config (``LearnedModel.stuff_classes``), not from this table."""
 IGNORE_LABEL = -100
 OTHERFURNITURE = 19
 

@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 class PointModel(Protocol):
     """What :class:`Segmenter` runs. Optional attributes it reads when present: ``class_names``
-    (the class table of ``Proposals.class_ids``, default ScanNet-20) and ``device``."""
+    (the class table of ``Proposals.class_ids``, default ScanNet-20), ``stuff_classes`` (class
+    ids that never form instances, from the model's configuration; default: ScanNet-20's wall
+    and floor) and ``device``."""
 
     name: str
 
@@ -77,6 +79,9 @@ class Segmenter:
         self._model_name: str = self.model.name
         self.class_names: tuple[str, ...] = tuple(getattr(self.model, "class_names",
                                                           SCANNET20_CLASSES))
+        # Dropped before fusion: their proposals are regions (a floor, a road), not objects.
+        self.stuff_classes: frozenset[int] = frozenset(
+            int(c) for c in getattr(self.model, "stuff_classes", STUFF_CLASSES))
 
     @property
     def model_name(self) -> str:
@@ -155,7 +160,7 @@ class Segmenter:
             k for k in range(len(p))
             if p.scores[k] >= seg.score_threshold
             and len(p.indices[k]) >= seg.min_points
-            and int(p.class_ids[k]) not in STUFF_CLASSES
+            and int(p.class_ids[k]) not in self.stuff_classes
             and (not wanted or self._name(int(p.class_ids[k])) in wanted)
         ]
         return Proposals([p.indices[k] for k in keep], p.class_ids[keep], p.scores[keep],

@@ -149,6 +149,10 @@ class LearnedModel:
         self.network = network.to(self.device).eval()
         self.name: str = str(network.name)
         self.class_names: tuple[str, ...] = class_names
+        # The model config's split (semantic_classes - instance_classes leading classes never
+        # form instances): ScanNet's wall and floor, STPLS3D's ground, SemanticKITTI's 11
+        # background classes, none of S3DIS's 13.
+        self.stuff_classes: frozenset[int] = frozenset(range(network.num_stuff_classes))
         self.voxel_size = float(network.voxel_size)
         self.with_coords = bool(network.with_coords)
         self.source = source
