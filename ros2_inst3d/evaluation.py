@@ -815,20 +815,6 @@ def report(result: EvalResult, *, json_out: str | Path | None = None,
     return metrics
 
 
-def eval_main(pred_dir: str | Path, gt_dir: str | Path, *, json_out: str | Path | None = None,
-              class_agnostic: bool = False, plot_out: str | Path | None = None,
-              print_fn: Callable[[str], None] | None = print) -> dict:
-    """``ros2-inst3d eval --pred PRED_DIR --gt GT_DIR [--json OUT] [--class-agnostic]``.
-
-    The PNG of precision-recall curves goes to ``plot_out``, or beside ``json_out`` as
-    ``<OUT stem>_pr.png`` when only the JSON path is given.
-    """
-    result = evaluate_dirs(pred_dir, gt_dir, class_agnostic, return_result=True)
-    if plot_out is None and json_out is not None:
-        plot_out = Path(json_out).with_name(Path(json_out).stem + "_pr.png")
-    return report(result, json_out=json_out, plot_out=plot_out, print_fn=print_fn)
-
-
 def predict_scenes(cfg: Any, data_dir: str | Path, *, limit: int | None = None,
                    progress: bool = True,
                    gravity: Any = None) -> tuple[list, list, list[str], tuple[str, ...]]:
