@@ -6,7 +6,7 @@ import math
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ros2_inst3d.config import (Config, ConfigError, from_dict, load_config, markdown_table,
@@ -98,7 +98,7 @@ _leaf_values = {
 }
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_fuzzed_configs_either_load_or_raise_config_error(data):
     # The loader must never fail with anything but ConfigError, whatever a YAML file holds.
