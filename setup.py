@@ -35,7 +35,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["ros2_inst3d", "ros2_inst3d.*"]),
-    package_data={"ros2_inst3d": ["ops/csrc/*", "interfaces/**/*", "data/meshes/*"]},
+    package_data={"ros2_inst3d": ["ops/csrc/*", "interfaces/**/*", "synthetic/meshes/*"]},
     include_package_data=True,
     cmdclass={"build_py": BuildWithData},
     install_requires=[

@@ -17,7 +17,7 @@ import json
 
 import pytest
 
-from ros2_inst3d.data.synthetic import (
+from ros2_inst3d.synthetic.scene import (
     SceneParams,
     benchmark_generator,
     generate_scene,

@@ -42,7 +42,7 @@ def scan_pool(points: int, count: int = 10, seed: int = 0) -> list[np.ndarray]:
     """``count`` scans of about ``points`` points: a generated room scanned by the LiDAR."""
     from dataclasses import replace
 
-    from ros2_inst3d.data.synthetic import SceneParams, generate_scene
+    from ros2_inst3d.synthetic.scene import SceneParams, generate_scene
 
     scene = generate_scene(seed, replace(SceneParams.small(), sensor="lidar"),
                            keep_sequence=True)

@@ -16,18 +16,17 @@ the node runs, in bag time:
 * ``OUT/summary.json`` accounts for every input scan: processed (newest scan of a result), merged
   (older scans of a result) or skipped with a reason; the three add up to the scans read.
 
-:func:`write_bag` and :func:`write_scan_bag` write test bags (a moving sensor with TF).
+Test bags (a moving sensor with TF) are written by :mod:`ros2_inst3d.testing`.
 """
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import json
 import logging
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +35,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .atomic import atomic_directory
-from .cloud import encode_xyz, ns_to_stamp, stamp_to_ns
+from .cloud import stamp_to_ns
 from .config import Config
 from .msgs import MessageFactory, make_typestore
 from .pipeline import (OUTPUT_TYPES, TIME_JUMP_TOLERANCE_NS, TOPIC_LABELS, ScanRecord,
                        StreamPipeline)
 from .tf_buffer import TfBuffer
-from .transforms import matrix_to_transform
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Qos
@@ -81,7 +79,9 @@ def _absolute(topic: str) -> str:
     return topic if topic.startswith("/") else "/" + topic
 
 
-def _qos(durability: str, depth: int) -> Qos:
+def qos_profile(durability: str, depth: int) -> Qos:
+    """A reliable keep-last QoS profile of ``depth`` with ``durability`` (TRANSIENT_LOCAL or
+    VOLATILE), as rosbag2 records offered profiles."""
     from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
                                     QosReliability, QosTime)
 
@@ -90,14 +90,15 @@ def _qos(durability: str, depth: int) -> Qos:
                QosDurability[durability], zero, zero, QosLiveliness.AUTOMATIC, zero, False)
 
 
-def output_qos(topic_name: str) -> Qos:
+def outputqos_profile(topic_name: str) -> Qos:
     """The QoS the node offers on an output topic (reliable; labels latched: transient local)."""
     if topic_name == TOPIC_LABELS:
-        return _qos("TRANSIENT_LOCAL", 1)
-    return _qos("VOLATILE", 2)
+        return qos_profile("TRANSIENT_LOCAL", 1)
+    return qos_profile("VOLATILE", 2)
 
 
-def _storage_plugin(storage: str):
+def storage_plugin(storage: str):
+    """The rosbags storage plugin of 'mcap' or 'sqlite3' (BagError for others)."""
     from rosbags.rosbag2 import StoragePlugin
 
     if storage not in STORAGES:
@@ -211,7 +212,7 @@ def segment_bag(
     if fixed_frame:
         cfg = cfg.replace(**{"input.fixed_frame": fixed_frame})
     storage = storage or input_storage(in_path)
-    plugin = _storage_plugin(storage)
+    plugin = storage_plugin(storage)
 
     # Bags without embedded definitions (Humble's sqlite3) are read with the given distro's types.
     try:
@@ -365,14 +366,14 @@ class _BagRun:
                 continue
             qos = list(conn.ext.offered_qos_profiles)
             if not qos and conn.topic == TF_STATIC_TOPIC:
-                qos = [_qos("TRANSIENT_LOCAL", 1)]   # so ros2 bag play latches it
+                qos = [qos_profile("TRANSIENT_LOCAL", 1)]   # so ros2 bag play latches it
             copies[conn.id] = writer.add_connection(
                 conn.topic, conn.msgtype, typestore=self.reader.typestore,
                 serialization_format=conn.ext.serialization_format, offered_qos_profiles=qos)
         for topic, name in ours.items():
             self.out_connections[name] = writer.add_connection(
                 topic, OUTPUT_TYPES[name], typestore=self.store,
-                offered_qos_profiles=[output_qos(name)])
+                offered_qos_profiles=[outputqos_profile(name)])
         return copies
 
     def _write_output(self, time_ns: int, name: str, msg: Any) -> None:
@@ -629,166 +630,3 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"input bag corrupt: {summary['read_error']}")
     lines.append(f"account: {Path(summary['output']) / SUMMARY_FILE}")
     return "\n".join(lines)
-
-
-def bag_main(args: argparse.Namespace, cfg: Config) -> int:
-    """``ros2-inst3d bag IN OUT [-c CONFIG] [--topics T ...] [--fixed-frame F] [--distro D]
-    [--storage S] [--limit N] [--tf-wait S] [--no-progress]``: segment, print the account.
-
-    ``args``: ``input``, ``output`` (Path), ``topics`` (list or None), ``fixed_frame``, ``distro``,
-    ``storage``, ``limit`` (None or int), ``tf_wait`` (float, seconds), ``no_progress`` (bool);
-    missing attributes take the defaults. ``cfg``: the loaded configuration.
-    """
-    summary = segment_bag(
-        args.input, args.output, cfg, topics=getattr(args, "topics", None),
-        fixed_frame=getattr(args, "fixed_frame", None), distro=getattr(args, "distro", None),
-        storage=getattr(args, "storage", None), limit=getattr(args, "limit", None),
-        tf_wait_s=_default(getattr(args, "tf_wait", None), DEFAULT_TF_WAIT_S),
-        progress=not getattr(args, "no_progress", False))
-    print(format_summary(summary))
-    return _exit_status(summary)
-
-
-def _exit_status(summary: dict[str, Any]) -> int:
-    """0 when the run segmented something from an intact bag; else 1 with one line on stderr
-    (the output bag and its summary are still written: they say what happened to every scan)."""
-    import sys
-
-    scans = summary["scans"]
-    problem = None
-    if summary.get("read_error"):
-        problem = f"the input bag is corrupt: {summary['read_error']}"
-    elif scans["processed"] == 0:
-        reasons = ", ".join(f"{r} {n}" for r, n in scans["skipped_by_reason"].items())
-        problem = (f"no scan was segmented ({scans['total']} read"
-                   + (f"; skipped: {reasons}" if reasons else "") + ")")
-    if problem is None:
-        return 0
-    print(f"ros2-inst3d bag: error: {problem}", file=sys.stderr)
-    return 1
-
-
-def _default(value: Any, default: Any) -> Any:
-    return default if value is None else value
-
-
-# ----------------------------------------------------------------------------------------------
-# writing test bags
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class BagMessage:
-    """One message for :func:`write_bag`.
-
-    msg: a message object of the typestore, or ``bytes`` written unchanged (e.g. corrupt data).
-    time_ns: bag (receive) time, integer nanoseconds.
-    """
-
-    topic: str
-    msgtype: str
-    time_ns: int
-    msg: Any
-
-
-def write_bag(path: str | Path, messages: Iterable[BagMessage], *, storage: str = "mcap",
-              distro: str = "humble", qos: dict[str, Sequence[Qos]] | None = None) -> Path:
-    """Write ``messages`` to a new rosbag2 (metadata v8) with the ``distro`` typestore (ours added).
-
-    One connection per (topic, type), added on first use; ``/tf_static`` is offered
-    transient-local unless ``qos`` says otherwise (``qos``: topic -> offered QoS profiles).
-    """
-    from rosbags.rosbag2 import Writer
-
-    path = Path(path)
-    store = make_typestore(distro)
-    qos = dict(qos or {})
-    qos.setdefault(TF_STATIC_TOPIC, [_qos("TRANSIENT_LOCAL", 1)])
-    connections: dict[tuple[str, str], Any] = {}
-    with Writer(path, version=BAG_VERSION, storage_plugin=_storage_plugin(storage)) as writer:
-        for item in messages:
-            key = (item.topic, item.msgtype)
-            conn = connections.get(key)
-            if conn is None:
-                conn = connections[key] = writer.add_connection(
-                    item.topic, item.msgtype, typestore=store,
-                    offered_qos_profiles=list(qos.get(item.topic, ())))
-            data = item.msg if isinstance(item.msg, (bytes, bytearray, memoryview)) else \
-                store.serialize_cdr(item.msg, item.msgtype)
-            writer.write(conn, int(item.time_ns), data)
-    return path
-
-
-def tf_message(factory: MessageFactory,
-               transforms: Iterable[tuple[str, str, int, np.ndarray]]) -> Any:
-    """``tf2_msgs/msg/TFMessage`` of ``(parent, child, stamp_ns, matrix (4, 4))`` tuples.
-
-    ``matrix`` is the pose of ``child`` in ``parent`` (``p_parent = matrix @ p_child``).
-    """
-    items = []
-    for parent, child, stamp_ns, matrix in transforms:
-        t, q = matrix_to_transform(matrix)
-        header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, stamp_ns),
-                         frame_id=parent)
-        transform = factory(
-            "geometry_msgs/msg/Transform",
-            translation=factory("geometry_msgs/msg/Vector3", x=float(t[0]), y=float(t[1]),
-                                z=float(t[2])),
-            rotation=factory("geometry_msgs/msg/Quaternion", x=float(q[0]), y=float(q[1]),
-                             z=float(q[2]), w=float(q[3])))
-        items.append(factory("geometry_msgs/msg/TransformStamped", header=header,
-                             child_frame_id=child, transform=transform))
-    return factory(TFMESSAGE, transforms=items)
-
-
-def write_scan_bag(
-    path: str | Path,
-    scans: Sequence[np.ndarray],
-    stamps_ns: Sequence[int],
-    sensor_pose: Callable[[int], np.ndarray],
-    tf_stamps_ns: Sequence[int],
-    *,
-    map_to_odom: np.ndarray | None = None,
-    frame: str = "sensor",
-    odom_frame: str = "odom",
-    fixed_frame: str = "map",
-    topic: str = "/points",
-    rgbs: Sequence[np.ndarray | None] | None = None,
-    cloud_latency_ns: int = 30_000_000,
-    tf_latency_ns: int = 2_000_000,
-    extra: Iterable[BagMessage] = (),
-    storage: str = "mcap",
-    distro: str = "humble",
-) -> Path:
-    """A bag of a moving sensor: clouds, ``/tf`` odom→sensor and ``/tf_static`` map→odom.
-
-    scans: (N_i, 3) float32 points in the sensor frame, metres; ``rgbs``: matching (N_i, 3)
-        uint8 colours or None.
-    stamps_ns: header stamp of each scan; it is received ``cloud_latency_ns`` later (bag time).
-    sensor_pose: ``stamp_ns -> (4, 4)`` pose of the sensor in ``odom_frame`` (T_odom_sensor),
-        sampled at ``tf_stamps_ns`` (received ``tf_latency_ns`` later). A lookup interpolates
-        between these samples, so the rate and phase of ``tf_stamps_ns`` against the scan stamps
-        decide how much interpolation matters.
-    map_to_odom: static (4, 4) pose of odom in ``fixed_frame`` (identity when None), written once
-        at the start.
-    extra: further messages (e.g. malformed clouds), merged by time.
-    """
-    if len(scans) != len(stamps_ns):
-        raise ValueError(f"{len(scans)} scans but {len(stamps_ns)} stamps")
-    factory = MessageFactory.for_rosbags(make_typestore(distro))
-    rgbs = list(rgbs) if rgbs is not None else [None] * len(scans)
-    first_ns = min([*stamps_ns, *tf_stamps_ns])
-    items = [BagMessage(TF_STATIC_TOPIC, TFMESSAGE, first_ns, tf_message(
-        factory, [(fixed_frame, odom_frame, first_ns,
-                   np.identity(4) if map_to_odom is None else map_to_odom)]))]
-    for stamp in tf_stamps_ns:
-        items.append(BagMessage(TF_TOPIC, TFMESSAGE, int(stamp) + tf_latency_ns, tf_message(
-            factory, [(odom_frame, frame, int(stamp), sensor_pose(int(stamp)))])))
-    for xyz, rgb, stamp in zip(scans, rgbs, stamps_ns):
-        header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, int(stamp)),
-                         frame_id=frame)
-        items.append(BagMessage(topic, POINTCLOUD2, int(stamp) + cloud_latency_ns,
-                                encode_xyz(factory, header, xyz, rgb)))
-    items.extend(extra)
-    items.sort(key=lambda m: m.time_ns)
-    return write_bag(path, items, storage=storage, distro=distro)

@@ -220,7 +220,7 @@ def bench_pipeline(seed: int = BENCH_SCENE_SEED, repeats: int = 3, model: str = 
     """
     from .cloud import decode, encode_xyz, ns_to_stamp
     from .config import Config
-    from .data.synthetic import generate_scene
+    from .synthetic.scene import generate_scene
     from .msgs import MessageFactory, make_typestore
     from .outputs import instance_array, labelled_cloud
     from .pipeline import StreamPipeline
@@ -276,7 +276,7 @@ def bench_methods(models: Sequence[str] = PIPELINE_MODELS, devices: Sequence[str
     The geometric baseline is numpy-only and runs once (on CPU) whatever ``devices`` says.
     Returns ``{scene: {seed, points}, stages: PIPELINE_STAGES, runs: [bench_pipeline ...]}``.
     """
-    from .data.synthetic import generate_scene
+    from .synthetic.scene import generate_scene
 
     scene = generate_scene(seed)
     runs = []

@@ -48,7 +48,7 @@ def _room_scans(num_points: int = SCAN_POINTS, num_scans: int = 8, seed: int = 0
     """``num_scans`` scans of ``num_points`` points of a generated room, each in the frame of a
     sensor moving 0.1 m per scan: ((N, 3) float32 sensor frame, rgb (N, 3) uint8, pose (4, 4))."""
     from .bench import BENCH_SCENE_SEED
-    from .data.synthetic import generate_scene
+    from .synthetic.scene import generate_scene
     from .transforms import apply_transform
 
     scene = generate_scene(BENCH_SCENE_SEED, threads=1)

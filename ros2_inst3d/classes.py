@@ -12,8 +12,16 @@ SCANNET20_CLASSES: tuple[str, ...] = (
     "bathtub", "otherfurniture",
 )
 STUFF_CLASSES: frozenset[int] = frozenset({0, 1})
+"""ScanNet-20's stuff (wall, floor): the synthetic generator's labels. A learned model's stuff
+comes from its own config (``LearnedModel.stuff_classes``), not from this table."""
 IGNORE_LABEL = -100
 OTHERFURNITURE = 19
+
+# SoftGroup/ISBNet S3DIS class order (S3DISDataset.CLASSES, INV_OBJECT_LABEL of prepare_data_inst.py).
+S3DIS_CLASSES: tuple[str, ...] = (
+    "ceiling", "floor", "wall", "beam", "column", "window", "door", "chair", "table", "bookcase",
+    "sofa", "board", "clutter",
+)
 
 # NYU40 ids of the ScanNet benchmark, only for exporting to the official benchmark format.
 SCANNET20_TO_NYU40: tuple[int, ...] = (

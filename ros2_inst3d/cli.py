@@ -207,7 +207,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation import eval_main, evaluate_model, report
+    """``ros2-inst3d eval``: ``--pred PRED_DIR --gt GT_DIR`` scores prediction files, ``--data``
+    runs the configured model; prints the table, writes ``--json`` and the PR-curve PNG
+    (``--plot``, default beside the JSON as ``<stem>_pr.png``)."""
+    from .evaluation import evaluate_dirs, evaluate_model, report
 
     plot = args.plot
     if plot is None and args.json is not None:
@@ -215,8 +218,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.pred is not None or args.gt is not None:
         if args.pred is None or args.gt is None:
             raise FileNotFoundError("give both --pred PRED_DIR and --gt GT_DIR (or -c/--data)")
-        eval_main(args.pred, args.gt, json_out=args.json, class_agnostic=args.class_agnostic,
-                  plot_out=plot)
+        result = evaluate_dirs(args.pred, args.gt, args.class_agnostic, return_result=True)
+        report(result, json_out=args.json, plot_out=plot)
         return 0
     if args.data is None:
         raise FileNotFoundError("give --data DIR (scene .npz files) or --pred/--gt directories")
@@ -263,16 +266,229 @@ def _sweep_scores(cfg, args: argparse.Namespace, gravity=None) -> int:
 
 
 def cmd_bag(args: argparse.Namespace) -> int:
-    from .bag import bag_main
+    """``ros2-inst3d bag IN OUT``: segment the bag, print the account; exit 1 (one line on
+    stderr) when nothing was segmented or the input is corrupt. The output bag and its
+    summary.json are written either way: they say what happened to every scan."""
+    from .bag import DEFAULT_TF_WAIT_S, format_summary, segment_bag
 
-    return bag_main(args, _load_config(args))
+    summary = segment_bag(
+        args.input, args.output, _load_config(args), topics=args.topics,
+        fixed_frame=args.fixed_frame, distro=args.distro, storage=args.storage, limit=args.limit,
+        tf_wait_s=DEFAULT_TF_WAIT_S if args.tf_wait is None else args.tf_wait,
+        progress=not args.no_progress)
+    print(format_summary(summary))
+    scans = summary["scans"]
+    problem = None
+    if summary.get("read_error"):
+        problem = f"the input bag is corrupt: {summary['read_error']}"
+    elif scans["processed"] == 0:
+        reasons = ", ".join(f"{r} {n}" for r, n in scans["skipped_by_reason"].items())
+        problem = (f"no scan was segmented ({scans['total']} read"
+                   + (f"; skipped: {reasons}" if reasons else "") + ")")
+    if problem is None:
+        return 0
+    print(f"ros2-inst3d bag: error: {problem}", file=sys.stderr)
+    return 1
 
 
 def cmd_check_checkpoint(args: argparse.Namespace) -> int:
-    from .model.checkpoint import check_checkpoint_main
+    """``ros2-inst3d check-checkpoint CKPT -c MODEL_YAML``: print the key report; 0 if the
+    checkpoint fits, else 1. The model is built on the meta device (no weights allocated)."""
+    from .config import ConfigError
+    from .model.checkpoint import CheckpointError, check_checkpoint
+    from .model.registry import build_model, load_model_config
+    from .resources import config_path
 
-    return check_checkpoint_main(args.checkpoint_file, args.config,
-                                 trust_pickle=args.trust_pickle)
+    try:
+        model = build_model(load_model_config(config_path(args.config, "models")),
+                            device="meta")
+        report = check_checkpoint(args.checkpoint_file, model, trust_pickle=args.trust_pickle)
+    except (CheckpointError, ConfigError) as err:
+        print(f"check-checkpoint: {err}", file=sys.stderr)
+        return 1
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def add_gen_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``ros2-inst3d gen-data``."""
+    from .synthetic.scene import SPLITS, SceneParams
+
+    parser.add_argument("outdir", type=Path, help="output folder (created if missing)")
+    parser.add_argument("--scenes", type=int, default=10, help="number of scenes (default 10)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="first seed; with --split, the first index within the split")
+    parser.add_argument("--split", choices=SPLITS,
+                        help="seed range: train 0..99999, val 100000.., test 200000..")
+    parser.add_argument("--sequence", action="store_true",
+                        help="also write <stem>.sequence.npz (raw per-pose scans, poses, stamps)")
+    parser.add_argument("--bag", action="store_true",
+                        help="also write <stem>_bag/, a rosbag2 (mcap) of the raw scans with "
+                        "/tf, ready for `ros2-inst3d bag` (fixed frame map)")
+    parser.add_argument("--preview", action="store_true",
+                        help="also write <stem>.preview.png coloured by instance")
+    parser.add_argument("--lidar", action="store_true",
+                        help="scan with a spinning 32-beam LiDAR instead of the RGB-D camera")
+    parser.add_argument("--voxel-size", type=float, default=None,
+                        help=f"output resolution in metres (default {SceneParams.voxel_size})")
+    parser.add_argument("--small", action="store_true",
+                        help="cheap small scenes (3-5 m rooms, coarse camera) for smoke tests")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_gen_data(args: argparse.Namespace) -> int:
+    """``ros2-inst3d gen-data``: ``synthetic.scene.generate_dataset`` from the arguments of
+    ``add_gen_data_arguments``; prints a summary line."""
+    import dataclasses
+    import time
+
+    from .synthetic.scene import SceneParams, generate_dataset
+
+    if args.scenes < 1:
+        raise ValueError(f"--scenes must be >= 1, got {args.scenes}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    params = SceneParams.small() if args.small else SceneParams()
+    changes: dict = {}
+    if args.lidar:
+        changes["sensor"] = "lidar"
+    if args.voxel_size is not None:
+        changes["voxel_size"] = float(args.voxel_size)
+    if changes:
+        params = dataclasses.replace(params, **changes)
+    t0 = time.perf_counter()
+    paths = generate_dataset(args.outdir, args.scenes, args.seed, split=args.split,
+                             sequence=args.sequence, preview=args.preview, bag=args.bag,
+                             progress=not args.quiet, params=params, workers=args.workers)
+    dt = time.perf_counter() - t0
+    print(f"wrote {len(paths)} scenes to {args.outdir} in {dt:.1f} s "
+          f"({dt / max(len(paths), 1):.2f} s/scene)")
+    return 0
+
+
+def add_fuzz_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``ros2-inst3d fuzz``: cases per group, seed, JSON output."""
+    from .fuzz import DEFAULT_COUNTS
+
+    for group, default in DEFAULT_COUNTS.items():
+        p.add_argument(f"--{group}", type=int, default=default,
+                       help=f"number of {group} cases (default {default}; 0 skips the group)")
+    p.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
+    p.add_argument("--json", type=Path, help="also write the table and failures as JSON")
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    """``ros2-inst3d fuzz``: print the table and every failure; exit 1 if any case failed."""
+    import json
+
+    from .fuzz import GROUPS, format_table, run_campaign
+
+    counts = {g: getattr(args, g) for g in GROUPS}
+    results = run_campaign(counts, seed=args.seed, cli_main=main)
+    print(format_table(results))
+    for r in results:
+        for failure in r.failures:
+            print(f"FAIL {r.name}: {failure}")
+    if args.json:
+        args.json.write_text(json.dumps({"seed": args.seed, "counts": counts,
+                                         "groups": [r.row() for r in results],
+                                         "failures": {r.name: r.failures for r in results}},
+                                        indent=1))
+    return 1 if any(r.tracebacks for r in results) else 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``ros2-inst3d train CONFIG``: the training YAML with the flags' overrides → ``train``
+    (or ``--nproc`` data-parallel processes)."""
+    from .config import ConfigError
+    from .train import LOG_NAME, load_train_config, train
+
+    overrides: dict = {}
+    if args.work_dir is not None:
+        overrides["work_dir"] = str(args.work_dir)
+    if args.epochs is not None and args.max_iters is not None:
+        raise ConfigError("give --epochs or --max-iters, not both")
+    if args.epochs is not None:
+        overrides.update({"train.epochs": args.epochs, "train.max_iters": None})
+    if args.max_iters is not None:
+        overrides.update({"train.max_iters": args.max_iters, "train.epochs": None})
+    if args.data_train is not None:
+        overrides["data.train"] = str(args.data_train)
+    if args.data_val is not None:
+        overrides["data.val"] = str(args.data_val)
+    cfg = load_train_config(args.config, overrides)
+    if args.nproc > 1:
+        from .parallel import spawn
+
+        spawn(_train_process, args.nproc, cfg, args.resume, args.device, args.quiet)
+        print(f"trained {cfg.model['name']} with {args.nproc} processes; see "
+              f"{Path(cfg.work_dir) / LOG_NAME}")
+        return 0
+    result = train(cfg, resume=args.resume, device=args.device, quiet=args.quiet)
+    best = result.metrics.get("best")
+    print(f"trained {cfg.model['name']}: {result.epoch} epochs, {result.iteration} iterations; "
+          f"latest {result.latest}" + (f", best {result.best} (score {best['score']:.4f} after "
+                                        f"epoch {best['epoch']})" if best and result.best else ""))
+    return 0
+
+
+def _train_process(cfg, resume: Path | None, device: str | None, quiet: bool) -> None:
+    """One data-parallel trainer of ``train --nproc`` (module level: spawn pickles it)."""
+    import os
+
+    from .train import train
+
+    logging.basicConfig(level=logging.INFO if os.environ.get("RANK") == "0" else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    train(cfg, resume=resume, device=device, quiet=quiet)
+
+
+def cmd_export_weights(args: argparse.Namespace) -> int:
+    """``ros2-inst3d export-weights CKPT OUT [--half]``."""
+    from .train import export_weights
+
+    out = export_weights(args.checkpoint_file, args.out, half=args.half)
+    size = out.stat().st_size / 2**20
+    print(f"wrote {out} ({size:.2f} MiB, {'float16' if args.half else 'float32'} weights)")
+    return 0
+
+
+def add_train_commands(sub) -> None:
+    """Register ``train`` and ``export-weights`` on the CLI's sub-parsers."""
+    p = sub.add_parser(
+        "train", help="train SoftGroup / PointGroup from a training YAML (config/train/*.yaml)",
+        description="Train a model on labelled scenes; writes WORK_DIR/log.jsonl, latest.pth, "
+        "best.pth (by validation AP) and optionally epoch_XXX.pth. Example: ros2-inst3d gen-data "
+        "data/synthetic/train --split train --scenes 240 && ros2-inst3d gen-data "
+        "data/synthetic/val --split val --scenes 50 && ros2-inst3d train "
+        "config/train/softgroup_synthetic.yaml")
+    p.add_argument("config", type=Path, metavar="CONFIG", help="training YAML")
+    p.add_argument("--work-dir", type=Path, help="work_dir override")
+    p.add_argument("--resume", type=Path, metavar="CKPT",
+                   help="continue from a checkpoint of this config (latest.pth, epoch_XXX.pth)")
+    p.add_argument("--device", help="train.device override (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--epochs", type=int, help="train.epochs override (clears train.max_iters)")
+    p.add_argument("--max-iters", type=int,
+                   help="train.max_iters override (clears train.epochs)")
+    p.add_argument("--data-train", type=Path, help="data.train override")
+    p.add_argument("--data-val", type=Path, help="data.val override")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel training processes on this machine (one per core on CPU, "
+                   "one per GPU; the batch becomes N x data.scenes_per_batch; default 1). For "
+                   "several machines start this command under torchrun instead")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "export-weights", help="slim copy of a training checkpoint for shipping (no optimizer)",
+        description="Write net (float32, or float16 with --half), config, class_names, epoch, "
+        "iteration and metrics of a `train` checkpoint; segment/the node load it as any "
+        "{'net': ...} checkpoint.")
+    p.add_argument("checkpoint_file", type=Path, metavar="CKPT", help="best.pth or latest.pth")
+    p.add_argument("out", type=Path, metavar="OUT", help="e.g. models/softgroup_synthetic.pth")
+    p.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
+    p.set_defaults(func=cmd_export_weights)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -383,13 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow full pickle loading (only for files from a source you trust)")
     p.set_defaults(func=cmd_check_checkpoint)
 
-    from .data.synthetic import add_gen_data_arguments, gen_data_main
-
     p = sub.add_parser("gen-data", help="generate scanned synthetic indoor scenes (.npz)")
     add_gen_data_arguments(p)
-    p.set_defaults(func=gen_data_main)
-
-    from .fuzz import add_fuzz_arguments, fuzz_main
+    p.set_defaults(func=cmd_gen_data)
 
     p = sub.add_parser("fuzz", help="fuzzing campaign: random/corrupt clouds, files, configs, "
                        "checkpoints and bags against every entry point",
@@ -397,18 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "per group (see ros2_inst3d/fuzz.py); exits 1 if any case escaped as a "
                        "traceback or broke the scan account.")
     add_fuzz_arguments(p)
-    p.set_defaults(func=fuzz_main)
+    p.set_defaults(func=cmd_fuzz)
 
-    # Further commands register here (gen-data, eval, bag, train, check-checkpoint).
-    for register in _extra_commands():
-        register(sub)
+    add_train_commands(sub)  # `train` and `export-weights`
     return parser
-
-
-def _extra_commands():
-    from .train import add_train_commands  # `train` and `export-weights`
-
-    return [add_train_commands]
 
 
 def _join_dash_values(argv: list[str]) -> list[str]:

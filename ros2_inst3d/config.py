@@ -16,34 +16,18 @@ Model-intrinsic settings (classes, voxel size, network shape) ship beside the we
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
+from .errors import ConfigError
 from .model.registry import SEGMENTATION_METHODS
+from .schema import build_section, load_yaml_mapping, named_errors, param
+from .schema import read_yaml_file  # noqa: F401 - the loader model YAMLs go through too
 
 # Every method model.name can pick: the two model-free ones, then the learned ones the registry
 # lists (the registry is the one list of learned methods).
 MODEL_NAMES = ("geometric", "lidar", *SEGMENTATION_METHODS)
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, has the wrong type or is out of range."""
-
-
-def param(default: Any, doc: str, *, low: float | None = None, high: float | None = None,
-          choices: Iterable[Any] | None = None, runtime: bool = False, unit: str = "") -> Any:
-    """A schema leaf: default value plus the metadata that documents and validates it.
-
-    ``runtime=True`` marks values the node may change while running (a parameter callback
-    applies them); all others need a restart and are declared read-only.
-    """
-    meta = {"doc": doc, "low": low, "high": high, "runtime": runtime, "unit": unit,
-            "choices": tuple(choices) if choices is not None else None}
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -346,50 +330,6 @@ def schema() -> list[Leaf]:
     return out
 
 
-def _check_value(leaf: Leaf, f: dataclasses.Field, value: Any) -> Any:
-    want = str(f.type)
-    where = f"'{leaf.name}'"
-    if want == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-    elif want == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                raise ConfigError(f"{where} must be an integer, got {value!r}")
-    elif want == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(f"{where} must be finite, got {value!r}")
-    elif want == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
-    elif want == "list[str]":
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where} must be a list of strings, got {value!r}")
-        value = list(value) or [""]
-    elif want == "list[float]":
-        if (not isinstance(value, (list, tuple)) or len(value) != 3
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-            raise ConfigError(f"{where} must be a list of 3 numbers [x, y, z], got {value!r}")
-        value = [float(v) for v in value]
-        if not all(math.isfinite(v) for v in value):
-            raise ConfigError(f"{where} must hold finite numbers, got {value!r}")
-    if leaf.choices is not None and value not in leaf.choices:
-        raise ConfigError(f"{where} must be one of {', '.join(map(str, leaf.choices))}; got {value!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if leaf.low is not None and value < leaf.low:
-            raise ConfigError(f"{where} must be >= {leaf.low}, got {value!r}")
-        if leaf.high is not None and value > leaf.high:
-            raise ConfigError(f"{where} must be <= {leaf.high}, got {value!r}")
-    return value
-
-
 def from_dict(data: Mapping[str, Any] | None) -> Config:
     """Build and validate a :class:`Config` from the nested YAML form; missing leaves keep defaults."""
     if data is None:
@@ -423,24 +363,12 @@ def from_dict(data: Mapping[str, Any] | None) -> Config:
     if non_string:
         raise ConfigError(f"config section names must be strings, got {non_string[0]!r}")
     sections = _section_types()
-    leaves = {l.name: l for l in schema()}
     unknown = [k for k in data if k not in sections]
     if unknown:
         raise ConfigError(f"unknown config section(s) {', '.join(map(repr, unknown))}; "
                           f"known: {', '.join(sections)}")
-    built = {}
-    for sec, sec_cls in sections.items():
-        values = data.get(sec) or {}
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"config section '{sec}' must be a mapping, got {values!r}")
-        fields = {f.name: f for f in dataclasses.fields(sec_cls)}
-        bad = [k for k in values if not isinstance(k, str) or k not in fields]
-        if bad:
-            raise ConfigError(f"unknown parameter(s) {', '.join(f'{sec}.{k!s}' for k in bad)}; "
-                              f"'{sec}' has: {', '.join(fields)}")
-        kwargs = {k: _check_value(leaves[f"{sec}.{k}"], fields[k], v) for k, v in values.items()}
-        built[sec] = sec_cls(**kwargs)
-    cfg = Config(**built)
+    cfg = Config(**{sec: build_section(sec_cls, sec, data.get(sec) or None, noun="parameter")
+                    for sec, sec_cls in sections.items()})
     _check_consistency(cfg)
     return cfg
 
@@ -453,101 +381,23 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError("'input.topics' must name at least one PointCloud2 topic")
 
 
-# A config is a few levels deep; YAML nested deeper is refused before PyYAML recurses into it.
-MAX_YAML_DEPTH = 32
-MAX_YAML_BYTES = 1 << 20
-
-
-def read_yaml_file(path: Path, what: str) -> Any:
-    """``yaml.safe_load`` of a small config file, every failure a one-line ConfigError.
-
-    what: how messages name the file ("config file", "model config"). Refuses files over 1 MiB,
-    nesting deeper than MAX_YAML_DEPTH, non-UTF-8 text, directories and unreadable files.
-    """
-    import yaml
-
-    try:
-        if path.is_dir():
-            raise ConfigError(f"{what} {path} is a directory; give a YAML file")
-        if path.stat().st_size > MAX_YAML_BYTES:
-            raise ConfigError(f"{what} {path} is {path.stat().st_size} bytes; a config is under "
-                              f"{MAX_YAML_BYTES} bytes")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} {path} is not UTF-8 text: {exc.reason} at byte {exc.start}"
-                          ) from None
-    except OSError as exc:
-        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
-    depth = _flow_depth(text)
-    if depth > MAX_YAML_DEPTH:
-        raise ConfigError(f"{what} {path} nests {depth} levels deep; at most {MAX_YAML_DEPTH}")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML: {' '.join(str(exc).split())}"
-                          ) from None
-    except RecursionError:
-        raise ConfigError(f"{what} {path} nests too deep for a config") from None
-    depth = _data_depth(data)
-    if depth > MAX_YAML_DEPTH:
-        raise ConfigError(f"{what} {path} nests {depth} levels deep; at most {MAX_YAML_DEPTH}")
-    return data
-
-
-def _flow_depth(text: str) -> int:
-    """Deepest bracket nesting of YAML flow collections (``[[[...`` / ``{{...``), a cheap bound
-    checked before parsing; block nesting by indentation is bounded by the line length."""
-    depth = deepest = 0
-    for ch in text:
-        if ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth = max(0, depth - 1)
-    return deepest
-
-
-def _data_depth(data: Any) -> int:
-    """Nesting depth of parsed YAML (iterative: a deep document must not exhaust the stack)."""
-    deepest = 0
-    stack = [(data, 1)]
-    seen: set[int] = set()
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if id(item) in seen:   # YAML anchors may share (or cycle through) one object
-                continue
-            seen.add(id(item))
-            deepest = max(deepest, depth)
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
     """Load a YAML config (nested or ROS parameter-file form), apply dotted overrides, validate.
 
     ``path=None`` gives the defaults. Errors name the file and the offending key.
     """
-    import yaml
-
     data: dict[str, Any] = {}
     if path is not None:
         from .resources import config_path
 
         path = config_path(path)
-        data = read_yaml_file(path, "config file") or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
-    try:
+        data = load_yaml_mapping(path, "config file")
+
+    def build() -> Config:
         cfg = from_dict(data)
-        if overrides:
-            cfg = cfg.replace(**overrides)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
-    return cfg
+        return cfg.replace(**overrides) if overrides else cfg
+
+    return named_errors(path, build)
 
 
 def markdown_table() -> str:

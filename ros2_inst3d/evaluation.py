@@ -52,7 +52,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .classes import SCANNET20_CLASSES, thing_classes
+from .classes import S3DIS_CLASSES, SCANNET20_CLASSES, thing_classes
+from .io import PREDICTION_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,6 @@ IOU_THRESHOLDS: np.ndarray = np.append(np.arange(0.5, 0.95, 0.05), 0.25)
 MIN_REGION_SIZE = 100  # opt.min_region_sizes = [100] (points)
 S3DIS_IOU_THRESHOLD = 0.5  # s3dis_eval.py: self.at, compared with >=
 AGNOSTIC_NAME = "class_agnostic"
-PREDICTION_SUFFIX = ".labels.npz"
 
 
 # --------------------------------------------------------------------------------------------
@@ -603,8 +603,6 @@ class EvalResult:
 
 def default_eval_classes(class_names: Sequence[str]) -> tuple[int, ...]:
     """Classes with instances: the S3DIS table evaluates all 13, others drop the stuff classes."""
-    from .data.datasets import S3DIS_CLASSES
-
     if tuple(class_names) == S3DIS_CLASSES:
         return tuple(range(len(S3DIS_CLASSES)))
     return thing_classes(tuple(class_names))
@@ -815,20 +813,6 @@ def report(result: EvalResult, *, json_out: str | Path | None = None,
     if plot_out is not None:
         plot_pr_curves(result, plot_out)
     return metrics
-
-
-def eval_main(pred_dir: str | Path, gt_dir: str | Path, *, json_out: str | Path | None = None,
-              class_agnostic: bool = False, plot_out: str | Path | None = None,
-              print_fn: Callable[[str], None] | None = print) -> dict:
-    """``ros2-inst3d eval --pred PRED_DIR --gt GT_DIR [--json OUT] [--class-agnostic]``.
-
-    The PNG of precision-recall curves goes to ``plot_out``, or beside ``json_out`` as
-    ``<OUT stem>_pr.png`` when only the JSON path is given.
-    """
-    result = evaluate_dirs(pred_dir, gt_dir, class_agnostic, return_result=True)
-    if plot_out is None and json_out is not None:
-        plot_out = Path(json_out).with_name(Path(json_out).stem + "_pr.png")
-    return report(result, json_out=json_out, plot_out=plot_out, print_fn=print_fn)
 
 
 def predict_scenes(cfg: Any, data_dir: str | Path, *, limit: int | None = None,

@@ -35,6 +35,9 @@ if TYPE_CHECKING:  # only the writers use Instances; reading a file needs none o
 log = logging.getLogger(__name__)
 
 SUPPORTED_EXTENSIONS = (".ply", ".pcd", ".npy", ".npz", ".bin")
+PREDICTION_SUFFIX = ".labels.npz"
+"""``write_results``' per-point labels of scene ``<stem>``: ``<stem>.labels.npz`` (what ``eval
+--pred`` reads; scene folders skip such files)."""
 # float32 spacing reaches 1 mm at 8192 m: beyond it, float64 input coordinates lose precision.
 _FLOAT32_EXACT_M = 8192.0
 
@@ -1068,7 +1071,7 @@ def write_results(outdir: str | os.PathLike[str], stem: str, inst: Instances,
                                  "directory (-o DIR)")
     outdir.mkdir(parents=True, exist_ok=True)
     paths = {"ply": outdir / f"{stem}.instances.ply", "json": outdir / f"{stem}.instances.json",
-             "labels": outdir / f"{stem}.labels.npz"}
+             "labels": outdir / f"{stem}{PREDICTION_SUFFIX}"}
     labels = contiguous_instance_labels(inst)
     # Each file appears whole or not at all (atomic_file): a failed run leaves no torn file.
     with atomic_file(paths["ply"]) as tmp:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .classes import SCANNET20_CLASSES, STUFF_CLASSES
 from .config import Config
+from .errors import SegmentationError
 from .instances import Instances
 from .model.proposals import Proposals, paste_by_score
 from .voxelize import crop_roi
@@ -23,17 +24,11 @@ from .voxelize import crop_roi
 log = logging.getLogger(__name__)
 
 
-class SegmentationError(RuntimeError):
-    """A cloud could not be segmented; ``reason`` is the diagnostics counter it goes to."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
 class PointModel(Protocol):
     """What :class:`Segmenter` runs. Optional attributes it reads when present: ``class_names``
-    (the class table of ``Proposals.class_ids``, default ScanNet-20) and ``device``."""
+    (the class table of ``Proposals.class_ids``, default ScanNet-20), ``stuff_classes`` (class
+    ids that never form instances, from the model's configuration; default: ScanNet-20's wall
+    and floor) and ``device``."""
 
     name: str
 
@@ -84,6 +79,9 @@ class Segmenter:
         self._model_name: str = self.model.name
         self.class_names: tuple[str, ...] = tuple(getattr(self.model, "class_names",
                                                           SCANNET20_CLASSES))
+        # Dropped before fusion: their proposals are regions (a floor, a road), not objects.
+        self.stuff_classes: frozenset[int] = frozenset(
+            int(c) for c in getattr(self.model, "stuff_classes", STUFF_CLASSES))
 
     @property
     def model_name(self) -> str:
@@ -162,7 +160,7 @@ class Segmenter:
             k for k in range(len(p))
             if p.scores[k] >= seg.score_threshold
             and len(p.indices[k]) >= seg.min_points
-            and int(p.class_ids[k]) not in STUFF_CLASSES
+            and int(p.class_ids[k]) not in self.stuff_classes
             and (not wanted or self._name(int(p.class_ids[k])) in wanted)
         ]
         return Proposals([p.indices[k] for k in keep], p.class_ids[keep], p.scores[keep],

@@ -1,6 +1,6 @@
 """Tracking quality on generated sequences with ground truth: ``ros2-inst3d bench --tracking``.
 
-A generated scene's raw scans (``data.synthetic.ScanSequence``: per-pose sensor-frame points
+A generated scene's raw scans (``synthetic.scene.ScanSequence``: per-pose sensor-frame points
 with per-point ground-truth instance, poses, stamps) are replayed through the same
 :class:`~ros2_inst3d.pipeline.StreamPipeline` the bag tool and the node use (PointCloud2 encode →
 decode → TF at each scan's stamp → accumulate → segment → track), segmenting after every scan.
@@ -258,7 +258,7 @@ TRACKING_MODELS = ("geometric", "pointgroup", "softgroup")
 
 def sequence_params(sensor: str, small: bool = False) -> Any:
     """Scene parameters of the tracking benchmark's sequences for ``sensor`` (rgbd / lidar)."""
-    from .data.synthetic import SceneParams
+    from .synthetic.scene import SceneParams
 
     if small:
         return SceneParams.small(sensor=sensor, max_poses=8, lidar_azimuth_steps=512)
@@ -274,7 +274,7 @@ def bench_tracking(models: Sequence[str] = TRACKING_MODELS, sensors: Sequence[st
     segment_ms, tracking_ms}]}``.
     """
     from .config import Config
-    from .data.synthetic import generate_scene, split_seed
+    from .synthetic.scene import generate_scene, split_seed
     from .segmenter import Segmenter
     from .bench import bench_point_model
 

@@ -41,26 +41,23 @@ checkpointed, so a resumed run repeats the iterations an uninterrupted run would
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
 import logging
 import math
-import os
 import random
 import time
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import ConfigError
 from .data.inputs import DEFAULT_VOXEL_SIZE
+from .errors import ConfigError
+from .schema import REQUIRED, build_section, check_keys, check_value, param
 
 if TYPE_CHECKING:  # torch and scipy (augment) load lazily: `ros2-inst3d --help` stays instant
     import torch
@@ -77,21 +74,23 @@ CHECKPOINT_KEYS = ("net", "config", "class_names", "epoch", "iteration", "optimi
 EXPORT_KEYS = ("net", "config", "class_names", "epoch", "iteration", "metrics")
 
 
-def doc(text: str, **limits: Any) -> Any:
-    """Field metadata: the key's documentation plus optional ``low``/``high``/``choices``."""
-    return {"doc": text, **limits}
-
-
 def _default_augmentation() -> Augmentation:
     from .data.augment import Augmentation
 
     return Augmentation()
 
 
-def _type_hints(cls: type) -> dict[str, Any]:
+def _augmentation(values: Any, where: str) -> Augmentation | None:
+    from .data.augment import augmentation_from_dict
+
+    return augmentation_from_dict(values, where)
+
+
+def _annotation_names() -> dict[str, Any]:
+    """Names the schema's annotations use that load lazily (``Augmentation``: scipy)."""
     from .data.augment import Augmentation
 
-    return typing.get_type_hints(cls, localns={"Augmentation": Augmentation})
+    return {"Augmentation": Augmentation}
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,94 +101,99 @@ def _type_hints(cls: type) -> dict[str, Any]:
 class DataConfig:
     """The ``data:`` section."""
 
-    train: str = field(metadata=doc(
+    train: str = param(REQUIRED,
         "Folder of labelled training scenes (.npz / preprocessed .pth); relative to the current "
         "directory. Make the synthetic set with `ros2-inst3d gen-data data/synthetic/train "
-        "--split train --scenes 240`."))
-    val: str | None = field(default=None, metadata=doc(
+        "--split train --scenes 240`.", nonempty=True)
+    val: str | None = param(None,
         "Folder of labelled validation scenes, or null for no validation (then best.pth is not "
-        "written). Synthetic: `ros2-inst3d gen-data data/synthetic/val --split val --scenes 50`."))
-    voxel_size: float | None = field(default=None, metadata=doc(
+        "written). Synthetic: `ros2-inst3d gen-data data/synthetic/val --split val --scenes 50`.",
+        nonempty=True)
+    voxel_size: float | None = param(None,
         "Voxel side in metres; must equal the model's voxel_size (null: take the model's).",
-        low=1e-4, high=1.0))
-    scenes_per_batch: int = field(default=4, metadata=doc(
-        "Scenes per optimizer step (the official batch_size per GPU).", low=1))
-    val_limit: int | None = field(default=None, metadata=doc(
-        "Validate on the first N validation scenes only (null: all).", low=1))
-    augment: Augmentation | None = field(default_factory=_default_augmentation, metadata=doc(
+        low=1e-4, high=1.0)
+    scenes_per_batch: int = param(4,
+        "Scenes per optimizer step (the official batch_size per GPU).", low=1)
+    val_limit: int | None = param(None,
+        "Validate on the first N validation scenes only (null: all).", low=1)
+    augment: Augmentation | None = param(None,
         "Training augmentation, the fields of ros2_inst3d.data.augment.Augmentation (missing "
         "fields keep SoftGroup's ScanNet values at 2 cm voxels; scale elastic, crop_extent and "
-        "crop_step with the voxel size); null: none (centred scenes, no crop)."))
+        "crop_step with the voxel size); null: none (centred scenes, no crop).",
+        factory=_default_augmentation, parse=lambda where, value: _augmentation(value, where))
 
 
 @dataclass(frozen=True)
 class OptimConfig:
     """The ``train:`` section."""
 
-    optimizer: str = field(default="adam", metadata=doc(
-        "adam or adamw (torch.optim).", choices=("adam", "adamw")))
-    lr: float = field(default=0.004, metadata=doc(
-        "Peak learning rate (official SoftGroup/PointGroup-style runs: Adam 0.004).", low=0.0))
-    weight_decay: float = field(default=0.0, metadata=doc(
-        "Weight decay (Adam: L2 added to the gradient; AdamW: decoupled).", low=0.0))
-    epochs: int | None = field(default=None, metadata=doc(
-        "Passes over the training scenes. Give exactly one of epochs and max_iters.", low=1))
-    max_iters: int | None = field(default=None, metadata=doc(
+    optimizer: str = param("adam",
+        "adam or adamw (torch.optim).", choices=("adam", "adamw"), nonempty=True)
+    lr: float = param(0.004,
+        "Peak learning rate (official SoftGroup/PointGroup-style runs: Adam 0.004).", low=0.0)
+    weight_decay: float = param(0.0,
+        "Weight decay (Adam: L2 added to the gradient; AdamW: decoupled).", low=0.0)
+    epochs: int | None = param(None,
+        "Passes over the training scenes. Give exactly one of epochs and max_iters.", low=1)
+    max_iters: int | None = param(None,
         "Optimizer steps in total (the last epoch may be partial). Exactly one of epochs and "
-        "max_iters.", low=1))
-    schedule: str = field(default="cosine", metadata=doc(
+        "max_iters.", low=1)
+    schedule: str = param("cosine",
         "Learning-rate schedule per iteration: cosine (constant until cosine_start, then half a "
-        "cosine down to min_lr) or constant.", choices=("cosine", "constant")))
-    cosine_start: float = field(default=0.0, metadata=doc(
+        "cosine down to min_lr) or constant.", choices=("cosine", "constant"), nonempty=True)
+    cosine_start: float = param(0.0,
         "Fraction of the iterations run at the peak lr before the cosine decay starts (official "
-        "SoftGroup ScanNet: step_epoch 50 of 128 epochs = 0.39).", low=0.0, high=1.0))
-    warmup_iters: int = field(default=0, metadata=doc(
-        "Iterations of linear warm-up from lr/warmup_iters to lr (0: none).", low=0))
-    min_lr: float = field(default=1e-6, metadata=doc(
-        "Learning rate at the end of the cosine (the official cosine_lr clip).", low=0.0))
-    grad_clip_norm: float | None = field(default=None, metadata=doc(
-        "Clip the gradients' global L2 norm to this (null: no clipping).", low=0.0))
-    amp: bool = field(default=False, metadata=doc(
+        "SoftGroup ScanNet: step_epoch 50 of 128 epochs = 0.39).", low=0.0, high=1.0)
+    warmup_iters: int = param(0,
+        "Iterations of linear warm-up from lr/warmup_iters to lr (0: none).", low=0)
+    min_lr: float = param(1e-6,
+        "Learning rate at the end of the cosine (the official cosine_lr clip).", low=0.0)
+    grad_clip_norm: float | None = param(None,
+        "Clip the gradients' global L2 norm to this (null: no clipping).", low=0.0)
+    amp: bool = param(False,
         "Mixed precision (float16 autocast + GradScaler) on CUDA; ignored on CPU. The loss "
-        "scale restarts from its default after --resume."))
-    seed: int = field(default=0, metadata=doc(
-        "Seed of every random draw (augmentation, shuffling, weights, torch).", low=0))
-    val_every: int = field(default=1, metadata=doc(
+        "scale restarts from its default after --resume.")
+    seed: int = param(0,
+        "Seed of every random draw (augmentation, shuffling, weights, torch).", low=0)
+    val_every: int = param(1,
         "Validate every N epochs (and always after the last one); 0: only after the last.",
-        low=0))
-    save_every: int = field(default=1, metadata=doc(
-        "Write latest.pth every N epochs (and always after the last one).", low=1))
-    keep_epoch_checkpoints: bool = field(default=False, metadata=doc(
-        "Also keep epoch_XXX.pth (XXX = finished epochs) at every save."))
-    num_workers: int = field(default=0, metadata=doc(
-        "DataLoader worker processes (0: load in the training process).", low=0))
-    cpu_threads: int | None = field(default=1, metadata=doc(
+        low=0)
+    save_every: int = param(1,
+        "Write latest.pth every N epochs (and always after the last one).", low=1)
+    keep_epoch_checkpoints: bool = param(False,
+        "Also keep epoch_XXX.pth (XXX = finished epochs) at every save.")
+    num_workers: int = param(0,
+        "DataLoader worker processes (0: load in the training process).", low=0)
+    cpu_threads: int | None = param(1,
         "torch threads when training on CPU (null: torch's default). spconv always runs "
-        "single-threaded on CPU; 1 lets several trainings share a machine core by core.", low=1))
-    device: str = field(default="auto", metadata=doc(
-        "auto (CUDA when available), cpu, cuda or cuda:N; the --device flag overrides it."))
-    pretrain: str | None = field(default=None, metadata=doc(
+        "single-threaded on CPU; 1 lets several trainings share a machine core by core.", low=1)
+    device: str = param("auto",
+        "auto (CUDA when available), cpu, cuda or cuda:N; the --device flag overrides it.",
+        nonempty=True)
+    pretrain: str | None = param(None,
         "Weights loaded before a fresh run (ignored by --resume): a checkpoint of this project "
         "or an official one. Tensors whose key and shape fit are loaded, the rest keep their "
         "initialisation (the official `pretrain`: the instance stage starts from the backbone "
-        "run). Relative to the current directory."))
+        "run). Relative to the current directory.",
+        nonempty=True)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """A whole training YAML, validated; ``model`` is the resolved model mapping."""
 
-    model: dict[str, Any] = field(metadata=doc(
+    model: dict[str, Any] = param(REQUIRED,
         "Model YAML path (config/models/*.yaml; looked up beside this file, then in the "
-        "package's config/ folder) or an inline mapping with name and constructor arguments."))
-    data: DataConfig = field(metadata=doc("Training and validation data (see DataConfig)."))
-    train: OptimConfig = field(default_factory=OptimConfig, metadata=doc(
-        "Optimization, schedule, validation and checkpoint cadence (see OptimConfig)."))
-    work_dir: str = field(default="work_dirs/train", metadata=doc(
+        "package's config/ folder) or an inline mapping with name and constructor arguments.")
+    data: DataConfig = param(REQUIRED, "Training and validation data (see DataConfig).")
+    train: OptimConfig = param(None,
+        "Optimization, schedule, validation and checkpoint cadence (see OptimConfig).",
+        factory=OptimConfig)
+    work_dir: str = param("work_dirs/train",
         "Output folder (log.jsonl, latest.pth, best.pth, epoch_XXX.pth); relative to the "
-        "current directory; --work-dir overrides it."))
-    model_source: str = field(default="<inline>", metadata=doc(
-        "Where the model mapping came from (filled in by load_train_config, not a YAML key)."))
+        "current directory; --work-dir overrides it.", nonempty=True)
+    model_source: str = param("<inline>",
+        "Where the model mapping came from (filled in by load_train_config, not a YAML key).")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (what checkpoints store as ``train_config``)."""
@@ -197,112 +201,6 @@ class TrainConfig:
 
 
 YAML_KEYS = ("model", "data", "train", "work_dir")
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
-
-
-def _check_value(where: str, tp: Any, value: Any, meta: Mapping[str, Any]) -> Any:
-    """``value`` converted to the field type ``tp``, or a ConfigError naming ``where``."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType) and type(None) in args:
-        if value is None:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check_value(where, inner[0], value, meta)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"'{where}' must be true or false, got {value!r}")
-    elif tp is int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"'{where}' must be an integer, got {value!r}")
-    elif tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                not math.isfinite(value):
-            raise ConfigError(f"'{where}' must be a finite number, got {value!r}")
-        value = float(value)
-    elif tp is str and (not isinstance(value, str) or not value):
-        raise ConfigError(f"'{where}' must be a non-empty string, got {value!r}")
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"'{where}' must be one of {', '.join(choices)}; got {value!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if meta.get("low") is not None and value < meta["low"]:
-            raise ConfigError(f"'{where}' must be >= {meta['low']}, got {value!r}")
-        if meta.get("high") is not None and value > meta["high"]:
-            raise ConfigError(f"'{where}' must be <= {meta['high']}, got {value!r}")
-    return value
-
-
-def _check_keys(where: str, values: Any, known: typing.Iterable[str]) -> dict[str, Any]:
-    known = list(known)
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"'{where}' must be a mapping of {', '.join(known)}; got {values!r}")
-    unknown = [k for k in values if k not in known]
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}; "
-                          f"'{where}' has: {', '.join(known)}")
-    return dict(values)
-
-
-def _build_section(cls: type, where: str, values: Any) -> Any:
-    """Instantiate a schema dataclass from a YAML mapping, checking every key and value."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values = _check_keys(where, values if values is not None else {}, fields)
-    hints = _type_hints(cls)
-    kwargs = {}
-    for key, value in values.items():
-        if cls is DataConfig and key == "augment":
-            kwargs[key] = parse_augmentation(value, f"{where}.augment")
-        else:
-            kwargs[key] = _check_value(f"{where}.{key}", hints[key], value, fields[key].metadata)
-    missing = [name for name, f in fields.items() if name not in kwargs
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(f"'{where}' needs {', '.join(f'{where}.{k}' for k in missing)} "
-                          f"({fields[missing[0]].metadata['doc']})")
-    return cls(**kwargs)
-
-
-def parse_augmentation(values: Any, where: str = "data.augment") -> Augmentation | None:
-    """An :class:`Augmentation` from a YAML mapping (missing fields keep their defaults);
-    ``null`` / ``false`` turns augmentation off."""
-    from .data.augment import Augmentation
-
-    if values is None or values is False:
-        return None
-    fields = {f.name: f for f in dataclasses.fields(Augmentation)}
-    values = _check_keys(where, values, fields)
-    hints = _type_hints(Augmentation)
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{where}.{key}"
-        if key == "elastic":
-            pairs = value or ()
-            if not isinstance(pairs, (list, tuple)) or not all(
-                    isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
-                raise ConfigError(f"'{name}' must be a list of [granularity, magnitude] pairs in "
-                                  f"voxels (e.g. [[2, 16], [8, 64]]) or [], got {value!r}")
-            kwargs[key] = tuple((_check_value(name, float, g, {"low": 1e-6}),
-                                 _check_value(name, float, m, {"low": 0.0})) for g, m in pairs)
-        elif key == "scale_range":
-            if value is None:
-                kwargs[key] = None
-                continue
-            if not isinstance(value, (list, tuple)) or len(value) != 2:
-                raise ConfigError(f"'{name}' must be [low, high] or null, got {value!r}")
-            lo, hi = (_check_value(name, float, v, {"low": 1e-6}) for v in value)
-            if lo > hi:
-                raise ConfigError(f"'{name}' low {lo} is above high {hi}")
-            kwargs[key] = (lo, hi)
-        else:
-            limits = {"low": 0.0} if key != "prob" else {"low": 0.0, "high": 1.0}
-            kwargs[key] = _check_value(name, hints[key], value, limits)
-    return Augmentation(**kwargs)
 
 
 def resolve_model_config(value: Any, base_dir: Path | None = None) -> tuple[dict[str, Any], str]:
@@ -344,13 +242,13 @@ def resolve_model_config(value: Any, base_dir: Path | None = None) -> tuple[dict
 def train_config_from_dict(data: Mapping[str, Any], base_dir: Path | None = None
                            ) -> TrainConfig:
     """Validate a training YAML's mapping (see the module docstring) into a :class:`TrainConfig`."""
-    data = _check_keys("<training config>", data, YAML_KEYS)
+    data = check_keys("<training config>", data, YAML_KEYS)
     if "model" not in data:
         raise ConfigError("the training config needs 'model' (a model YAML path or mapping)")
     if "data" not in data:
         raise ConfigError("the training config needs 'data' (with at least data.train)")
     model, source = resolve_model_config(data["model"], base_dir)
-    section = _build_section(DataConfig, "data", data["data"])
+    section = build_section(DataConfig, "data", data["data"], localns=_annotation_names())
     model_voxel = float(model.get("voxel_size", DEFAULT_VOXEL_SIZE))
     if section.voxel_size is None:
         section = dataclasses.replace(section, voxel_size=model_voxel)
@@ -358,14 +256,15 @@ def train_config_from_dict(data: Mapping[str, Any], base_dir: Path | None = None
         raise ConfigError(f"data.voxel_size {section.voxel_size} differs from the model's "
                           f"voxel_size {model_voxel} ({source}); the network is trained and run "
                           "at one voxel size, so make them equal")
-    optim = _build_section(OptimConfig, "train", data.get("train"))
+    optim = build_section(OptimConfig, "train", data.get("train"))
     if (optim.epochs is None) == (optim.max_iters is None):
         raise ConfigError("give exactly one of train.epochs and train.max_iters (got "
                           f"epochs={optim.epochs}, max_iters={optim.max_iters})")
     if optim.schedule == "cosine" and optim.min_lr > optim.lr:
         raise ConfigError(f"train.min_lr {optim.min_lr} is above train.lr {optim.lr}: the cosine "
                           "would raise the learning rate")
-    work_dir = _check_value("work_dir", str, data.get("work_dir", "work_dirs/train"), {})
+    work_dir = check_value("work_dir", str, data.get("work_dir", "work_dirs/train"),
+                           {"nonempty": True})
     return TrainConfig(model=model, data=section, train=optim, work_dir=work_dir,
                        model_source=source)
 
@@ -374,14 +273,11 @@ def load_train_config(path: str | Path, overrides: Mapping[str, Any] | None = No
                       ) -> TrainConfig:
     """Read and validate a training YAML; ``overrides`` are dotted keys (``train.epochs``,
     ``data.train``, ``work_dir``...) applied before validation. Errors name the file."""
-    from .config import read_yaml_file
     from .resources import config_path
+    from .schema import load_yaml_mapping, named_errors
 
     path = config_path(path, "train")
-    data = read_yaml_file(path, "training config") or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"training config {path} must hold a mapping, got "
-                          f"{type(data).__name__}")
+    data = load_yaml_mapping(path, "training config")
     for key, value in (overrides or {}).items():
         *parents, leaf = key.split(".")
         node = data
@@ -390,10 +286,7 @@ def load_train_config(path: str | Path, overrides: Mapping[str, Any] | None = No
             if not isinstance(node, dict):
                 raise ConfigError(f"{path}: cannot override {key}: '{p}' is not a mapping")
         node[leaf] = value
-    try:
-        return train_config_from_dict(data, path.parent)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    return named_errors(path, lambda: train_config_from_dict(data, path.parent))
 
 
 # --------------------------------------------------------------------------------------------
@@ -667,7 +560,7 @@ def validate(model: Any, dataset: Any, device: Any, class_names: list[str],
     import torch
     from tqdm import tqdm
 
-    from .data.datasets import batch_to_device, collate
+    from .data.batching import batch_to_device, collate
     from .evaluation import Prediction, evaluate
 
     count = len(dataset) if limit is None else min(limit, len(dataset))
@@ -778,333 +671,343 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, device: str | N
     if dev.type == "cpu" and cfg.train.cpu_threads:
         torch.set_num_threads(cfg.train.cpu_threads)
     try:
-        return _train(cfg, dev, resume, quiet)
+        return Trainer(cfg, dev, resume=resume, quiet=quiet).run()
     finally:  # the thread count is process-wide: give the caller its own back
         torch.set_num_threads(previous_threads)
 
 
-def _train(cfg: TrainConfig, dev: torch.device, resume: str | Path | None, quiet: bool
-           ) -> TrainResult:
-    import torch
-    from tqdm import tqdm
+class Trainer:
+    """One training run of :func:`train`: the model, data, optimiser and schedule are built in
+    the constructor (in this order: the random draws of a run depend on it), ``run`` then loops
+    ``run_epoch`` / ``validate_epoch`` / ``save`` and returns the :class:`TrainResult`.
 
-    from .data.datasets import SceneDataset, batch_to_device, collate
-    from .model.backbone import single_threaded_spconv
-    from .model.registry import build_model
-    from .parallel import average_gradients, barrier, init_process_group
+    State a resume restores: the weights, optimiser and scheduler, ``start_epoch`` (finished
+    epochs), ``iteration`` (finished optimizer steps), ``metrics`` and the best score so far.
+    """
 
-    opt = cfg.train
-    group = init_process_group(dev)
-    amp = bool(opt.amp and dev.type == "cuda")
-    if opt.amp and not amp:
-        log.info("train.amp is on but the device is %s: training in float32 (AMP is CUDA-only)",
-                 dev)
-    work_dir = Path(cfg.work_dir)
-    if work_dir.exists() and not work_dir.is_dir():
-        raise ConfigError(f"work_dir {work_dir} is an existing file; give a directory")
-    if resume is None and group.is_main and (work_dir / LATEST).is_file():
-        log.warning("%s already holds a training run: its log.jsonl and checkpoints will be "
-                    "overwritten (--resume %s continues it instead)", work_dir, work_dir / LATEST)
+    def __init__(self, cfg: TrainConfig, dev: torch.device, *, resume: str | Path | None = None,
+                 quiet: bool = False) -> None:
+        from .parallel import init_process_group
 
-    seed_everything(opt.seed)
-    model = build_model(cfg.model)
-    if not hasattr(model, "forward_train") or not hasattr(model, "predict"):
-        raise ConfigError(f"model {cfg.model['name']!r} cannot be trained here: it has no "
-                          "forward_train/predict (train one of the segmentation methods: "
-                          "pointgroup, softgroup, isbnet, mtml)")
-    if opt.pretrain is not None and resume is None:
-        load_pretrained(model, opt.pretrain)
-    model.to(dev)
-    frozen = freeze_modules(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ConfigError("every parameter is frozen (fixed_modules); nothing to train")
+        self.cfg, self.opt, self.dev, self.quiet = cfg, cfg.train, dev, quiet
+        self.resume = resume
+        self.group = init_process_group(dev)
+        self.amp = bool(self.opt.amp and dev.type == "cuda")
+        if self.opt.amp and not self.amp:
+            log.info("train.amp is on but the device is %s: training in float32 (AMP is "
+                     "CUDA-only)", dev)
+        self.work_dir = Path(cfg.work_dir)
+        if self.work_dir.exists() and not self.work_dir.is_dir():
+            raise ConfigError(f"work_dir {self.work_dir} is an existing file; give a directory")
+        if resume is None and self.group.is_main and (self.work_dir / LATEST).is_file():
+            log.warning("%s already holds a training run: its log.jsonl and checkpoints will be "
+                        "overwritten (--resume %s continues it instead)", self.work_dir,
+                        self.work_dir / LATEST)
+        seed_everything(self.opt.seed)
+        self._build_model()
+        self._build_data()
+        self._build_optimiser()
+        self.start_epoch, self.iteration = 0, 0
+        self.best_score, self.best_epoch = -math.inf, None
+        self.metrics: dict[str, Any] = {}
+        if resume is not None:
+            self._restore(resume)
 
-    train_set = SceneDataset(cfg.data.train, voxel_size=cfg.data.voxel_size,
-                             augmentation=cfg.data.augment, require_labels=True, seed=opt.seed)
-    class_names = list(train_set.scene(0).class_names)
-    if len(class_names) != model.semantic_classes:
-        raise ConfigError(f"the training scenes use a {len(class_names)}-class table "
-                          f"({class_names[0]}..{class_names[-1]}) but the model has "
-                          f"semantic_classes {model.semantic_classes}")
-    val_set = None
-    if cfg.data.val is not None:
-        val_set = SceneDataset(cfg.data.val, voxel_size=cfg.data.voxel_size, augmentation=None,
-                               class_names=class_names, require_labels=True)
-    # Each rank trains on its own 1/world_size of the scenes (DistributedSampler, drop_last).
-    iters_per_epoch, drop_last = _check_batch_size(len(train_set) // group.world_size,
-                                                   cfg.data.scenes_per_batch)
-    total_iters = opt.max_iters if opt.max_iters is not None else opt.epochs * iters_per_epoch
-    num_epochs = math.ceil(total_iters / iters_per_epoch)
+    # ---- construction -------------------------------------------------------------------------
 
-    if opt.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
-    factor = functools.partial(lr_factor, total_iters=total_iters, schedule=opt.schedule,
-                               warmup_iters=opt.warmup_iters, cosine_start=opt.cosine_start,
-                               min_factor=opt.min_lr / opt.lr if opt.lr > 0 else 0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    def _build_model(self) -> None:
+        """The network (``pretrain`` loaded on a fresh run), on the device, ``fixed_modules``
+        frozen; ``params`` are the ones the optimiser trains."""
+        from .model.registry import build_model
 
-    start_epoch, iteration = 0, 0
-    best_ap, best_epoch = -math.inf, None
-    metrics: dict[str, Any] = {}
-    if resume is not None:
+        model = build_model(self.cfg.model)
+        if not hasattr(model, "forward_train") or not hasattr(model, "predict"):
+            raise ConfigError(f"model {self.cfg.model['name']!r} cannot be trained here: it has "
+                              "no forward_train/predict (train one of the segmentation methods: "
+                              "pointgroup, softgroup, isbnet, mtml)")
+        if self.opt.pretrain is not None and self.resume is None:
+            load_pretrained(model, self.opt.pretrain)
+        model.to(self.dev)
+        self.model = model
+        self.frozen = freeze_modules(model)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ConfigError("every parameter is frozen (fixed_modules); nothing to train")
+
+    def _build_data(self) -> None:
+        """Training and validation sets, the class table, and the run's length in iterations."""
+        from .data.datasets import SceneDataset
+
+        data = self.cfg.data
+        self.train_set = SceneDataset(data.train, voxel_size=data.voxel_size,
+                                      augmentation=data.augment, require_labels=True,
+                                      seed=self.opt.seed)
+        self.class_names = list(self.train_set.scene(0).class_names)
+        semantic_classes = self.model.semantic_classes
+        if len(self.class_names) != semantic_classes:
+            raise ConfigError(f"the training scenes use a {len(self.class_names)}-class table "
+                              f"({self.class_names[0]}..{self.class_names[-1]}) but the model "
+                              f"has semantic_classes {semantic_classes}")
+        self.val_set = None
+        if data.val is not None:
+            self.val_set = SceneDataset(data.val, voxel_size=data.voxel_size, augmentation=None,
+                                        class_names=self.class_names, require_labels=True)
+        # Each rank trains on its own 1/world_size of the scenes (DistributedSampler, drop_last).
+        self.iters_per_epoch, self.drop_last = _check_batch_size(
+            len(self.train_set) // self.group.world_size, data.scenes_per_batch)
+        self.total_iters = (self.opt.max_iters if self.opt.max_iters is not None
+                            else self.opt.epochs * self.iters_per_epoch)
+        self.num_epochs = math.ceil(self.total_iters / self.iters_per_epoch)
+
+    def _build_optimiser(self) -> None:
+        """Adam/AdamW over ``params``, the per-iteration ``lr_factor`` schedule, the AMP scaler."""
+        import torch
+
+        opt = self.opt
+        if opt.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(self.params, lr=opt.lr,
+                                              weight_decay=opt.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(self.params, lr=opt.lr,
+                                               weight_decay=opt.weight_decay)
+        factor = functools.partial(lr_factor, total_iters=self.total_iters, schedule=opt.schedule,
+                                   warmup_iters=opt.warmup_iters, cosine_start=opt.cosine_start,
+                                   min_factor=opt.min_lr / opt.lr if opt.lr > 0 else 0.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    def _restore(self, resume: str | Path) -> None:
+        """Weights, optimiser, scheduler, position and metrics of a checkpoint of this config."""
         ckpt = read_training_checkpoint(resume)
-        if ckpt["config"] != cfg.model:
+        if ckpt["config"] != self.cfg.model:
             raise ConfigError(f"{resume} was trained with another model config than "
-                              f"{cfg.model_source}; resume with the config it was trained with")
-        if ckpt["train_config"].get("train") != cfg.to_dict()["train"]:
+                              f"{self.cfg.model_source}; resume with the config it was trained "
+                              "with")
+        if ckpt["train_config"].get("train") != self.cfg.to_dict()["train"]:
             log.warning("%s: the train: section differs from the checkpoint's; the schedule "
                         "continues from the new one", resume)
-        model.load_state_dict(ckpt["net"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch, iteration = int(ckpt["epoch"]), int(ckpt["iteration"])
-        metrics = dict(ckpt["metrics"] or {})
-        best = metrics.get("best") or {}
+        self.model.load_state_dict(ckpt["net"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.start_epoch, self.iteration = int(ckpt["epoch"]), int(ckpt["iteration"])
+        self.metrics = dict(ckpt["metrics"] or {})
+        best = self.metrics.get("best") or {}
         best_score = best.get("score", best.get("AP"))
         if best_score is not None:
-            best_ap, best_epoch = float(best_score), best.get("epoch")
-        log.info("resumed %s at epoch %d, iteration %d", resume, start_epoch, iteration)
+            self.best_score, self.best_epoch = float(best_score), best.get("epoch")
+        log.info("resumed %s at epoch %d, iteration %d", resume, self.start_epoch,
+                 self.iteration)
 
-    # Created only now, after the model, data and resume checks: a run refused for its input
-    # leaves no half-made work dir behind (checkpoints are written atomically too).
-    if group.is_main:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    jlog = JsonLog(work_dir / LOG_NAME if group.is_main else None, append=resume is not None)
-    if resume is None:
-        jlog.write({"type": "start", "model": cfg.model["name"], "device": str(dev),
-                    "world_size": group.world_size,
-                    "train_scenes": len(train_set), "val_scenes": len(val_set or []),
-                    "iters_per_epoch": iters_per_epoch, "total_iters": total_iters,
-                    "epochs": num_epochs, "config": cfg.to_dict()})
-    else:
-        jlog.write({"type": "resume", "checkpoint": str(resume), "epoch": start_epoch,
-                    "iteration": iteration, "device": str(dev)})
-    log.info("training %s on %s: %d scenes, %d iterations/epoch, %d epochs (%d iterations); "
-             "writing %s", cfg.model["name"], dev, len(train_set), iters_per_epoch, num_epochs,
-             total_iters, work_dir)
-    collate_fn = functools.partial(collate, voxel_size=cfg.data.voxel_size,
-                                   with_coords=model.with_coords)
-    latest = best_path = None
-    done = start_epoch  # finished epochs
-    try:
-        for epoch in range(start_epoch, num_epochs):
-            if iteration >= total_iters:
-                break
-            epoch_seed = _epoch_seed(opt.seed, epoch)
-            torch.manual_seed(epoch_seed)
-            random.seed(epoch_seed)
-            np.random.seed(epoch_seed % 2**32)
-            train_set.set_epoch(epoch)
-            sampler = None
-            if group.parallel:  # same permutation on every rank, a disjoint share each
-                sampler = torch.utils.data.DistributedSampler(
-                    train_set, group.world_size, group.rank, shuffle=True, seed=epoch_seed,
-                    drop_last=True)
-            loader = torch.utils.data.DataLoader(
-                train_set, batch_size=cfg.data.scenes_per_batch, shuffle=sampler is None,
-                sampler=sampler, drop_last=drop_last, collate_fn=collate_fn,
-                num_workers=opt.num_workers, generator=torch.Generator().manual_seed(epoch_seed),
-                worker_init_fn=_seed_worker, pin_memory=dev.type == "cuda")
-            model.train()
-            for module in frozen:
-                module.eval()
-            sums: dict[str, float] = {}
-            steps = 0
-            epoch_start = time.perf_counter()
-            steps_left = min(iters_per_epoch, total_iters - iteration)
-            bar = tqdm(total=steps_left, desc=f"epoch {epoch + 1}/{num_epochs}", unit="it",
-                       disable=quiet or not group.is_main, leave=False, dynamic_ncols=True)
-            tick, cpu_tick = time.perf_counter(), time.process_time()
-            for batch in loader:
-                if iteration >= total_iters:
+    # ---- the run ------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        """Every remaining epoch: train, validate when due, checkpoint when due; then ``end``."""
+        # Created only now, after the model, data and resume checks: a run refused for its input
+        # leaves no half-made work dir behind (checkpoints are written atomically too).
+        if self.group.is_main:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.jlog = JsonLog(self.work_dir / LOG_NAME if self.group.is_main else None,
+                            append=self.resume is not None)
+        self._log_start()
+        self.latest = self.best_path = None
+        done = self.start_epoch  # finished epochs
+        try:
+            for epoch in range(self.start_epoch, self.num_epochs):
+                if self.iteration >= self.total_iters:
                     break
-                data_s = time.perf_counter() - tick
-                batch = batch_to_device(batch, dev)
-                with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
-                    loss, parts = model.forward_train(batch, epoch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"loss is {float(loss)} at epoch {epoch}, iteration {iteration} "
-                        f"(scenes {', '.join(batch['scene_names'])}; parts {parts}); lower "
-                        "train.lr or set train.grad_clip_norm")
-                optimizer.zero_grad(set_to_none=True)
-                # No graph: every trained module sat out this batch (a frozen backbone and no
-                # proposals); the step then only applies the other ranks' gradients.
-                if loss.requires_grad:
-                    # spconv's CPU backward races with several torch threads, as its forward.
-                    with single_threaded_spconv(dev):
-                        scaler.scale(loss).backward()
-                average_gradients(params, group)
-                grad_norm = None
-                if opt.grad_clip_norm is not None:
-                    scaler.unscale_(optimizer)
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, opt.grad_clip_norm))
-                lr = optimizer.param_groups[0]["lr"]
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                iteration += 1
-                steps += 1
-                values = {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                step_s = time.perf_counter() - tick
-                cpu_s = time.process_time() - cpu_tick  # = step_s on an idle core, 1 thread
-                jlog.write({"type": "iter", "epoch": epoch + 1, "iteration": iteration, "lr": lr,
-                            **values, "grad_norm": grad_norm, "data_s": round(data_s, 4),
-                            "time_s": round(step_s, 4), "cpu_s": round(cpu_s, 4),
-                            "num_points": int(batch["xyz"].shape[0]),
-                            "num_voxels": int(batch["coords"].shape[0])})
-                bar.update(1)
-                bar.set_postfix(_running_postfix(sums, steps, lr), refresh=False)
-                tick, cpu_tick = time.perf_counter(), time.process_time()
-            bar.close()
-            done = epoch + 1
-            means = {k: v / max(steps, 1) for k, v in sums.items()}
-            elapsed = time.perf_counter() - epoch_start
-            last = done >= num_epochs or iteration >= total_iters
-            jlog.write({"type": "epoch", "epoch": done, "iteration": iteration, "steps": steps,
-                        "time_s": round(elapsed, 2), **means})
-            log.info("epoch %d/%d  iter %d  %s  (%.1f s, %.2f s/it)", done, num_epochs, iteration,
-                     "  ".join(f"{k} {v:.4f}" for k, v in means.items()), elapsed,
-                     elapsed / max(steps, 1))
-            metrics["train"] = {"epoch": done, **means}
+                self.run_epoch(epoch)
+                done = epoch + 1
+                last = done >= self.num_epochs or self.iteration >= self.total_iters
+                improved = self.validate_epoch(done, last)
+                self.save(done, last, improved)
+            self.jlog.write({"type": "end", "epoch": done, "iteration": self.iteration,
+                             "best": self.metrics.get("best")})
+        finally:
+            self.jlog.close()
+        best_path, latest = self.best_path, self.latest
+        if best_path is None and (self.work_dir / BEST).is_file() and self.best_epoch is not None:
+            best_path = self.work_dir / BEST
+        if latest is None and (self.work_dir / LATEST).is_file():
+            latest = self.work_dir / LATEST
+        self.model.eval()
+        return TrainResult(model=self.model, work_dir=self.work_dir, epoch=done,
+                           iteration=self.iteration, latest=latest, best=best_path,
+                           metrics=self.metrics)
 
-            validate_now = group.is_main and val_set is not None and (
-                last or (opt.val_every > 0 and done % opt.val_every == 0))
-            improved = False
-            if validate_now:
-                t0 = time.perf_counter()
-                result = validate(model, val_set, dev, class_names, cfg.data.val_limit,
-                                  progress=not quiet)
-                summary = _val_summary(result)
-                jlog.write({"type": "val", "epoch": done, "iteration": iteration,
-                            "time_s": round(time.perf_counter() - t0, 2), **summary})
-                log.info("validation after epoch %d: %s", done, "  ".join(
-                    f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float)))
-                metrics["val"] = {"epoch": done, "iteration": iteration, **summary}
-                score = result.score
-                if math.isfinite(score) and score > best_ap:
-                    best_ap, best_epoch, improved = score, done, True
-                    metrics["best"] = {"score": score, "epoch": done, "iteration": iteration,
-                                       **{k: summary[k] for k in ("AP", "AP50", "AP25",
-                                                                  "agnostic_AP50", "mIoU")
-                                          if k in summary}}
-            if group.is_main and (last or done % opt.save_every == 0):
-                args = (model, cfg, class_names, done, iteration, optimizer, scheduler, metrics)
-                latest = save_checkpoint(work_dir / LATEST, *args)
-                if opt.keep_epoch_checkpoints:
-                    save_checkpoint(work_dir / f"epoch_{done:03d}.pth", *args)
-            if improved:
-                best_path = save_checkpoint(work_dir / BEST, model, cfg, class_names, done,
-                                            iteration, optimizer, scheduler, metrics)
-                log.info("new best validation score %.4f: wrote %s", best_ap, best_path)
-            barrier(group)  # the other ranks wait while rank 0 validates and saves
-        jlog.write({"type": "end", "epoch": done, "iteration": iteration,
-                    "best": metrics.get("best")})
-    finally:
-        jlog.close()
-    if best_path is None and (work_dir / BEST).is_file() and best_epoch is not None:
-        best_path = work_dir / BEST
-    if latest is None and (work_dir / LATEST).is_file():
-        latest = work_dir / LATEST
-    model.eval()
-    return TrainResult(model=model, work_dir=work_dir, epoch=done, iteration=iteration,
-                       latest=latest, best=best_path, metrics=metrics)
+    def _log_start(self) -> None:
+        cfg, dev = self.cfg, self.dev
+        if self.resume is None:
+            self.jlog.write({"type": "start", "model": cfg.model["name"], "device": str(dev),
+                             "world_size": self.group.world_size,
+                             "train_scenes": len(self.train_set),
+                             "val_scenes": len(self.val_set or []),
+                             "iters_per_epoch": self.iters_per_epoch,
+                             "total_iters": self.total_iters, "epochs": self.num_epochs,
+                             "config": cfg.to_dict()})
+        else:
+            self.jlog.write({"type": "resume", "checkpoint": str(self.resume),
+                             "epoch": self.start_epoch, "iteration": self.iteration,
+                             "device": str(dev)})
+        log.info("training %s on %s: %d scenes, %d iterations/epoch, %d epochs (%d iterations); "
+                 "writing %s", cfg.model["name"], dev, len(self.train_set),
+                 self.iters_per_epoch, self.num_epochs, self.total_iters, self.work_dir)
+
+    def _loader(self, epoch: int) -> Any:
+        """The epoch's DataLoader: every draw seeded from ``train.seed`` and the epoch."""
+        import torch
+
+        epoch_seed = _epoch_seed(self.opt.seed, epoch)
+        torch.manual_seed(epoch_seed)
+        random.seed(epoch_seed)
+        np.random.seed(epoch_seed % 2**32)
+        self.train_set.set_epoch(epoch)
+        sampler = None
+        if self.group.parallel:  # same permutation on every rank, a disjoint share each
+            sampler = torch.utils.data.DistributedSampler(
+                self.train_set, self.group.world_size, self.group.rank, shuffle=True,
+                seed=epoch_seed, drop_last=True)
+        from .data.batching import collate
+
+        collate_fn = functools.partial(collate, voxel_size=self.cfg.data.voxel_size,
+                                       with_coords=self.model.with_coords)
+        return torch.utils.data.DataLoader(
+            self.train_set, batch_size=self.cfg.data.scenes_per_batch, shuffle=sampler is None,
+            sampler=sampler, drop_last=self.drop_last, collate_fn=collate_fn,
+            num_workers=self.opt.num_workers,
+            generator=torch.Generator().manual_seed(epoch_seed), worker_init_fn=_seed_worker,
+            pin_memory=self.dev.type == "cuda")
+
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass (0-based ``epoch``; may stop early at ``total_iters``): an ``iter`` record per
+        step, then the ``epoch`` record; returns the epoch's mean losses."""
+        from tqdm import tqdm
+
+        loader = self._loader(epoch)
+        self.model.train()
+        for module in self.frozen:
+            module.eval()
+        sums: dict[str, float] = {}
+        steps = 0
+        epoch_start = time.perf_counter()
+        steps_left = min(self.iters_per_epoch, self.total_iters - self.iteration)
+        bar = tqdm(total=steps_left, desc=f"epoch {epoch + 1}/{self.num_epochs}", unit="it",
+                   disable=self.quiet or not self.group.is_main, leave=False,
+                   dynamic_ncols=True)
+        tick, cpu_tick = time.perf_counter(), time.process_time()
+        for batch in loader:
+            if self.iteration >= self.total_iters:
+                break
+            data_s = time.perf_counter() - tick
+            values, grad_norm, lr, batch = self.step(batch, epoch)
+            steps += 1
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            step_s = time.perf_counter() - tick
+            cpu_s = time.process_time() - cpu_tick  # = step_s on an idle core, 1 thread
+            self.jlog.write({"type": "iter", "epoch": epoch + 1, "iteration": self.iteration,
+                             "lr": lr, **values, "grad_norm": grad_norm,
+                             "data_s": round(data_s, 4), "time_s": round(step_s, 4),
+                             "cpu_s": round(cpu_s, 4), "num_points": int(batch["xyz"].shape[0]),
+                             "num_voxels": int(batch["coords"].shape[0])})
+            bar.update(1)
+            bar.set_postfix(_running_postfix(sums, steps, lr), refresh=False)
+            tick, cpu_tick = time.perf_counter(), time.process_time()
+        bar.close()
+        done = epoch + 1
+        means = {k: v / max(steps, 1) for k, v in sums.items()}
+        elapsed = time.perf_counter() - epoch_start
+        self.jlog.write({"type": "epoch", "epoch": done, "iteration": self.iteration,
+                         "steps": steps, "time_s": round(elapsed, 2), **means})
+        log.info("epoch %d/%d  iter %d  %s  (%.1f s, %.2f s/it)", done, self.num_epochs,
+                 self.iteration, "  ".join(f"{k} {v:.4f}" for k, v in means.items()), elapsed,
+                 elapsed / max(steps, 1))
+        self.metrics["train"] = {"epoch": done, **means}
+        return means
+
+    def step(self, batch: dict[str, Any], epoch: int
+             ) -> tuple[dict[str, float], float | None, float, dict[str, Any]]:
+        """One optimizer step on a collated batch: forward, backward, gradient averaging over
+        the ranks, optional clipping, step, schedule. Returns (loss and its parts, gradient norm
+        before clipping or None, the step's lr, the batch on the device)."""
+        import torch
+
+        from .data.batching import batch_to_device
+        from .model.backbone import single_threaded_spconv
+        from .parallel import average_gradients
+
+        batch = batch_to_device(batch, self.dev)
+        with torch.autocast(self.dev.type, dtype=torch.float16, enabled=self.amp):
+            loss, parts = self.model.forward_train(batch, epoch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss is {float(loss)} at epoch {epoch}, iteration {self.iteration} "
+                f"(scenes {', '.join(batch['scene_names'])}; parts {parts}); lower "
+                "train.lr or set train.grad_clip_norm")
+        self.optimizer.zero_grad(set_to_none=True)
+        # No graph: every trained module sat out this batch (a frozen backbone and no
+        # proposals); the step then only applies the other ranks' gradients.
+        if loss.requires_grad:
+            # spconv's CPU backward races with several torch threads, as its forward.
+            with single_threaded_spconv(self.dev):
+                self.scaler.scale(loss).backward()
+        average_gradients(self.params, self.group)
+        grad_norm = None
+        if self.opt.grad_clip_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params,
+                                                             self.opt.grad_clip_norm))
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.iteration += 1
+        values = {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}
+        return values, grad_norm, lr, batch
+
+    def validate_epoch(self, done: int, last: bool) -> bool:
+        """Validate after ``done`` epochs when due (rank 0, every ``val_every`` and the last);
+        writes the ``val`` record; True when the score beat the best so far."""
+        opt = self.opt
+        due = self.group.is_main and self.val_set is not None and (
+            last or (opt.val_every > 0 and done % opt.val_every == 0))
+        if not due:
+            return False
+        t0 = time.perf_counter()
+        result = validate(self.model, self.val_set, self.dev, self.class_names,
+                          self.cfg.data.val_limit, progress=not self.quiet)
+        summary = _val_summary(result)
+        self.jlog.write({"type": "val", "epoch": done, "iteration": self.iteration,
+                         "time_s": round(time.perf_counter() - t0, 2), **summary})
+        log.info("validation after epoch %d: %s", done, "  ".join(
+            f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float)))
+        self.metrics["val"] = {"epoch": done, "iteration": self.iteration, **summary}
+        score = result.score
+        if not (math.isfinite(score) and score > self.best_score):
+            return False
+        self.best_score, self.best_epoch = score, done
+        self.metrics["best"] = {"score": score, "epoch": done, "iteration": self.iteration,
+                                **{k: summary[k] for k in ("AP", "AP50", "AP25",
+                                                           "agnostic_AP50", "mIoU")
+                                   if k in summary}}
+        return True
+
+    def save(self, done: int, last: bool, improved: bool) -> None:
+        """``latest.pth`` (and ``epoch_XXX.pth``) when due, ``best.pth`` when ``improved``; the
+        other ranks wait meanwhile."""
+        from .parallel import barrier
+
+        args = (self.model, self.cfg, self.class_names, done, self.iteration, self.optimizer,
+                self.scheduler, self.metrics)
+        if self.group.is_main and (last or done % self.opt.save_every == 0):
+            self.latest = save_checkpoint(self.work_dir / LATEST, *args)
+            if self.opt.keep_epoch_checkpoints:
+                save_checkpoint(self.work_dir / f"epoch_{done:03d}.pth", *args)
+        if improved:
+            self.best_path = save_checkpoint(self.work_dir / BEST, *args)
+            log.info("new best validation score %.4f: wrote %s", self.best_score, self.best_path)
+        barrier(self.group)  # the other ranks wait while rank 0 validates and saves
 
 
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-
-def train_main(args: argparse.Namespace) -> int:
-    """``ros2-inst3d train CONFIG``: parsed arguments → :func:`train`."""
-    overrides: dict[str, Any] = {}
-    if args.work_dir is not None:
-        overrides["work_dir"] = str(args.work_dir)
-    if args.epochs is not None and args.max_iters is not None:
-        raise ConfigError("give --epochs or --max-iters, not both")
-    if args.epochs is not None:
-        overrides.update({"train.epochs": args.epochs, "train.max_iters": None})
-    if args.max_iters is not None:
-        overrides.update({"train.max_iters": args.max_iters, "train.epochs": None})
-    if args.data_train is not None:
-        overrides["data.train"] = str(args.data_train)
-    if args.data_val is not None:
-        overrides["data.val"] = str(args.data_val)
-    cfg = load_train_config(args.config, overrides)
-    if args.nproc > 1:
-        from .parallel import spawn
-
-        spawn(_train_process, args.nproc, cfg, args.resume, args.device, args.quiet)
-        print(f"trained {cfg.model['name']} with {args.nproc} processes; see "
-              f"{Path(cfg.work_dir) / LOG_NAME}")
-        return 0
-    result = train(cfg, resume=args.resume, device=args.device, quiet=args.quiet)
-    best = result.metrics.get("best")
-    print(f"trained {cfg.model['name']}: {result.epoch} epochs, {result.iteration} iterations; "
-          f"latest {result.latest}" + (f", best {result.best} (score {best['score']:.4f} after "
-                                        f"epoch {best['epoch']})" if best and result.best else ""))
-    return 0
-
-
-def _train_process(cfg: TrainConfig, resume: Path | None, device: str | None, quiet: bool
-                   ) -> None:
-    """One data-parallel trainer of ``train --nproc`` (module level: spawn pickles it)."""
-    logging.basicConfig(level=logging.INFO if os.environ.get("RANK") == "0" else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    train(cfg, resume=resume, device=device, quiet=quiet)
-
-
-def export_weights_main(args: argparse.Namespace) -> int:
-    """``ros2-inst3d export-weights CKPT OUT [--half]``."""
-    out = export_weights(args.checkpoint_file, args.out, half=args.half)
-    size = out.stat().st_size / 2**20
-    print(f"wrote {out} ({size:.2f} MiB, {'float16' if args.half else 'float32'} weights)")
-    return 0
-
-
-def add_train_commands(sub: Any) -> None:
-    """Register ``train`` and ``export-weights`` on the CLI's sub-parsers."""
-    p = sub.add_parser(
-        "train", help="train SoftGroup / PointGroup from a training YAML (config/train/*.yaml)",
-        description="Train a model on labelled scenes; writes WORK_DIR/log.jsonl, latest.pth, "
-        "best.pth (by validation AP) and optionally epoch_XXX.pth. Example: ros2-inst3d gen-data "
-        "data/synthetic/train --split train --scenes 240 && ros2-inst3d gen-data "
-        "data/synthetic/val --split val --scenes 50 && ros2-inst3d train "
-        "config/train/softgroup_synthetic.yaml")
-    p.add_argument("config", type=Path, metavar="CONFIG", help="training YAML")
-    p.add_argument("--work-dir", type=Path, help="work_dir override")
-    p.add_argument("--resume", type=Path, metavar="CKPT",
-                   help="continue from a checkpoint of this config (latest.pth, epoch_XXX.pth)")
-    p.add_argument("--device", help="train.device override (auto, cpu, cuda, cuda:N)")
-    p.add_argument("--epochs", type=int, help="train.epochs override (clears train.max_iters)")
-    p.add_argument("--max-iters", type=int,
-                   help="train.max_iters override (clears train.epochs)")
-    p.add_argument("--data-train", type=Path, help="data.train override")
-    p.add_argument("--data-val", type=Path, help="data.val override")
-    p.add_argument("--nproc", type=int, default=1, metavar="N",
-                   help="data-parallel training processes on this machine (one per core on CPU, "
-                   "one per GPU; the batch becomes N x data.scenes_per_batch; default 1). For "
-                   "several machines start this command under torchrun instead")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=train_main)
-
-    p = sub.add_parser(
-        "export-weights", help="slim copy of a training checkpoint for shipping (no optimizer)",
-        description="Write net (float32, or float16 with --half), config, class_names, epoch, "
-        "iteration and metrics of a `train` checkpoint; segment/the node load it as any "
-        "{'net': ...} checkpoint.")
-    p.add_argument("checkpoint_file", type=Path, metavar="CKPT", help="best.pth or latest.pth")
-    p.add_argument("out", type=Path, metavar="OUT", help="e.g. models/softgroup_synthetic.pth")
-    p.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
-    p.set_defaults(func=export_weights_main)
-
-
-__all__ = ["DataConfig", "OptimConfig", "TrainConfig", "TrainResult", "add_train_commands",
+__all__ = ["DataConfig", "OptimConfig", "TrainConfig", "TrainResult", "Trainer",
            "export_weights", "load_train_config", "lr_factor", "read_log",
            "read_training_checkpoint", "train", "train_config_from_dict", "validate"]

@@ -3,7 +3,6 @@ malformed clouds, both storages; and the real VLP-16 rosbag2 from nebula's test 
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sqlite3
@@ -22,18 +21,17 @@ from ros2_inst3d.bag import (
     POINTCLOUD2,
     SUMMARY_FILE,
     BagError,
-    BagMessage,
     _json_safe,
-    bag_main,
     format_summary,
     output_topic,
     segment_bag,
-    write_scan_bag,
 )
+from ros2_inst3d.cli import main
 from ros2_inst3d.cloud import decode, encode_xyz, ns_to_stamp, stamp_to_ns
 from ros2_inst3d.io import read_cloud
 from ros2_inst3d.msgs import MessageFactory, make_typestore
 from ros2_inst3d.pipeline import OUTPUT_TYPES
+from ros2_inst3d.testing import BagMessage, write_scan_bag
 from ros2_inst3d.transforms import (
     apply_transform,
     inverse_matrix,
@@ -312,12 +310,11 @@ def test_tf_arriving_after_the_scan_is_waited_for(tmp_path):
     assert patient["scans"]["processed"] + patient["scans"]["merged"] == 3
 
 
-def test_bag_main_prints_the_account_and_honours_the_storage(tmp_path, capsys):
+def test_bag_command_prints_the_account_and_honours_the_storage(tmp_path, capsys):
     small_bag(tmp_path / "in", 2 * MS, "mcap")
-    args = argparse.Namespace(input=tmp_path / "in", output=tmp_path / "out", topics=None,
-                              fixed_frame="odom", distro="jazzy", storage="sqlite3", limit=None,
-                              tf_wait=None, no_progress=True)
-    assert bag_main(args, lidar_config()) == 0
+    assert main(["bag", str(tmp_path / "in"), str(tmp_path / "out"), "--model", "geometric",
+                 "--fixed-frame", "odom", "--distro", "jazzy", "--storage", "sqlite3",
+                 "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "input scans on /points: 3 = " in printed
     assert "(sqlite3, rosbag2 v8, jazzy definitions, model geometric, fixed frame 'odom')" \

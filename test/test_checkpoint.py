@@ -6,17 +6,18 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ros2_inst3d.model.checkpoint import (
     CheckpointError,
     check_checkpoint,
-    check_checkpoint_main,
     load_checkpoint,
     match_state_dict,
     read_checkpoint,
 )
+from ros2_inst3d.cli import main
 from ros2_inst3d.model.registry import build_model, load_model_config
 
 MODEL_CONFIGS = Path(__file__).resolve().parents[1] / "config" / "models"
@@ -214,16 +215,21 @@ def test_check_checkpoint_command_on_a_released_layout(tmp_path, capsys):
     path = tmp_path / "pointgroup_released.pth"
     torch.save({f"module.{k}": v for k, v in to_spconv1(state).items()}, path)
 
-    assert check_checkpoint_main(path, MODEL_CONFIGS / "pointgroup_scannet.yaml") == 0
+    def check(ckpt, model_yaml):
+        return main(["check-checkpoint", str(ckpt), "-c", str(model_yaml)])
+
+    assert check(path, MODEL_CONFIGS / "pointgroup_scannet.yaml") == 0
     out = capsys.readouterr().out
     assert "OK: all 499 model tensors" in out and "spconv 1" in out
 
-    assert check_checkpoint_main(path, MODEL_CONFIGS / "softgroup_scannet.yaml") == 1
+    assert check(path, MODEL_CONFIGS / "softgroup_scannet.yaml") == 1
     out = capsys.readouterr().out
     assert "PROBLEMS" in out and "input_conv.0.weight: [16, 3, 3, 3, 6] vs [32, 3, 3, 3, 6]" in out
     assert "score_unet.blocks.block0.conv_branch.2.weight" in out  # unexpected keys are listed
 
-    assert check_checkpoint_main(tmp_path / "nope.pth", cfg) == 1
+    assert check(tmp_path / "nope.pth", MODEL_CONFIGS / "pointgroup_scannet.yaml") == 1
     assert "does not exist" in capsys.readouterr().err
-    assert check_checkpoint_main(path, {"name": "pointgroup", "chanels": 16}) == 1
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump({"model": {"name": "pointgroup", "chanels": 16}}))
+    assert check(path, typo) == 1
     assert "chanels" in capsys.readouterr().err

@@ -17,9 +17,9 @@ from ros2_inst3d.classes import SCANNET20_CLASSES
 from ros2_inst3d.data.augment import (
     Augmentation, augment, crop_to_budget, elastic_distortion, scene_transform, smoothed_noise,
 )
-from ros2_inst3d.data.datasets import (
-    S3DIS_CLASSES, SceneDataset, collate, find_scene_files, read_scene, scene_stem,
-)
+from ros2_inst3d.classes import S3DIS_CLASSES
+from ros2_inst3d.data.batching import collate
+from ros2_inst3d.data.datasets import SceneDataset, find_scene_files, read_scene, scene_stem
 from ros2_inst3d.data.inputs import OFFICIAL_TEST_YAW, network_input, yaw_matrix
 
 NO_AUG = Augmentation(jitter_std=0.0, flip_x=False, rotate_z=False, scale_range=None, elastic=(),

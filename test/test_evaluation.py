@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ros2_inst3d.classes import SCANNET20_CLASSES
+from ros2_inst3d.cli import main
 from ros2_inst3d.evaluation import (
-    IOU_THRESHOLDS, Prediction, average_precision, eval_main, evaluate, evaluate_dirs,
-    load_prediction,
+    IOU_THRESHOLDS, Prediction, average_precision, evaluate, evaluate_dirs, load_prediction,
 )
 
 CHAIR, SOFA, TABLE, OTHER = 4, 5, 6, 19
@@ -309,7 +309,7 @@ def test_s3dis_metrics_with_overlapping_predictions():
 
 
 def test_s3dis_table_evaluates_all_thirteen_classes():
-    from ros2_inst3d.data.datasets import S3DIS_CLASSES
+    from ros2_inst3d.classes import S3DIS_CLASSES
 
     b = SceneBuilder()
     ceiling = b.block(150, 0, 0)
@@ -564,11 +564,11 @@ def test_evaluate_dirs_json_table_and_plot(tmp_path, capsys):
     # steps [(1-.5)/2, (1-0)/2, (.5-0)/2, 0] = [.25, .5, .25, 0] -> AP = .2 + 1/3 = 0.5333.
     chair_ap = 0.8 * 0.25 + (2 / 3) * 0.5
     out = tmp_path / "out" / "eval.json"
-    metrics = eval_main(gt_dir, gt_dir, json_out=out)
+    assert main(["eval", "--pred", str(gt_dir), "--gt", str(gt_dir), "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "chair" in printed and "average" in printed
     saved = json.loads(out.read_text())
-    assert saved == metrics
+    assert (out.parent / "eval_pr.png").read_bytes()[:4] == b"\x89PNG"
     assert saved["per_class"]["chair"]["AP50"] == pytest.approx(chair_ap)
     assert saved["per_class"]["table"]["AP"] == pytest.approx(1.0)
     assert saved["AP"] == pytest.approx((chair_ap + 1.0) / 2)
@@ -603,7 +603,7 @@ def test_score_sweep_rows_equal_runs_at_each_threshold(tmp_path):
     """One pass at the lowest threshold, filtered afterwards, scores exactly what a run at each
     threshold scores (the filter acts per proposal, before fusion)."""
     from ros2_inst3d.config import load_config
-    from ros2_inst3d.data.synthetic import SceneParams, generate_scene
+    from ros2_inst3d.synthetic.scene import SceneParams, generate_scene
     from ros2_inst3d.evaluation import evaluate_model, sweep_score_thresholds
 
     generate_scene(3, SceneParams.small(), threads=1).save(tmp_path / "scene_3.npz")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ros2_inst3d.data.datasets import collate
+from ros2_inst3d.data.batching import collate
 from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.model.fusion import fuse_by_semantics, push_from_region, region_centre_offsets
 from ros2_inst3d.model.registry import build_model, load_model_config

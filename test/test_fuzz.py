@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from ros2_inst3d.cli import main
 from ros2_inst3d.fuzz import GROUPS, format_table, run_campaign
 
 CI_COUNTS = {"clouds": 300, "files": 120, "configs": 60, "checkpoints": 12, "bags": 5}
@@ -14,7 +15,7 @@ CI_COUNTS = {"clouds": 300, "files": 120, "configs": 60, "checkpoints": 12, "bag
 
 @pytest.fixture(scope="module")
 def campaign():
-    return {r.name: r for r in run_campaign(CI_COUNTS, seed=12)}
+    return {r.name: r for r in run_campaign(CI_COUNTS, seed=12, cli_main=main)}
 
 
 @pytest.mark.parametrize("group", GROUPS)

@@ -17,7 +17,7 @@ import yaml
 
 from ros2_inst3d.classes import SCANNET20_CLASSES, STUFF_CLASSES
 from ros2_inst3d.config import Config, ConfigError
-from ros2_inst3d.data.synthetic import SceneParams, generate_scene
+from ros2_inst3d.synthetic.scene import SceneParams, generate_scene
 from ros2_inst3d.model.backbone import resolve_device
 from ros2_inst3d.model.inference import LearnedModel
 from ros2_inst3d.model.proposals import Proposals
@@ -277,7 +277,8 @@ def test_device_resolution():
 
 def test_the_network_sees_what_training_feeds_it(learned, scene, tmp_path):
     """Inference input = the evaluation dataset's collated batch of the same scene file."""
-    from ros2_inst3d.data.datasets import SceneDataset, collate
+    from ros2_inst3d.data.batching import collate
+    from ros2_inst3d.data.datasets import SceneDataset
 
     dataset = SceneDataset(scene.save(tmp_path / "room.npz"), voxel_size=learned.voxel_size)
     want = collate([dataset[0]], learned.voxel_size, with_coords=learned.with_coords)

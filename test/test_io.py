@@ -34,7 +34,7 @@ from ros2_inst3d.io import (
 from ros2_inst3d.outputs import UNASSIGNED_COLOR, instance_color
 
 SHIPPED_REAL_DATA = Path(__file__).resolve().parent / "data" / "real"
-MESHES = Path(__file__).resolve().parents[1] / "ros2_inst3d" / "data" / "meshes"
+MESHES = Path(__file__).resolve().parents[1] / "ros2_inst3d" / "synthetic" / "meshes"
 # Non-redistributable data (SemanticKITTI: CC BY-NC-SA; mOSD: licence unclear) is never copied
 # into the repository; its tests read the shared folder beside it and skip when it is absent.
 UNSHIPPED_REAL_DATA = Path(os.environ.get("ROS2_INST3D_REAL_DATA",

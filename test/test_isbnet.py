@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from ros2_inst3d.data.datasets import collate
+from ros2_inst3d.data.batching import collate
 from ros2_inst3d.model import isbnet as isbnet_module
 from ros2_inst3d.model.backbone import single_threaded_spconv
-from ros2_inst3d.model.checkpoint import check_checkpoint_main
+from ros2_inst3d.cli import main
 from ros2_inst3d.model.isbnet import ISBNet, padded_ball_query
 from ros2_inst3d.model.registry import build_model
 from test_backbone import MANIFEST_SUFFIX, REFERENCE
@@ -185,7 +185,8 @@ def test_official_scannet_checkpoint_layout_checks(tmp_path, capsys):
              for key, info in manifest["tensors"].items()}
     path = tmp_path / "isbnet_scannet_fake.pth"
     torch.save({"net": state, "epoch": 120}, path)
-    assert check_checkpoint_main(path, REPO / "config" / "models" / "isbnet_scannet.yaml") == 0
+    assert main(["check-checkpoint", str(path), "-c",
+                 str(REPO / "config" / "models" / "isbnet_scannet.yaml")]) == 0
     assert "OK" in capsys.readouterr().out
 
 

@@ -153,7 +153,7 @@ def test_range_adaptive_components_joins_by_the_larger_tolerance():
 
 
 def test_generated_lidar_room_gives_objects():
-    from ros2_inst3d.data.synthetic import SceneParams, generate_scene
+    from ros2_inst3d.synthetic.scene import SceneParams, generate_scene
 
     scene = generate_scene(3, SceneParams(sensor="lidar", max_poses=4, room_size=(5.0, 7.0)))
     cfg = load_config(ROOT / "config" / "lidar_indoor.yaml",

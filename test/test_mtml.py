@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ros2_inst3d.data.datasets import collate
+from ros2_inst3d.data.batching import collate
 from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.model.mtml import MTML
 from ros2_inst3d.model.registry import build_model, load_model_config

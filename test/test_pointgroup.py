@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from ros2_inst3d.data.datasets import Sample, batch_to_device, collate
-from ros2_inst3d.data.synthetic import SceneParams, generate_scene
+from ros2_inst3d.data.batching import Sample, batch_to_device, collate
+from ros2_inst3d.synthetic.scene import SceneParams, generate_scene
 from ros2_inst3d.model import proposal_ops
 from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.model.pointgroup import PointGroup

@@ -18,15 +18,7 @@ import torch
 from config_helpers import lidar_config
 
 from ros2_inst3d.accumulate import ScanAccumulator
-from ros2_inst3d.bag import (
-    POINTCLOUD2,
-    TF_TOPIC,
-    TFMESSAGE,
-    BagMessage,
-    segment_bag,
-    tf_message,
-    write_scan_bag,
-)
+from ros2_inst3d.bag import POINTCLOUD2, TF_TOPIC, TFMESSAGE, segment_bag
 from ros2_inst3d.cli import main
 from ros2_inst3d.cloud import CloudDecodeError, decode, encode_xyz, ns_to_stamp
 from ros2_inst3d.config import ConfigError, Config, from_dict, load_config
@@ -36,6 +28,7 @@ from ros2_inst3d.model.registry import build_model, load_model_config
 from ros2_inst3d.msgs import MessageFactory, make_typestore
 from ros2_inst3d.pipeline import StreamPipeline, TransformUnavailable
 from ros2_inst3d.segmenter import Segmenter
+from ros2_inst3d.testing import BagMessage, tf_message, write_scan_bag
 from ros2_inst3d.transforms import transform_to_matrix
 
 SEC = 1_000_000_000

@@ -6,7 +6,6 @@ a few seconds; the default-size generator is exercised by ``benchmarks/bench_syn
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -19,9 +18,11 @@ from matplotlib.path import Path as MplPath
 from scipy.spatial import cKDTree
 
 from ros2_inst3d.classes import IGNORE_LABEL, SCANNET20_CLASSES, STUFF_CLASSES
-from ros2_inst3d.data import furniture as fm
-from ros2_inst3d.data import layout, scanner, synthetic
-from ros2_inst3d.data.synthetic import (
+from ros2_inst3d.cli import main
+from ros2_inst3d.synthetic import furniture as fm
+from ros2_inst3d.synthetic import layout, scanner
+from ros2_inst3d.synthetic import scene as synthetic
+from ros2_inst3d.synthetic.scene import (
     SPLIT_SIZE,
     SPLITS,
     SceneParams,
@@ -330,11 +331,8 @@ def test_npz_schema_and_readers(tmp_path):
 
 
 def test_gen_data_command(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    synthetic.add_gen_data_arguments(parser)
-    args = parser.parse_args([str(tmp_path / "out"), "--scenes", "2", "--seed", "3", "--small",
-                              "--lidar", "--quiet"])
-    assert synthetic.gen_data_main(args) == 0
+    assert main(["gen-data", str(tmp_path / "out"), "--scenes", "2", "--seed", "3", "--small",
+                 "--lidar", "--quiet"]) == 0
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == ["scene_000003.npz", "scene_000004.npz"]
     with np.load(tmp_path / "out" / files[0], allow_pickle=False) as npz:

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ros2_inst3d.bag import tf_message
+from ros2_inst3d.testing import tf_message
 from ros2_inst3d.msgs import MessageFactory, make_typestore
 from ros2_inst3d.pipeline import TransformUnavailable
 from ros2_inst3d.tf_buffer import TfBuffer

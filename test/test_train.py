@@ -19,8 +19,9 @@ import yaml
 from ros2_inst3d.classes import SCANNET20_CLASSES
 from ros2_inst3d.cli import main
 from ros2_inst3d.config import ConfigError
-from ros2_inst3d.data.datasets import SceneDataset, batch_to_device, collate
-from ros2_inst3d.data.synthetic import SceneParams, generate_scene
+from ros2_inst3d.data.batching import batch_to_device, collate
+from ros2_inst3d.data.datasets import SceneDataset
+from ros2_inst3d.synthetic.scene import SceneParams, generate_scene
 from ros2_inst3d.model.registry import build_model, load_model_config
 from ros2_inst3d.resources import data_dir
 from ros2_inst3d.train import (

@@ -24,43 +24,75 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 from scipy.interpolate import RegularGridInterpolator
 
+from ..errors import ConfigError
+from ..schema import build_section, check_value, param
 from .inputs import OFFICIAL_TEST_YAW, yaw_matrix
 
 COLOR_SCALE = 127.5  # rgb/127.5 - 1: one normalised colour unit is 127.5 in 0..255 units
 
 
+def _elastic_pairs(where: str, value: Any) -> tuple[tuple[float, float], ...]:
+    """``elastic``: a list of [granularity, magnitude] pairs in voxels (``[]``/null: none)."""
+    pairs = value or ()
+    if not isinstance(pairs, (list, tuple)) or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
+        raise ConfigError(f"'{where}' must be a list of [granularity, magnitude] pairs in "
+                          f"voxels (e.g. [[2, 16], [8, 64]]) or [], got {value!r}")
+    return tuple((check_value(where, float, g, {"low": 1e-6}),
+                  check_value(where, float, m, {"low": 0.0})) for g, m in pairs)
+
+
+def _scale_range(where: str, value: Any) -> tuple[float, float] | None:
+    """``scale_range``: [low, high] (low <= high) or null."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(f"'{where}' must be [low, high] or null, got {value!r}")
+    lo, hi = (check_value(where, float, v, {"low": 1e-6}) for v in value)
+    if lo > hi:
+        raise ConfigError(f"'{where}' low {lo} is above high {hi}")
+    return (lo, hi)
+
+
 @dataclass(frozen=True)
 class Augmentation:
-    """Parameters of ``augment``; the defaults are SoftGroup's ScanNet recipe.
+    """Parameters of ``augment``; the defaults are SoftGroup's ScanNet recipe (the ``data.augment``
+    section of a training YAML, validated by :func:`augmentation_from_dict`)."""
 
-    jitter_std: std of the noise added to the 3x3 transform (0 disables).
-    flip_x: mirror x with probability 1/2.
-    rotate_z: random turn about z in [0, 2 pi); otherwise the fixed official test turn.
-    scale_range: uniform scale range, or None.
-    elastic: (granularity, magnitude) pairs in voxel units, applied in order; () disables.
-    color_noise_std: std of the per-scan colour offset, normalised colour units.
-    prob: probability of each random step (``aug_prob``).
-    max_points: crop budget (None disables cropping). crop_extent: cube side in voxels.
-    crop_step: voxels the xy side shrinks per crop try (SoftGroup: 32 ScanNet, 64 S3DIS).
-    min_points: a crop keeping fewer points drops the sample.
-    """
+    jitter_std: float = param(0.1, "Std of the noise added to the 3x3 transform (0 disables).",
+                              low=0.0)
+    flip_x: bool = param(True, "Mirror x with probability 1/2.")
+    rotate_z: bool = param(True, "Random turn about z in [0, 2 pi); otherwise the fixed official "
+                           "test turn.")
+    scale_range: tuple[float, float] | None = param(
+        (0.95, 1.05), "Uniform scale range [low, high], or null.", parse=_scale_range)
+    elastic: tuple[tuple[float, float], ...] = param(
+        ((6.0, 40.0), (20.0, 160.0)), "(granularity, magnitude) pairs in voxel units, applied "
+        "in order; [] disables.", parse=_elastic_pairs)
+    color_noise_std: float = param(0.1, "Std of the per-scan colour offset, normalised colour "
+                                   "units.", low=0.0)
+    prob: float = param(1.0, "Probability of each random step (``aug_prob``).", low=0.0,
+                        high=1.0)
+    max_points: int | None = param(250_000, "Crop budget in points (null disables cropping).",
+                                   low=0)
+    crop_extent: int = param(512, "Crop cube side in voxels.", low=0)
+    crop_step: int = param(32, "Voxels the xy side shrinks per crop try (SoftGroup: 32 ScanNet, "
+                           "64 S3DIS).", low=0)
+    min_points: int = param(5000, "A crop keeping fewer points drops the sample.", low=0)
 
-    jitter_std: float = 0.1
-    flip_x: bool = True
-    rotate_z: bool = True
-    scale_range: tuple[float, float] | None = (0.95, 1.05)
-    elastic: tuple[tuple[float, float], ...] = ((6.0, 40.0), (20.0, 160.0))
-    color_noise_std: float = 0.1
-    prob: float = 1.0
-    max_points: int | None = 250_000
-    crop_extent: int = 512
-    crop_step: int = 32
-    min_points: int = 5000
+
+def augmentation_from_dict(values: Any, where: str = "data.augment") -> Augmentation | None:
+    """An :class:`Augmentation` from a YAML mapping (missing fields keep their defaults);
+    ``null`` / ``false`` turns augmentation off."""
+    if values is None or values is False:
+        return None
+    return build_section(Augmentation, where, values)
 
 
 @dataclass

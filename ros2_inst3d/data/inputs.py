@@ -1,7 +1,7 @@
 """The network input contract of the official SoftGroup / ISBNet / PointGroup checkpoints.
 
 This module is the one place that turns a cloud into what the sparse U-Net eats. Training
-(``data.datasets.collate``), ``segment``, ``bag`` and the ROS node all go through
+(``data.batching.collate``), ``segment``, ``bag`` and the ROS node all go through
 ``network_input``, so a model sees the same thing at training and at run time
 (research/official-models.md §0 facts 6 and 8, §2.2 steps 1-4, §6):
 

@@ -387,7 +387,7 @@ class InstanceNetwork(SparseUNetBackbone):
         self.voxel_size = float(voxel_size)
 
     def forward_batch(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """``forward_pointwise`` of a batch from ``data.datasets.collate``: ``point_feats``,
+        """``forward_pointwise`` of a batch from ``data.batching.collate``: ``point_feats``,
         ``semantic_logits`` (N, K) and ``offsets`` (N, 3) metres, per point of the batch. Models
         with SSAIFF ``fusion`` also get the points' xyz and batch offsets (per-cloud pooling)."""
         fusion_inputs = ({"xyz": batch["xyz"], "batch_offsets": batch["batch_offsets"]}

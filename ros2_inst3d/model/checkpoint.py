@@ -23,7 +23,6 @@ checkpoint paired with the wrong config "loads" and then runs with random heads
 from __future__ import annotations
 
 import pickle
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +30,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
-from ..config import ConfigError
 
 HAIS_TO_SOFTGROUP = (("intra_ins_unet.", "tiny_unet."),
                      ("intra_ins_outputlayer.", "tiny_unet_outputlayer."),
@@ -311,26 +308,3 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True, *,
         del fitting[key]
     model.load_state_dict(fitting, strict=report.ok)
     return report
-
-
-def check_checkpoint_main(ckpt: str | Path, config: str | Path | Mapping[str, Any], *,
-                          trust_pickle: bool = False) -> int:
-    """``ros2-inst3d check-checkpoint CKPT -c CONFIG``: print the report; 0 if it fits, else 1.
-
-    config: a model YAML path (``config/models/*.yaml``) or its ``model:`` mapping. The model is
-    built on the meta device, so no weights are allocated.
-    """
-    from .registry import build_model, load_model_config
-
-    try:
-        from ..resources import config_path
-
-        cfg_model = dict(config) if isinstance(config, Mapping) else \
-            load_model_config(config_path(config, "models"))
-        model = build_model(cfg_model, device="meta")
-        report = check_checkpoint(ckpt, model, trust_pickle=trust_pickle)
-    except (CheckpointError, ConfigError) as err:
-        print(f"check-checkpoint: {err}", file=sys.stderr)
-        return 1
-    print(report.format())
-    return 0 if report.ok else 1

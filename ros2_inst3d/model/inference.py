@@ -13,8 +13,8 @@ Weights always load through :func:`~ros2_inst3d.model.checkpoint.load_checkpoint
 ``strict=True``, so a checkpoint that does not fit its config is refused with the list of missing,
 unexpected and size-mismatched tensors instead of running with random heads.
 
-A cloud reaches the network exactly as in training (``data.datasets.collate`` over one
-:class:`~ros2_inst3d.data.datasets.Sample`): xyz centred on their mean (the official
+A cloud reaches the network exactly as in training (``data.batching.collate`` over one
+:class:`~ros2_inst3d.data.batching.Sample`): xyz centred on their mean (the official
 preprocessing), features ``[rgb / 127.5 - 1, xyz]``, voxels of the model's ``voxel_size``. Our
 synthetic models are trained without the official fixed test yaw, so none is applied.
 """
@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from ..classes import SCANNET20_CLASSES
-from ..config import ConfigError, ModelConfig
+from ..config import ModelConfig
+from ..errors import ConfigError, SegmentationError
 from .proposals import Proposals
 from .registry import SEGMENTATION_METHODS
 
@@ -148,6 +149,10 @@ class LearnedModel:
         self.network = network.to(self.device).eval()
         self.name: str = str(network.name)
         self.class_names: tuple[str, ...] = class_names
+        # The model config's split (semantic_classes - instance_classes leading classes never
+        # form instances): ScanNet's wall and floor, STPLS3D's ground, SemanticKITTI's 11
+        # background classes, none of S3DIS's 13.
+        self.stuff_classes: frozenset[int] = frozenset(range(network.num_stuff_classes))
         self.voxel_size = float(network.voxel_size)
         self.with_coords = bool(network.with_coords)
         self.source = source
@@ -205,7 +210,7 @@ class LearnedModel:
     def network_batch(self, xyz: np.ndarray, rgb: np.ndarray) -> dict[str, Any]:
         """The collated one-cloud batch (on the model's device) the network sees for ``xyz``
         (N, 3) float, metres, and ``rgb`` (N, 3) in 0..255 units; xyz centred on their mean."""
-        from ..data.datasets import batch_to_device, centred_sample, collate
+        from ..data.batching import batch_to_device, centred_sample, collate
 
         batch = collate([centred_sample("cloud", xyz, rgb)], self.voxel_size,
                         with_coords=self.with_coords)
@@ -221,8 +226,6 @@ class LearnedModel:
         next, smaller cloud can still run).
         """
         import torch
-
-        from ..segmenter import SegmentationError
 
         if rgb is None:
             raise SegmentationError(

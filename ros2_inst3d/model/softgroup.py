@@ -457,7 +457,7 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
                       ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total training loss (scalar, differentiable) and its parts as floats.
 
-        batch: from ``data.datasets.collate`` (+ ``batch_to_device``), labelled. Parts:
+        batch: from ``data.batching.collate`` (+ ``batch_to_device``), labelled. Parts:
         ``semantic_loss``, ``offset_loss`` (with ``fusion`` also ``region_loss``, the region-centre
         offset L1) and, unless ``semantic_only``, ``cls_loss``,
         ``mask_loss``, ``iou_score_loss``, ``num_proposals``, ``num_positive``. The grouping runs

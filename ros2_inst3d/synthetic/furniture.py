@@ -1,5 +1,5 @@
 """Furniture for the synthetic scene generator: parametric models built from primitives, and the
-13 MIT-0 meshes in ``ros2_inst3d/data/meshes`` (see the README there).
+13 MIT-0 meshes in ``ros2_inst3d/synthetic/meshes`` (see the README there).
 
 Every model lives in its own frame: metres, z up, standing on z = 0, its footprint bounding box
 centred on the origin, its *front* facing +y (the side a person uses: the seat of a chair, the
@@ -1234,7 +1234,7 @@ def load_mesh(file: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     path = MESH_DIR / file
     if not path.is_file():
         raise FileNotFoundError(f"furniture mesh {path} is missing; reinstall ros2_inst3d "
-                                "(the meshes ship in ros2_inst3d/data/meshes)")
+                                "(the meshes ship in ros2_inst3d/synthetic/meshes)")
     mesh = o3d.io.read_triangle_mesh(str(path))
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     triangles = np.asarray(mesh.triangles, dtype=np.int64)

@@ -32,7 +32,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -265,7 +265,7 @@ class Scene:
         ``sensor_msgs/PointCloud2`` per pose on ``/points`` (sensor frame, rgb), ``/tf``
         ``room -> <sensor frame>`` at every scan stamp and ``/tf_static`` ``map -> room``
         (identity), so ``ros2-inst3d bag`` and the node (fixed frame ``map``) take it as is."""
-        from ..bag import write_scan_bag
+        from ..testing import write_scan_bag
 
         if self.sequence is None:
             raise ValueError("this scene was generated without its scan sequence; call "
@@ -569,58 +569,6 @@ def generate_dataset(outdir: str | Path, num_scenes: int, seed: int = 0, split: 
         log.info("generated %d scenes in %s: %.0f points/scene (min %d, max %d), %.2f s/scene",
                  len(results), outdir, pts.mean(), pts.min(), pts.max(), secs.mean())
     return [Path(r[0][0]) for r in results]
-
-
-def add_gen_data_arguments(parser) -> None:
-    """Arguments of ``ros2-inst3d gen-data`` on an argparse (sub)parser."""
-    parser.add_argument("outdir", type=Path, help="output folder (created if missing)")
-    parser.add_argument("--scenes", type=int, default=10, help="number of scenes (default 10)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="first seed; with --split, the first index within the split")
-    parser.add_argument("--split", choices=SPLITS,
-                        help="seed range: train 0..99999, val 100000.., test 200000..")
-    parser.add_argument("--sequence", action="store_true",
-                        help="also write <stem>.sequence.npz (raw per-pose scans, poses, stamps)")
-    parser.add_argument("--bag", action="store_true",
-                        help="also write <stem>_bag/, a rosbag2 (mcap) of the raw scans with "
-                        "/tf, ready for `ros2-inst3d bag` (fixed frame map)")
-    parser.add_argument("--preview", action="store_true",
-                        help="also write <stem>.preview.png coloured by instance")
-    parser.add_argument("--lidar", action="store_true",
-                        help="scan with a spinning 32-beam LiDAR instead of the RGB-D camera")
-    parser.add_argument("--voxel-size", type=float, default=None,
-                        help=f"output resolution in metres (default {SceneParams.voxel_size})")
-    parser.add_argument("--small", action="store_true",
-                        help="cheap small scenes (3-5 m rooms, coarse camera) for smoke tests")
-    parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def gen_data_main(args) -> int:
-    """``ros2-inst3d gen-data``: run ``generate_dataset`` from parsed arguments (see
-    ``add_gen_data_arguments``); prints a summary line and returns the exit code 0."""
-    if args.scenes < 1:
-        raise ValueError(f"--scenes must be >= 1, got {args.scenes}")
-    if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    params = SceneParams.small() if getattr(args, "small", False) else SceneParams()
-    changes: dict[str, Any] = {}
-    if getattr(args, "lidar", False):
-        changes["sensor"] = "lidar"
-    if getattr(args, "voxel_size", None) is not None:
-        changes["voxel_size"] = float(args.voxel_size)
-    if changes:
-        params = replace(params, **changes)
-    t0 = time.perf_counter()
-    paths = generate_dataset(args.outdir, args.scenes, args.seed, split=args.split,
-                             sequence=args.sequence, preview=args.preview,
-                             bag=getattr(args, "bag", False),
-                             progress=not getattr(args, "quiet", False), params=params,
-                             workers=getattr(args, "workers", 1))
-    dt = time.perf_counter() - t0
-    print(f"wrote {len(paths)} scenes to {args.outdir} in {dt:.1f} s "
-          f"({dt / max(len(paths), 1):.2f} s/scene)")
-    return 0
 
 
 def raycast_baseline(seed: int, params: SceneParams | None = None, threads: int = 1):
