@@ -146,6 +146,45 @@ def test_backwards_time_jump_resets_the_window(factory):
     assert pipe.stats.time_jumps == 1
 
 
+def test_front_end_clock_jump_poll_and_diagnostics_come_from_the_pipeline(factory):
+    """What the node shows on /diagnostics is the pipeline's own account (the node adds only its
+    input rate and TF rejections)."""
+    cfg = lidar_config().replace(**{"segment.rate_hz": 0.0, "segment.every_n_scans": 2})
+    pipe = StreamPipeline(cfg, Segmenter(cfg), keep_records=True)
+    report = pipe.diagnostic_values()
+    assert report.warning == "no input clouds yet" and report.values["model"] == "geometric"
+    ident = _static_lookup(np.eye(4))
+    pts = np.random.default_rng(0).uniform(0, 1, (100, 3)).astype(np.float32)
+    pipe.ingest("points", cloud_msg(factory, pts, 10 * SEC), ident)
+    assert not pipe.poll(0.0)
+    pipe.ingest("points", cloud_msg(factory, pts + 2, 11 * SEC), ident)
+    assert pipe.poll(0.0)                                    # every_n_scans = 2
+    pipe.ingest("points", cloud_msg(factory, pts, 12 * SEC), lambda *a: np.eye(3))  # not 4x4
+    pipe.note_clock_jump()                                   # e.g. the node's ROS time looped
+    report = pipe.diagnostic_values()
+    values = report.values
+    assert report.warning == "most scans are skipped (see scans_skipped.*)"
+    assert values["scans_received"] == 3 and values["time_jumps"] == 1
+    assert values["scans_skipped.time_jump"] == 2 and values["scans_skipped.no_transform"] == 1
+    assert values["accumulated_points"] == 0 and values["device"] == "cpu"
+    assert values["end_to_end_latency_ms"] == "nan" and values["input_clock_offset_s"] == "0.0"
+    for k in range(2):
+        pipe.ingest("points", cloud_msg(factory, pts + 4 * k, (13 + k) * SEC), ident)
+    report = pipe.diagnostic_values()
+    assert report.warning is None and report.values["accumulated_points"] > 100
+    # Stamps a year behind the clock: reported once, latency not shown, offset shown, a warning.
+    year = 365 * 86400 * SEC
+    assert pipe.record_end_to_end(year + 11 * SEC, 11 * SEC) == pytest.approx(year / SEC)
+    assert pipe.record_end_to_end(year + 12 * SEC, 11 * SEC) is None   # already reported
+    report = pipe.diagnostic_values()
+    assert report.values["end_to_end_latency_ms"] == "nan"
+    assert float(report.values["input_clock_offset_s"]) == pytest.approx(-year / SEC, abs=1)
+    assert "disagree" in report.warning
+    assert pipe.record_end_to_end(12 * SEC + 250_000_000, 12 * SEC) is None
+    report = pipe.diagnostic_values()
+    assert report.values["end_to_end_latency_ms"] == "250.0" and report.warning is None
+
+
 def test_outputs_carry_fixed_frame_and_newest_stamp(factory):
     cfg = lidar_config().replace(**{"input.fixed_frame": "odom", "accumulate.dedupe_voxel": 0.0})
     pipe = StreamPipeline(cfg, Segmenter(cfg))
