@@ -31,10 +31,10 @@ from ros2_inst3d.model.backbone import (
     voxels_to_points,
 )
 from ros2_inst3d.model.registry import (
-    MODEL_REGISTRY,
-    build_model,
+    NETWORKS,
+    build_network,
     load_model_config,
-    register_model,
+    register_network,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ ARCHITECTURE_ONLY_KEYS = {"block_residual", "block_reps"}  # fixed in the offici
 def test_config_builds_exactly_the_official_state_dict(name):
     manifest = json.loads(gzip.decompress((REFERENCE / f"{name}{MANIFEST_SUFFIX}").read_bytes()))
     cfg = load_model_config(MODEL_CONFIGS / f"{name}.yaml")
-    model = build_model(cfg, device="meta")
+    model = build_network(cfg, device="meta")
 
     ours = [(k, list(v.shape), str(v.dtype).removeprefix("torch."))
             for k, v in model.state_dict().items()]
@@ -108,7 +108,7 @@ def load_fixture(name: str) -> tuple[dict, torch.nn.Module, dict]:
     arrays = {k: data[k] for k in data.files}
     meta = json.loads(str(arrays["meta_json"]))
     method = meta["model_class"].rsplit(":", 1)[1].lower()
-    model = build_model({"name": method, **meta["model_kwargs"]})
+    model = build_network({"name": method, **meta["model_kwargs"]})
     state = {k[3:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("sd/")}
     model.load_state_dict(state, strict=True)
     return arrays, model.eval(), meta
@@ -298,7 +298,7 @@ def dense_backbone(model: SparseUNetBackbone, feats, coords, shape):
 
 def random_small_model(channels: int, num_blocks: int, seed: int) -> SparseUNetBackbone:
     torch.manual_seed(seed)
-    model = build_model({"name": "softgroup", "channels": channels, "num_blocks": num_blocks,
+    model = build_network({"name": "softgroup", "channels": channels, "num_blocks": num_blocks,
                          "semantic_only": True})
     for module in model.modules():  # random BN statistics so that mean/var mix-ups show
         if isinstance(module, torch.nn.BatchNorm1d):
@@ -403,7 +403,7 @@ def test_voxels_to_points_gathers_rows():
 
 def test_bn_eps_is_the_official_one():
     # Backbone and point-wise MLPs: 1e-4; ISBNet's instance heads: PyTorch's default 1e-5.
-    model = build_model({"name": "isbnet", "channels": 4, "num_blocks": 2})
+    model = build_network({"name": "isbnet", "channels": 4, "num_blocks": 2})
     instance_heads = ("point_aggregator", "inst_", "mask_tower")
     found = {(name.startswith(instance_heads), type(m).__name__, m.eps)
              for name, m in model.named_modules()
@@ -414,11 +414,11 @@ def test_bn_eps_is_the_official_one():
 
 def test_registry_errors_name_the_choices(tmp_path):
     with pytest.raises(ConfigError, match="softgroup"):
-        build_model({"name": "nosuchnet"})
+        build_network({"name": "nosuchnet"})
     with pytest.raises(ConfigError, match="chanels.*channels"):
-        build_model({"name": "softgroup", "chanels": 4})
+        build_network({"name": "softgroup", "chanels": 4})
     with pytest.raises(ConfigError, match="name"):
-        build_model({"channels": 4})
+        build_network({"channels": 4})
     bad = tmp_path / "bad.yaml"
     bad.write_text("channels: 4\n")
     with pytest.raises(ConfigError, match="model:"):
@@ -427,14 +427,14 @@ def test_registry_errors_name_the_choices(tmp_path):
         load_model_config(tmp_path / "missing.yaml")
 
 
-def test_registry_takes_new_methods():
-    register_model("tiny_test_net", lambda width=2: torch.nn.Linear(width, width))
+def test_registry_takes_new_networks():
+    register_network("tiny_test_net", lambda width=2: torch.nn.Linear(width, width))
     try:
-        assert build_model({"name": "tiny_test_net", "width": 3}).in_features == 3
+        assert build_network({"name": "tiny_test_net", "width": 3}).in_features == 3
         with pytest.raises(ConfigError, match="width"):
-            build_model({"name": "tiny_test_net", "depth": 3})
+            build_network({"name": "tiny_test_net", "depth": 3})
     finally:
-        del MODEL_REGISTRY["tiny_test_net"]
+        del NETWORKS["tiny_test_net"]
 
 
 def test_cpu_backward_matches_the_dense_reference_gradients():

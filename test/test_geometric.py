@@ -9,7 +9,7 @@ from config_helpers import lidar_config
 from ros2_inst3d.classes import OTHERFURNITURE
 from ros2_inst3d.config import GeometricConfig
 from ros2_inst3d.model.geometric import (
-    GeometricSegmenter,
+    GeometricModel,
     fit_plane,
     ransac_plane,
     structure_mask,
@@ -107,7 +107,7 @@ def test_structure_mask_removes_floor_and_walls_but_keeps_the_table_top():
 
 def test_baseline_finds_each_separate_object_once():
     xyz, gt = room_scene()
-    props = GeometricSegmenter().predict_points(xyz)
+    props = GeometricModel().predict_points(xyz)
     assert len(props) == 4
     assert (props.class_ids == OTHERFURNITURE).all()
     for ix in props.indices:
@@ -122,8 +122,8 @@ def test_baseline_finds_each_separate_object_once():
 
 def test_baseline_is_deterministic_and_order_independent_of_nothing_random():
     xyz, _ = room_scene(3)
-    a = GeometricSegmenter().predict_points(xyz)
-    b = GeometricSegmenter().predict_points(xyz)
+    a = GeometricModel().predict_points(xyz)
+    b = GeometricModel().predict_points(xyz)
     assert len(a) == len(b)
     assert all(np.array_equal(x, y) for x, y in zip(a.indices, b.indices))
 

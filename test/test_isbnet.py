@@ -17,7 +17,7 @@ from ros2_inst3d.model import isbnet as isbnet_module
 from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.model.checkpoint import check_checkpoint_main
 from ros2_inst3d.model.isbnet import ISBNet, padded_ball_query
-from ros2_inst3d.model.registry import build_model
+from ros2_inst3d.model.registry import build_network
 from test_backbone import MANIFEST_SUFFIX, REFERENCE
 from test_softgroup import box_scene
 
@@ -35,7 +35,7 @@ def tiny(seed: int = 0, **overrides) -> ISBNet:
            "test_cfg": {"npoint_thresh": 5, "topk": 100, "logit_thresh": 0.0,
                         "type_nms": "matrix"},
            **overrides}
-    return build_model(cfg)
+    return build_network(cfg)
 
 
 def box_batch(seeds=(0,)) -> dict:

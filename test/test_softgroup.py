@@ -17,7 +17,7 @@ from ros2_inst3d.data.datasets import Sample, collate
 from ros2_inst3d.data.synthetic import SceneParams, generate_scene
 from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.model.proposal_ops import mask_offsets
-from ros2_inst3d.model.registry import build_model
+from ros2_inst3d.model.registry import build_network
 from ros2_inst3d.model.softgroup import RefinementOutput, SoftGroup
 from ros2_inst3d.ops import SparseMasks, mask_iou
 
@@ -40,7 +40,7 @@ def tiny(seed: int = 0, grouping: dict | None = None, test: dict | None = None,
            "test_cfg": {"cls_score_thr": 0.001, "mask_score_thr": -0.5, "min_npoint": 5,
                         **(test or {})},
            **overrides}
-    return build_model(cfg)
+    return build_network(cfg)
 
 
 def box_model(seed: int = 0, **kwargs) -> SoftGroup:

@@ -320,14 +320,14 @@ def check_checkpoint_main(ckpt: str | Path, config: str | Path | Mapping[str, An
     config: a model YAML path (``config/models/*.yaml``) or its ``model:`` mapping. The model is
     built on the meta device, so no weights are allocated.
     """
-    from .registry import build_model, load_model_config
+    from .registry import build_network, load_model_config
 
     try:
         from ..resources import config_path
 
         cfg_model = dict(config) if isinstance(config, Mapping) else \
             load_model_config(config_path(config, "models"))
-        model = build_model(cfg_model, device="meta")
+        model = build_network(cfg_model, device="meta")
         report = check_checkpoint(ckpt, model, trust_pickle=trust_pickle)
     except (CheckpointError, ConfigError) as err:
         print(f"check-checkpoint: {err}", file=sys.stderr)

@@ -23,7 +23,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ..classes import OTHERFURNITURE
-from ..config import GeometricConfig
+from ..config import Config, GeometricConfig
 from ..voxelize import voxel_mean, voxelize
 from .proposals import Proposals
 
@@ -247,13 +247,19 @@ def voxel_components(coords: np.ndarray, reach: int) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-class GeometricSegmenter:
-    """RANSAC structure removal + Euclidean voxel clustering; see the module docstring."""
+class GeometricModel:
+    """RANSAC structure removal + Euclidean voxel clustering (the ``geometric`` method, a
+    ``PointModel`` without weights); see the module docstring."""
 
     name = "geometric"
 
     def __init__(self, cfg: GeometricConfig | None = None) -> None:
         self.cfg = cfg or GeometricConfig()
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> GeometricModel:
+        """The method's factory (``registry.METHODS``): the ``geometric`` section of ``cfg``."""
+        return cls(cfg.geometric)
 
     def predict_points(self, xyz: np.ndarray, rgb: np.ndarray | None = None) -> Proposals:
         """Instances of ``xyz`` (N, 3) float32, metres, z up; ``rgb`` is unused."""

@@ -32,7 +32,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ..classes import OTHERFURNITURE
-from ..config import ConfigError, LidarConfig
+from ..config import Config, ConfigError, LidarConfig
 from .proposals import Proposals
 
 DEFAULT_GROWTH_DEG = 0.5   # tolerance growth without a ring field (HDL-64-like beam spacing)
@@ -389,8 +389,9 @@ def cluster_scatter(rel: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return ev[:, 0] / np.maximum(ev[:, 2], 1e-12)
 
 
-class LidarSegmenter:
-    """Ground segmentation + range-adaptive Euclidean clustering + plausibility filters."""
+class LidarClusteringModel:
+    """Ground segmentation + range-adaptive Euclidean clustering + plausibility filters (the
+    ``lidar`` method, a ``PointModel`` without weights)."""
 
     name = "lidar"
     accepts_fields = True  # predict_points takes the cloud's other fields (intensity, ring)
@@ -398,6 +399,11 @@ class LidarSegmenter:
     def __init__(self, cfg: LidarConfig | None = None) -> None:
         self.cfg = cfg or LidarConfig()
         self.ground_method = resolve_ground_method(self.cfg.ground)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> LidarClusteringModel:
+        """The method's factory (``registry.METHODS``): the ``lidar`` section of ``cfg``."""
+        return cls(cfg.lidar)
 
     def predict_points(self, xyz: np.ndarray, rgb: np.ndarray | None = None,
                        fields: Mapping[str, np.ndarray] | None = None) -> Proposals:

@@ -36,7 +36,7 @@ from .masks import SparseMasks, mask_iou, mask_nms, matrix_nms
 from .mean_shift import mean_shift, mean_shift_modes
 from .neighbors import NeighborCSR, ball_query
 from .sampling import farthest_point_sample, instance_aware_fps
-from .segment import segment_reduce
+from .segment_reduce import segment_reduce
 from .voxel_maps import VoxelMaps, voxelize_points
 
 __all__ = [

@@ -19,7 +19,7 @@ from .clustering import cluster_points, connected_components
 from .masks import SparseMasks, mask_iou, mask_nms
 from .neighbors import ball_query
 from .sampling import farthest_point_sample
-from .segment import segment_reduce
+from .segment_reduce import segment_reduce
 from .voxel_maps import voxelize_points
 
 __all__ = ["bench_ops", "format_bench", "synthetic_scene"]

@@ -21,7 +21,7 @@ from ._checks import (
     same_device,
 )
 from .neighbors import ball_query
-from .segment import segment_reduce
+from .segment_reduce import segment_reduce
 from .voxel_maps import voxelize_points
 
 __all__ = ["cluster_points", "connected_components", "renumber_clusters"]
