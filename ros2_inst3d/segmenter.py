@@ -14,7 +14,7 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
-from .classes import SCANNET20_CLASSES, STUFF_CLASSES
+from .classes import SCANNET20_CLASSES, STUFF_CLASSES, class_name
 from .config import Config
 from .instances import Instances
 from .model.proposals import Proposals, paste_by_score
@@ -145,10 +145,7 @@ class Segmenter:
             if p.scores[k] >= seg.score_threshold
             and len(p.indices[k]) >= seg.min_points
             and int(p.class_ids[k]) not in STUFF_CLASSES
-            and (not wanted or self._name(int(p.class_ids[k])) in wanted)
+            and (not wanted or class_name(int(p.class_ids[k]), self.class_names) in wanted)
         ]
         return Proposals([p.indices[k] for k in keep], p.class_ids[keep], p.scores[keep],
                          p.point_class, p.timing_ms)
-
-    def _name(self, class_id: int) -> str:
-        return self.class_names[class_id] if 0 <= class_id < len(self.class_names) else "unknown"
