@@ -6,7 +6,7 @@ Every decision (what to do with a scan, when to segment, what to publish) is mad
 pipeline, where it is tested. Transforms go into the project's own :class:`TfBuffer` (the one the
 bag tool uses), so the node needs no tf2_ros.
 
-Threads (DESIGN §6): subscription callbacks only drop the newest message per topic into a
+Threads: subscription callbacks only drop the newest message per topic into a
 mailbox (and ``/tf`` messages into the buffer); an ingest thread does decode → TF → accumulate and
 polls the trigger; a segmentation thread runs the model and publishes. Waiting for a transform
 happens on the ingest thread, so the executor thread always serves ``/tf`` (ros2/geometry2#327).

@@ -33,7 +33,7 @@ from .transforms import apply_transform
 
 log = logging.getLogger(__name__)
 
-# Output topics, relative so a namespace or remap moves them (DESIGN §6).
+# Output topics, relative so a namespace or remap moves them.
 TOPIC_INSTANCES = "instances"
 TOPIC_CLOUD = "instances/cloud"
 TOPIC_DETECTIONS = "instances/detections"

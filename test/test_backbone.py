@@ -14,14 +14,13 @@ from __future__ import annotations
 import gzip
 import json
 import threading
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from conftest import MANIFEST_SUFFIX, REFERENCE, REPO
 
 from ros2_inst3d.config import ConfigError
 from ros2_inst3d.model.backbone import (
@@ -37,11 +36,7 @@ from ros2_inst3d.model.registry import (
     register_network,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = REPO / "config" / "models"
-# The official manifests and fixtures ship with the repository (test/data/README.md).
-REFERENCE = REPO / "test" / "data" / "reference"
-MANIFEST_SUFFIX = "_state_dict.json.gz"
 
 
 def manifest_names() -> list[str]:

@@ -10,8 +10,7 @@ from ros2_inst3d.data.datasets import collate
 from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.model.fusion import fuse_by_semantics, push_from_region, region_centre_offsets
 from ros2_inst3d.model.registry import build_network, load_model_config
-from test_isbnet import REPO
-from test_softgroup import box_scene
+from conftest import REPO, box_scene
 
 VOXEL = 0.05
 BIG = 30.0  # a logit that makes softmax one-hot to float32 precision

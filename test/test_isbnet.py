@@ -18,10 +18,8 @@ from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.model.checkpoint import check_checkpoint_main
 from ros2_inst3d.model.isbnet import ISBNet, padded_ball_query
 from ros2_inst3d.model.registry import build_network
-from test_backbone import MANIFEST_SUFFIX, REFERENCE
-from test_softgroup import box_scene
+from conftest import MANIFEST_SUFFIX, REFERENCE, REPO, box_scene
 
-REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "test" / "data" / "isbnet_instance_stage.npz"
 VOXEL = 0.05
 

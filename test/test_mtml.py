@@ -11,8 +11,7 @@ from ros2_inst3d.data.datasets import collate
 from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.model.mtml import MTML
 from ros2_inst3d.model.registry import build_network, load_model_config
-from test_isbnet import REPO
-from test_softgroup import box_scene
+from conftest import REPO, box_scene
 
 VOXEL = 0.05
 

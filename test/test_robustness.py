@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from config_helpers import lidar_config
+from conftest import lidar_config
 
 from ros2_inst3d.accumulate import ScanAccumulator
 from ros2_inst3d.bag import (

@@ -27,7 +27,7 @@ default ``eps = 1e-5``, unlike the backbone's 1e-4. :meth:`ISBNet.forward_train`
 * the dynamic convolution runs in chunks of voxels (bounded memory for any cloud size);
 * training: the mask losses see a random subset of ``train_cfg.mask_sample_voxels`` voxels per
   cloud; loss weights, the matching cost and the background weight are ours (``train_cfg``),
-  the official criterion is not in the research notes; the object voxels the aggregators see
+  the official criterion is not in docs/official-models.md; the object voxels the aggregators see
   during training are the predicted ones plus the labelled thing voxels;
 * test: the voxel-count filter is ``npoint_thresh`` scaled by the cloud's voxels per point
   (official: the same number for voxels and points, at 2 cm voxels holding ~1 point each);
@@ -241,7 +241,7 @@ class ISBNet(InstanceNetwork):
 
     in_channels / with_coords / channels / num_blocks / semantic_classes / instance_classes /
     semantic_only / voxel_size as for :class:`~ros2_inst3d.model.softgroup.SoftGroup`. The rest
-    keep the official names and values (research/official-models.md §3.3).
+    keep the official names and values (docs/official-models.md §3.3).
     """
 
     name = "isbnet"

@@ -25,7 +25,7 @@ op                         what                                                 
 :func:`mask_iou`, :func:`mask_nms`  IoU of point masks (dense or sparse), greedy NMS  torch
 =========================  ========================================================  ============
 
-Official counterparts: research/official-models.md §5.
+Official counterparts: docs/official-models.md §5.
 """
 
 from __future__ import annotations

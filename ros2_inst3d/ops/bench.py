@@ -24,7 +24,7 @@ from .voxel_maps import voxelize_points
 
 __all__ = ["bench_ops", "format_bench", "synthetic_scene"]
 
-# SoftGroup's ScanNet grouping settings (research/official-models.md §2.4).
+# SoftGroup's ScanNet grouping settings (docs/official-models.md §2.4).
 RADIUS = 0.04
 MAX_NEIGHBORS = 300
 MIN_SIZE = 50
