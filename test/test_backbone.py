@@ -304,6 +304,7 @@ def random_small_model(channels: int, num_blocks: int, seed: int) -> SparseUNetB
     return model.eval()
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), num_blocks=st.integers(1, 4),
        shape=st.tuples(st.integers(8, 19), st.integers(8, 19), st.integers(8, 19)),
@@ -328,6 +329,7 @@ def test_model_matches_a_dense_reference(seed, num_blocks, shape, density, batch
     torch.testing.assert_close(sparse, dense, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_dense_reference_sees_the_odd_boundary_drop():
     # Guards the reference itself: the fixture's y extent (135) is odd and voxels at y = 134 lose
     # their decoder input; keeping them (a naive floor(p/2)) changes outputs by up to 0.34.

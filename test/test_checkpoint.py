@@ -207,6 +207,7 @@ def test_unreadable_files_are_refused_with_reasons(tmp_path):
         read_checkpoint(no_weights)
 
 
+@pytest.mark.slow
 def test_check_checkpoint_command_on_a_released_layout(tmp_path, capsys):
     # The official PointGroup ScanNet layout (7.7 M parameters), saved as the released file is.
     cfg = load_model_config(MODEL_CONFIGS / "pointgroup_scannet.yaml")

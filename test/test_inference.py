@@ -138,6 +138,7 @@ def test_predict_points_returns_valid_proposals(learned, scene):
     assert all(ms >= 0.0 for ms in proposals.timing_ms.values())
 
 
+@pytest.mark.slow
 def test_predict_points_is_deterministic(learned, scene):
     first = learned.predict_points(scene.xyz, scene.rgb)
     second = learned.predict_points(scene.xyz, scene.rgb)
@@ -192,6 +193,7 @@ def test_segmenter_turns_proposals_into_consistent_instances(checkpoint, scene):
                                    "fusion", "total"}
 
 
+@pytest.mark.slow
 def test_segmenter_score_threshold_drops_low_scores(checkpoint, scene):
     name, path = checkpoint
     everything = Segmenter(learned_config(name, path, **{"segment.score_threshold": 0.0,

@@ -108,6 +108,7 @@ def test_dynamic_convolution_chunks_give_the_same_values_and_gradients(monkeypat
     torch.testing.assert_close(grad_chunked, grad_whole, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_forward_train_gives_finite_losses_and_trains_the_instance_heads():
     model = tiny()
     batch = box_batch((0, 1))
@@ -127,6 +128,7 @@ def test_forward_train_gives_finite_losses_and_trains_the_instance_heads():
         assert sum(float(g.abs().sum()) for g in grads) > 0, name
 
 
+@pytest.mark.slow
 def test_predict_returns_valid_deterministic_proposals():
     model = fixture_model()
     batch = box_batch((0, 1))
@@ -156,6 +158,7 @@ def test_semantic_only_model_predicts_no_instances():
     assert "cls_loss" not in parts and torch.isfinite(loss)
 
 
+@pytest.mark.slow
 def test_isbnet_learns_a_box_scene():
     """Twenty steps on one scene: the instance losses fall (not a convergence test)."""
     model = tiny(seed=3)
@@ -176,6 +179,7 @@ def test_isbnet_learns_a_box_scene():
     assert last["semantic_loss"] < 0.75 * first["semantic_loss"]
 
 
+@pytest.mark.slow
 def test_official_scannet_checkpoint_layout_checks(tmp_path, capsys):
     manifest = json.loads(gzip.decompress(
         (REFERENCE / f"isbnet_scannet{MANIFEST_SUFFIX}").read_bytes()))

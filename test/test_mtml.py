@@ -86,6 +86,7 @@ def test_predict_returns_valid_deterministic_proposals():
         assert set(proposals.timing_ms) == {"backbone", "grouping", "refinement"}
 
 
+@pytest.mark.slow
 def test_mtml_learns_a_box_scene():
     """Twenty steps on one scene: the embedding and direction losses fall."""
     model = tiny(seed=1)

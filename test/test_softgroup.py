@@ -323,6 +323,7 @@ def test_forward_train_keeps_the_first_max_proposal_num_proposals():
     assert parts["num_proposals"] == 5 and np.isfinite(float(total.detach()))
 
 
+@pytest.mark.slow
 def test_a_few_adam_steps_reduce_the_loss():
     model = box_model(seed=1)
     batch = collate([box_scene(2)], VOXEL)
