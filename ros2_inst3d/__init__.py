@@ -1,6 +1,6 @@
 """ros2_inst3d: 3D instance segmentation of live PointCloud2 streams.
 
-This module replaces the one rosidl generates for the package (see DESIGN §8), so it stays
+This module replaces the one rosidl generates for the package (see CMakeLists.txt), so it stays
 light: importing it must not pull torch, open3d or any ROS package.
 """
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .model.registry import BENCHMARK_METHODS
+
 
 def compare(stage: Callable[[], Any], baseline: Callable[[], Any], repeats: int) -> dict:
     """Median thread-CPU and wall seconds of ``stage`` and ``baseline``, called alternately
@@ -84,7 +86,8 @@ def bench_decode(num_points: int = 1_000_000, repeats: int = 5, point_step: int 
     }
 
 
-PIPELINE_MODELS = ("geometric", "pointgroup", "softgroup")
+PIPELINE_MODELS = BENCHMARK_METHODS
+"""Default methods of the pipeline benchmark (``registry.METHODS`` entries with ``benchmark``)."""
 BENCH_SCENE_SEED = 200_010
 """Generated room of the pipeline benchmark: 112,780 points (default ``SceneParams``), 107,901
 after the accumulator's 2 cm dedupe, 21 instances; deterministic from the seed."""
@@ -171,17 +174,18 @@ def run_benchmarks(args: Any) -> dict:
 def bench_point_model(name: str, device: str = "cpu") -> tuple[Any, str]:
     """The model ``name`` for the pipeline benchmark and a description of its weights.
 
-    geometric needs none. A learned model uses its shipped demo weights when this installation
+    A model-free method needs none. A learned model uses its shipped demo weights when this installation
     has them (``models/<name>_synthetic.pth``), else weights freshly initialised (torch seed 0)
     from ``config/models/<name>_synthetic.yaml``: the same network and cost per point, but its
     proposals, and so the grouping and refinement work, are not those of a trained model.
     """
     from .config import Config, ModelConfig
+    from .model.registry import method
 
-    if name == "geometric":
-        from .model.geometric import GeometricSegmenter
+    if not method(name).needs_weights:
+        from .segmenter import build_point_model
 
-        return GeometricSegmenter(Config().geometric), "none needed"
+        return build_point_model(Config().replace(**{"model.name": name})), "none needed"
     from .classes import SCANNET20_CLASSES
     from .model.backbone import resolve_device
     from .model.inference import LearnedModel, shipped_model_config, shipped_weights
@@ -192,11 +196,11 @@ def bench_point_model(name: str, device: str = "cpu") -> tuple[Any, str]:
                 f"shipped {weights.name}")
     import torch
 
-    from .model.registry import build_model, load_model_config
+    from .model.registry import build_network, load_model_config
 
     yaml_path = shipped_model_config(name)
     torch.manual_seed(0)
-    network = build_model(load_model_config(yaml_path))
+    network = build_network(load_model_config(yaml_path))
     classes = (SCANNET20_CLASSES if network.semantic_classes == len(SCANNET20_CLASSES)
                else tuple(f"class{i}" for i in range(network.semantic_classes)))
     model = LearnedModel(network, classes, resolve_device(device), source="random init")

@@ -1,6 +1,6 @@
 """The class table shared by synthetic data, ScanNet data, the official checkpoints and every output.
 
-Contiguous ScanNet-20 indices 0-19 (the SoftGroup/ISBNet convention, DESIGN §4). Wall and floor are
+Contiguous ScanNet-20 indices 0-19 (the SoftGroup/ISBNet convention). Wall and floor are
 "stuff": they get semantic labels but never instances. ``IGNORE_LABEL`` marks points without a label.
 """
 

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .model.registry import SEGMENTATION_METHODS
+from .model.registry import BENCHMARK_METHODS, METHOD_NAMES
 
 log = logging.getLogger("ros2_inst3d")
 
@@ -54,12 +54,10 @@ def _load_config(args: argparse.Namespace):
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from .config import MODEL_NAMES
-
     p.add_argument("-c", "--config", type=Path,
                    help="pipeline config YAML (see `ros2-inst3d params`; a path, or a name in "
                    "the package's config/, e.g. segment); default: the built-in defaults")
-    p.add_argument("--model", choices=MODEL_NAMES,
+    p.add_argument("--model", choices=METHOD_NAMES,
                    help="model.name override (default: softgroup, or the config's)")
     p.add_argument("--model-config", metavar="MODEL_YAML",
                    help="model.config override: the model YAML (a path, or a name in the "
@@ -83,8 +81,7 @@ def print_instance_table(inst) -> None:
     for k in range(inst.num_instances):
         box = inst.obb(k)
         c = inst.centroid(k)
-        name = inst.class_names[inst.class_ids[k]] if 0 <= inst.class_ids[k] < len(
-            inst.class_names) else "unknown"
+        name = inst.class_name(k)
         print(f"{int(inst.ids[k]):>4}  {name:<16}{float(inst.scores[k]):>6.2f}"
               f"{len(inst.indices[k]):>8}  ({c[0]:6.2f},{c[1]:6.2f},{c[2]:5.2f})  "
               f"{box.size[0]:4.2f} x {box.size[1]:4.2f} x {box.size[2]:4.2f}")
@@ -296,11 +293,11 @@ def cmd_check_checkpoint(args: argparse.Namespace) -> int:
     checkpoint fits, else 1. The model is built on the meta device (no weights allocated)."""
     from .config import ConfigError
     from .model.checkpoint import CheckpointError, check_checkpoint
-    from .model.registry import build_model, load_model_config
+    from .model.registry import build_network, load_model_config
     from .resources import config_path
 
     try:
-        model = build_model(load_model_config(config_path(args.config, "models")),
+        model = build_network(load_model_config(config_path(args.config, "models")),
                             device="meta")
         report = check_checkpoint(args.checkpoint_file, model, trust_pickle=args.trust_pickle)
     except (CheckpointError, ConfigError) as err:
@@ -528,8 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cloud sizes for the decode benchmark")
     p.add_argument("--pipeline", action="store_true",
                    help="only the per-stage pipeline benchmark (no decode, no ops)")
-    p.add_argument("--models", nargs="+", choices=["geometric", *SEGMENTATION_METHODS],
-                   help="methods of the pipeline benchmark (default: all three)")
+    p.add_argument("--models", nargs="+", choices=METHOD_NAMES,
+                   help="methods of the pipeline and tracking benchmarks (default: "
+                   f"{', '.join(BENCHMARK_METHODS)})")
     p.add_argument("--devices", nargs="+", choices=["cpu", "cuda"],
                    help="devices of the learned models (default: cpu, and cuda when available)")
     p.add_argument("--seed", type=int,

@@ -8,7 +8,7 @@ messages in the node and ``rosbags`` messages offline.
 The decoder reads each field it needs through a strided numpy view of the data buffer
 (``offset = field.offset``, ``strides = (row_step, point_step)``), so padding inside a point and at
 the end of a row is skipped, and copies the views block by block into the output arrays. It avoids
-the ``sensor_msgs_py.point_cloud2`` pitfalls listed in research/ros2-ecosystem.md §4.2: organised
+the ``sensor_msgs_py.point_cloud2`` pitfalls listed in docs/ros2-ecosystem.md §4.2: organised
 clouds are flattened row-major (not transposed, ros2/common_interfaces#236), mixed field types are
 fine, ``row_step`` padding is honoured, and non-finite points are removed whatever ``is_dense``
 claims.

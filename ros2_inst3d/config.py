@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
-from .model.registry import SEGMENTATION_METHODS
+from .model.registry import METHOD_NAMES, methods_doc
 from .schema import build_section, load_yaml_mapping, named_errors, param
 from .schema import read_yaml_file  # noqa: F401 - the loader model YAMLs go through too
 
-# Every method model.name can pick: the two model-free ones, then the learned ones the registry
-# lists (the registry is the one list of learned methods).
-MODEL_NAMES = ("geometric", "lidar", *SEGMENTATION_METHODS)
+# Every method model.name can pick: the registry is the one list of methods.
+MODEL_NAMES = METHOD_NAMES
 
 
 @dataclass
@@ -194,11 +193,7 @@ class LidarConfig:
 @dataclass
 class ModelConfig:
     name: str = param(
-        "softgroup", "Segmentation method. The learned ones need rgb (shipped weights in "
-        "models/ for softgroup and pointgroup; isbnet and mtml need a model.checkpoint); "
-        "geometric (RANSAC planes + voxel clusters: indoor, table tops) and lidar (ground "
-        "segmentation + range-adaptive clusters: spinning LiDAR) need xyz only.",
-        choices=MODEL_NAMES)
+        "softgroup", f"Segmentation method: {methods_doc()}", choices=MODEL_NAMES)
     config: str = param(
         "", "Model YAML (config/models/*.yaml). Empty: the one embedded in the checkpoint, or the "
         "method's default.")

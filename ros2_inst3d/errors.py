@@ -20,3 +20,7 @@ class SegmentationError(RuntimeError):
 
 
 __all__ = ["ConfigError", "SegmentationError"]
+
+
+class TransformUnavailable(Exception):
+    """No transform from a scan's frame into the fixed frame at its stamp (front ends raise it)."""

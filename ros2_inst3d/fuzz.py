@@ -14,7 +14,7 @@ Five groups, each from its own seeded generator, each case classified as
 Groups and entry points: ``clouds`` (PointCloud2 messages → ``StreamPipeline.ingest``, segment
 and output messages every few scans), ``files`` (``.ply .pcd .npy .npz .bin`` mutations →
 ``io.read_cloud``), ``configs`` (node YAML → ``config.load_config``; model YAML →
-``registry.build_model`` on the meta device), ``checkpoints`` (→ ``LearnedModel.from_config``),
+``registry.build_network`` on the meta device), ``checkpoints`` (→ ``LearnedModel.from_config``),
 ``bags`` (rosbag2 mutations → the ``bag`` command in this process).
 
 The CI subset is ``test/test_fuzz.py``; a long campaign is e.g.
@@ -481,7 +481,7 @@ def random_model_config(rng: np.random.Generator) -> Any:
 
 def fuzz_configs(rng: np.random.Generator, count: int, workdir: Path) -> GroupResult:
     from .config import ConfigError, load_config
-    from .model.registry import build_model, load_model_config
+    from .model.registry import build_network, load_model_config
 
     result = GroupResult("configs")
     folder = workdir / "configs"
@@ -493,7 +493,7 @@ def fuzz_configs(rng: np.random.Generator, count: int, workdir: Path) -> GroupRe
         path.write_text(_yaml_text(rng, data), encoding="utf-8", errors="surrogateescape")
         try:
             if model_yaml:
-                build_model(load_model_config(path), device="meta")
+                build_network(load_model_config(path), device="meta")
             else:
                 load_config(path)
             result.add("ok")
@@ -574,13 +574,13 @@ def fuzz_checkpoints(rng: np.random.Generator, count: int, workdir: Path) -> Gro
     from .config import ConfigError, ModelConfig
     from .model.checkpoint import CheckpointError
     from .model.inference import LearnedModel
-    from .model.registry import build_model
+    from .model.registry import build_network
 
     result = GroupResult("checkpoints")
     folder = workdir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    state = build_model(_TINY_MODEL).state_dict()
+    state = build_network(_TINY_MODEL).state_dict()
     for k in range(count):
         path = folder / f"{k:05d}.pth"
         what = random_checkpoint(rng, state, path)

@@ -6,7 +6,7 @@ Every decision (what to do with a scan, when to segment, what to publish) is mad
 pipeline, where it is tested. Transforms go into the project's own :class:`TfBuffer` (the one the
 bag tool uses), so the node needs no tf2_ros.
 
-Threads (DESIGN §6): subscription callbacks only drop the newest message per topic into a
+Threads: subscription callbacks only drop the newest message per topic into a
 mailbox (and ``/tf`` messages into the buffer); an ingest thread does decode → TF → accumulate and
 polls the trigger; a segmentation thread runs the model and publishes. Waiting for a transform
 happens on the ingest thread, so the executor thread always serves ``/tf`` (ros2/geometry2#327).
@@ -47,9 +47,6 @@ from .tf_buffer import TfBuffer
 
 NODE_NAME = "ros2_inst3d"
 _THROTTLE_S = 5.0
-# Input stamps farther than this from the node's clock are on another time line (a bag replayed
-# without use_sim_time): the end-to-end latency is then meaningless and not reported.
-CLOCK_MISMATCH_S = 60.0
 # Shutdown waits this long for a running segmentation before leaving it to die with the process.
 _JOIN_TIMEOUT_S = 0.5
 # tf2_ros's listener QoS: /tf reliable volatile, /tf_static reliable transient-local, depth 100.
@@ -150,7 +147,8 @@ class SegmentNode(Node):
         self._core_logger.addHandler(self._log_handler)
         self._core_logger.setLevel(logging.INFO)
         self._core_logger.propagate = False
-        self.pipeline = StreamPipeline(self.cfg, Segmenter(self.cfg))
+        self.segmenter = Segmenter(self.cfg)
+        self.pipeline = StreamPipeline(self.cfg, self.segmenter)
         if hasattr(self, "add_pre_set_parameters_callback"):  # Iron and later
             self.add_pre_set_parameters_callback(self._pre_set_parameters)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -193,7 +191,6 @@ class SegmentNode(Node):
 
         self._segment_request = threading.Event()
         self._last_clock_ns: int | None = None
-        self._clock_offset_s = 0.0   # input stamps minus node clock, when beyond CLOCK_MISMATCH_S
         self._input_times: list[float] = []
         self._threads = [threading.Thread(target=self._ingest_loop, name="inst3d-ingest", daemon=True),
                          threading.Thread(target=self._segment_loop, name="inst3d-segment",
@@ -202,7 +199,7 @@ class SegmentNode(Node):
             thread.start()
         self.get_logger().info(
             f"segmenting {', '.join(self.cfg.input.topics)} into '{self.cfg.input.fixed_frame}' "
-            f"with model '{self.pipeline.segmenter.model_name}'")
+            f"with model '{self.segmenter.model_name}'")
 
     # ---- parameters ----------------------------------------------------------------------
     def _declare_parameters(self) -> Config:
@@ -305,18 +302,14 @@ class SegmentNode(Node):
             for topic, msg in batch.items():
                 if self._stop.is_set():
                     return
-                try:
-                    rec = self.pipeline.ingest(topic, msg, self._lookup)
-                except Exception as exc:  # noqa: BLE001 - the node must outlive any bad scan
-                    self.pipeline.count_error("ingest_error")
-                    self.get_logger().error(f"scan on {topic} failed: {exc!r}",
-                                            throttle_duration_sec=_THROTTLE_S)
-                    continue
+                # ingest never raises: a scan that fails inside is skipped as ingest_error (the
+                # pipeline logs it through the core logger, which this node forwards).
+                rec = self.pipeline.ingest(topic, msg, self._lookup)
                 if rec.fate == "skipped" and rec.reason != "no_transform":
                     self.get_logger().warning(
                         f"scan on {topic} skipped ({rec.reason}) {rec.detail}".rstrip(),
                         throttle_duration_sec=_THROTTLE_S)
-            if self.pipeline.trigger.poll(time.monotonic()):
+            if self.pipeline.poll(time.monotonic()):
                 self._segment_request.set()
 
     def _check_clock(self) -> None:
@@ -325,8 +318,7 @@ class SegmentNode(Node):
         if self._last_clock_ns is not None and now < self._last_clock_ns - 1_000_000_000:
             self.get_logger().warning("ROS time jumped backwards: clearing TF buffer and scans")
             self.tf_buffer.clear()
-            self.pipeline.reset("time_jump")
-            self.pipeline.stats.time_jumps += 1
+            self.pipeline.note_clock_jump()
         self._last_clock_ns = now
 
     # ---- segmentation --------------------------------------------------------------------
@@ -357,20 +349,14 @@ class SegmentNode(Node):
 
     def _record_latency(self, newest_stamp_ns: int) -> None:
         """End-to-end latency of a result, unless the input stamps are on another clock."""
-        latency_s = (self.get_clock().now().nanoseconds - newest_stamp_ns) / 1e9
-        stats = self.pipeline.stats
-        if abs(latency_s) <= CLOCK_MISMATCH_S:
-            self._clock_offset_s = 0.0
-            stats.last_end_to_end_ms = latency_s * 1e3
-            return
-        if self._clock_offset_s == 0.0:
+        latency_s = self.pipeline.record_end_to_end(self.get_clock().now().nanoseconds,
+                                                    newest_stamp_ns)
+        if latency_s is not None:
             self.get_logger().warning(
                 f"input stamps are {abs(latency_s):.0f} s {'behind' if latency_s > 0 else 'ahead of'}"
                 f" this node's {'simulated' if self._use_sim_time() else 'system'} clock (a bag "
                 "replayed without use_sim_time:=true and `--clock`?); end_to_end_latency_ms is "
                 "not reported until they agree")
-        self._clock_offset_s = -latency_s
-        stats.last_end_to_end_ms = float("nan")
 
     def _use_sim_time(self) -> bool:
         return bool(self.get_parameter("use_sim_time").value)
@@ -379,40 +365,15 @@ class SegmentNode(Node):
     def _publish_diagnostics(self) -> None:
         if self._stop.is_set():
             return
-        stats = self.pipeline.stats
         now = time.monotonic()
         with self._mailbox_cv:
             self._input_times = [t for t in self._input_times if now - t <= 5.0]
             rate = len(self._input_times) / 5.0
-        values = {
-            "input_rate_hz": f"{rate:.2f}",
-            "scans_received": stats.scans_received,
-            "scans_accumulated": stats.scans_accumulated,
-            "segmentations": stats.segmentations,
-            "triggers_skipped_busy": self.pipeline.trigger.skipped,
-            "time_jumps": stats.time_jumps,
-            "points_dropped_non_finite": stats.points_dropped_non_finite,
-            "accumulated_points": self.pipeline.accumulator.num_points,
-            "end_to_end_latency_ms": f"{stats.last_end_to_end_ms:.1f}",
-            "input_clock_offset_s": f"{self._clock_offset_s:.1f}",
-            "tf_rejected": sum(self.tf_buffer.rejected.values()),
-            "model": self.pipeline.segmenter.model_name,
-            "device": getattr(self.pipeline.segmenter, "device", "cpu"),
-        }
-        values.update({f"scans_skipped.{k}": v for k, v in stats.scans_skipped.items()})
-        values.update({f"segmentations_skipped.{k}": v
-                       for k, v in stats.segmentations_skipped.items()})
-        values.update({f"latency_ms.{k}": f"{v:.1f}" for k, v in stats.last_latency_ms.items()})
-        skipped = sum(stats.scans_skipped.values())
-        level = DiagnosticStatus.OK
-        message = "ok"
-        if stats.scans_received == 0:
-            level, message = DiagnosticStatus.WARN, "no input clouds yet"
-        elif skipped > stats.scans_accumulated:
-            level, message = DiagnosticStatus.WARN, "most scans are skipped (see scans_skipped.*)"
-        elif self._clock_offset_s != 0.0:
-            level, message = DiagnosticStatus.WARN, ("input stamps and node clock disagree "
-                                                     "(see input_clock_offset_s; use_sim_time?)")
+        report = self.pipeline.diagnostic_values()
+        values = {"input_rate_hz": f"{rate:.2f}", **report.values,
+                  "tf_rejected": sum(self.tf_buffer.rejected.values())}
+        level, message = ((DiagnosticStatus.OK, "ok") if report.warning is None
+                          else (DiagnosticStatus.WARN, report.warning))
         status = DiagnosticStatus(
             level=level, name=f"{self.get_name()}: instance segmentation", message=message,
             hardware_id=str(values["device"]),
@@ -436,7 +397,7 @@ class SegmentNode(Node):
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if not any(thread.is_alive() for thread in self._threads):
-            self.pipeline.segmenter.close()
+            self.segmenter.close()
         self._core_logger.removeHandler(self._log_handler)
         self._core_logger.propagate = True
 

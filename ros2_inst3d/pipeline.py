@@ -33,7 +33,7 @@ from .transforms import apply_transform
 
 log = logging.getLogger(__name__)
 
-# Output topics, relative so a namespace or remap moves them (DESIGN §6).
+# Output topics, relative so a namespace or remap moves them.
 TOPIC_INSTANCES = "instances"
 TOPIC_CLOUD = "instances/cloud"
 TOPIC_DETECTIONS = "instances/detections"
@@ -53,9 +53,9 @@ MAX_COORDINATE_M = 1.0e5
 # A stamp this far behind the newest one seen means time jumped backwards (a bag looped).
 TIME_JUMP_TOLERANCE_NS = 1_000_000_000
 
-
-class TransformUnavailable(Exception):
-    """No transform from a scan's frame into the fixed frame at its stamp (front ends raise it)."""
+# Input stamps farther than this from the front end's clock are on another time line (a bag
+# replayed without use_sim_time): the end-to-end latency is then meaningless and not reported.
+CLOCK_MISMATCH_S = 60.0
 
 
 TransformLookup = Callable[[str, str, int], np.ndarray]
@@ -75,6 +75,7 @@ class PipelineStats:
     time_jumps: int = 0
     last_latency_ms: dict[str, float] = field(default_factory=dict)  # stage -> ms
     last_end_to_end_ms: float = float("nan")
+    input_clock_offset_s: float = 0.0   # input stamps minus the front end's clock, when mismatched
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +89,18 @@ class PipelineStats:
             "last_latency_ms": dict(self.last_latency_ms),
             "last_end_to_end_ms": self.last_end_to_end_ms,
         }
+
+
+@dataclass
+class DiagnosticValues:
+    """What the pipeline reports about itself (a front end turns it into ``/diagnostics``).
+
+    values: key → value (numbers, or strings already formatted), in the order to show them.
+    warning: why the state needs attention (the status is then WARN), or None when all is well.
+    """
+
+    values: dict[str, Any]
+    warning: str | None = None
 
 
 class SegmentTrigger:
@@ -234,6 +247,13 @@ class StreamPipeline:
         for listener in self.reset_listeners:
             listener()
 
+    def note_clock_jump(self) -> None:
+        """The front end's clock jumped backwards (the node's ROS time in a bag loop with
+        ``use_sim_time``): count it and forget the window (and what ``reset_listeners`` hold)."""
+        with self._stats_lock:
+            self.stats.time_jumps += 1
+        self.reset("time_jump")
+
     def time_jump(self, behind_ns: int) -> None:
         """Time went backwards by ``behind_ns`` (a bag loop, a clock reset): count it and reset
         the window and everything registered in ``reset_listeners`` (one reset for all)."""
@@ -330,6 +350,64 @@ class StreamPipeline:
         self.stats.last_latency_ms.update(decode=(t1 - t0) * 1e3, transform=(t2 - t1) * 1e3,
                                           accumulate=(t3 - t2) * 1e3)
         return rec
+
+    def poll(self, now_s: float) -> bool:
+        """Whether a segmentation is due at ``now_s`` (seconds of the front end's clock) and
+        none is running; see :class:`SegmentTrigger`. Call after each scan and on idle ticks."""
+        return self.trigger.poll(now_s)
+
+    def record_end_to_end(self, now_ns: int, newest_stamp_ns: int) -> float | None:
+        """Record the end-to-end latency of a result published at ``now_ns`` (the front end's
+        clock) whose newest scan is stamped ``newest_stamp_ns``.
+
+        Returns the latency in seconds when it has just exceeded ``CLOCK_MISMATCH_S`` (the input
+        stamps are on another clock; the front end says why, once), else None. While they
+        disagree the latency is NaN and ``input_clock_offset_s`` holds the offset.
+        """
+        latency_s = (now_ns - newest_stamp_ns) / 1e9
+        stats = self.stats
+        with self._stats_lock:
+            if abs(latency_s) <= CLOCK_MISMATCH_S:
+                stats.input_clock_offset_s = 0.0
+                stats.last_end_to_end_ms = latency_s * 1e3
+                return None
+            newly = stats.input_clock_offset_s == 0.0
+            stats.input_clock_offset_s = -latency_s
+            stats.last_end_to_end_ms = float("nan")
+        return latency_s if newly else None
+
+    def diagnostic_values(self) -> DiagnosticValues:
+        """The counters, latencies and model of this pipeline for ``/diagnostics``, and a
+        warning when most scans are skipped, none came yet, or stamps and clock disagree."""
+        stats = self.stats
+        with self._stats_lock:
+            values: dict[str, Any] = {
+                "scans_received": stats.scans_received,
+                "scans_accumulated": stats.scans_accumulated,
+                "segmentations": stats.segmentations,
+                "triggers_skipped_busy": self.trigger.skipped,
+                "time_jumps": stats.time_jumps,
+                "points_dropped_non_finite": stats.points_dropped_non_finite,
+                "accumulated_points": self.accumulator.num_points,
+                "end_to_end_latency_ms": f"{stats.last_end_to_end_ms:.1f}",
+                "input_clock_offset_s": f"{stats.input_clock_offset_s:.1f}",
+                "model": self.segmenter.model_name,
+                "device": getattr(self.segmenter, "device", "cpu"),
+            }
+            values.update({f"scans_skipped.{k}": v for k, v in stats.scans_skipped.items()})
+            values.update({f"segmentations_skipped.{k}": v
+                           for k, v in stats.segmentations_skipped.items()})
+            values.update({f"latency_ms.{k}": f"{v:.1f}" for k, v in stats.last_latency_ms.items()})
+            skipped = sum(stats.scans_skipped.values())
+            warning = None
+            if stats.scans_received == 0:
+                warning = "no input clouds yet"
+            elif skipped > stats.scans_accumulated:
+                warning = "most scans are skipped (see scans_skipped.*)"
+            elif stats.input_clock_offset_s != 0.0:
+                warning = ("input stamps and node clock disagree (see input_clock_offset_s; "
+                           "use_sim_time?)")
+        return DiagnosticValues(values, warning)
 
     def count_superseded(self, topic: str) -> None:
         """A newer scan replaced this topic's unprocessed one in the node's mailbox."""

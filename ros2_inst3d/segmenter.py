@@ -14,11 +14,12 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
-from .classes import SCANNET20_CLASSES, STUFF_CLASSES
+from .classes import SCANNET20_CLASSES, STUFF_CLASSES, class_name
 from .config import Config
 from .errors import SegmentationError
 from .instances import Instances
 from .model.proposals import Proposals, paste_by_score
+from .model.registry import method
 from .voxelize import crop_roi
 
 log = logging.getLogger(__name__)
@@ -36,31 +37,12 @@ class PointModel(Protocol):
 
 
 def build_point_model(cfg: Config) -> PointModel:
-    """The model named by ``cfg.model.name``, ready for inference.
-
-    geometric: :class:`~ros2_inst3d.model.geometric.GeometricSegmenter` (no weights).
-    lidar: :class:`~ros2_inst3d.model.lidar.LidarSegmenter` (no weights).
-    softgroup, pointgroup, isbnet, mtml (``registry.SEGMENTATION_METHODS``):
-    :class:`~ros2_inst3d.model.inference.LearnedModel` (weights from ``model.checkpoint`` or the
-    shipped demo weights; ConfigError says how to get them).
+    """The model ``cfg.model.name`` picks, ready for inference, built by its method's factory
+    (:data:`~ros2_inst3d.model.registry.METHODS`): a model-free one from its config section, a
+    learned one as :class:`~ros2_inst3d.model.inference.LearnedModel` with weights from
+    ``model.checkpoint`` or the shipped demo weights (ConfigError says how to get them).
     """
-    name = cfg.model.name
-    if name == "geometric":
-        from .model.geometric import GeometricSegmenter
-
-        return GeometricSegmenter(cfg.geometric)
-    if name == "lidar":
-        from .model.lidar import LidarSegmenter
-
-        return LidarSegmenter(cfg.lidar)
-    from .model.inference import LEARNED_MODELS, LearnedModel
-
-    if name in LEARNED_MODELS:
-        return LearnedModel.from_config(cfg.model)
-    from .config import ConfigError
-
-    raise ConfigError(f"model.name '{name}' has no segmenter; use one of "
-                      f"{', '.join(repr(m) for m in ('geometric', *LEARNED_MODELS))}")
+    return method(cfg.model.name).build(cfg)
 
 
 def subsample_indices(n: int, max_points: int) -> np.ndarray:
@@ -161,10 +143,7 @@ class Segmenter:
             if p.scores[k] >= seg.score_threshold
             and len(p.indices[k]) >= seg.min_points
             and int(p.class_ids[k]) not in self.stuff_classes
-            and (not wanted or self._name(int(p.class_ids[k])) in wanted)
+            and (not wanted or class_name(int(p.class_ids[k]), self.class_names) in wanted)
         ]
         return Proposals([p.indices[k] for k in keep], p.class_ids[keep], p.scores[keep],
                          p.point_class, p.timing_ms)
-
-    def _name(self, class_id: int) -> str:
-        return self.class_names[class_id] if 0 <= class_id < len(self.class_names) else "unknown"

@@ -10,7 +10,7 @@ own buffer with the tf2 semantics the pipeline relies on (research/ros2-ecosyste
   are interpolated between the two samples that bracket the stamp (translation linearly, rotation by
   slerp: :func:`ros2_inst3d.transforms.interpolate_transform`), as tf2 does;
 * no extrapolation: a stamp before the first or after the last sample of a dynamic edge (by more
-  than ``extrapolation_tolerance_s``) raises :class:`~ros2_inst3d.pipeline.TransformUnavailable`
+  than ``extrapolation_tolerance_s``) raises :class:`~ros2_inst3d.errors.TransformUnavailable`
   saying by how much, like tf2's ``ExtrapolationException``;
 * a stamp of 0 means "the latest time every dynamic edge on the path has data for" (tf2's
   ``Time(0)``);
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .cloud import stamp_to_ns
-from .pipeline import TransformUnavailable
+from .errors import TransformUnavailable
 from .transforms import interpolate_transform, inverse_matrix, transform_msg_to_matrix
 
 log = logging.getLogger(__name__)

@@ -33,6 +33,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .model.registry import BENCHMARK_METHODS
+
 IOU_THRESHOLD = 0.5
 # Result points farther than this from every raw scan point get no ground truth (never happens
 # for copies of scan points; guards against a change that would move points).
@@ -253,7 +255,8 @@ def replay_sequence(seq: Any, cfg: Any, segmenter: Any, min_gt_points: int | Non
 
 # ---------------------------------------------------------------------------------- benchmark
 
-TRACKING_MODELS = ("geometric", "pointgroup", "softgroup")
+TRACKING_MODELS = BENCHMARK_METHODS
+"""Default methods of the tracking benchmark, those of the pipeline benchmark."""
 
 
 def sequence_params(sensor: str, small: bool = False) -> Any:

@@ -205,7 +205,7 @@ YAML_KEYS = ("model", "data", "train", "work_dir")
 
 def resolve_model_config(value: Any, base_dir: Path | None = None) -> tuple[dict[str, Any], str]:
     """(model mapping, where it came from) for the ``model:`` key of a training YAML."""
-    from .model.registry import MODEL_REGISTRY, build_model, load_model_config
+    from .model.registry import NETWORKS, build_network, load_model_config
 
     if isinstance(value, Mapping):
         cfg, source = dict(value), "<inline>"
@@ -229,11 +229,11 @@ def resolve_model_config(value: Any, base_dir: Path | None = None) -> tuple[dict
         raise ConfigError("'model' must be a model YAML path (e.g. models/softgroup_synthetic"
                           f".yaml) or a mapping with name and arguments, got {value!r}")
     name = cfg.get("name")
-    if name not in MODEL_REGISTRY:
-        raise ConfigError(f"model {source}: name must be one of {', '.join(sorted(MODEL_REGISTRY))}"
+    if name not in NETWORKS:
+        raise ConfigError(f"model {source}: name must be one of {', '.join(sorted(NETWORKS))}"
                           f", got {name!r}")
     try:  # the module tree without weights: checks every argument now, not after data loading
-        build_model(cfg, device="meta")
+        build_network(cfg, device="meta")
     except (ConfigError, TypeError, ValueError) as exc:
         raise ConfigError(f"model {source}: {exc}") from None
     return to_plain(cfg), source
@@ -718,9 +718,9 @@ class Trainer:
     def _build_model(self) -> None:
         """The network (``pretrain`` loaded on a fresh run), on the device, ``fixed_modules``
         frozen; ``params`` are the ones the optimiser trains."""
-        from .model.registry import build_model
+        from .model.registry import build_network
 
-        model = build_model(self.cfg.model)
+        model = build_network(self.cfg.model)
         if not hasattr(model, "forward_train") or not hasattr(model, "predict"):
             raise ConfigError(f"model {self.cfg.model['name']!r} cannot be trained here: it has "
                               "no forward_train/predict (train one of the segmentation methods: "

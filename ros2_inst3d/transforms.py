@@ -12,7 +12,7 @@ The names and conventions follow ``tf_transformations`` (the ROS 2 port of ROS 1
 * 4x4 homogeneous matrices act on column vectors: ``p_target = T @ p_source``.
 
 We do not depend on ``tf_transformations``: on Humble it imports ``transforms3d``, whose apt
-build uses ``np.float`` and crashes with NumPy >= 1.24 (research/ros2-ecosystem.md §4.5).
+build uses ``np.float`` and crashes with NumPy >= 1.24 (docs/ros2-ecosystem.md §4.5).
 
 Deviations from ``tf_transformations``, all in the direction of failing loudly:
 ``quaternion_matrix`` raises on a zero or non-finite quaternion instead of returning the identity,

@@ -1,7 +1,7 @@
 """Points -> voxels: integer voxel coords, point<->voxel maps, per-voxel means, ROI crop.
 
 Voxel order is the order of first occurrence over the points, the order of the hash map in the
-official SoftGroup/ISBNet/PointGroup ``voxelization_idx`` op (research/official-models.md §0,
+official SoftGroup/ISBNet/PointGroup ``voxelization_idx`` op (docs/official-models.md §0,
 fact 8). Their released checkpoints were trained with it, and sparse convolutions keep the input
 voxel order, so we keep it too. Everything here is vectorised numpy (no loop over points).
 

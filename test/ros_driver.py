@@ -37,7 +37,7 @@ from ros2_inst3d.transforms import (inverse_matrix, matrix_to_transform,
                                     quaternion_from_euler, transform_to_matrix)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_geometric import room_scene  # noqa: E402  (the geometric tests' scene)
+from conftest import room_scene  # noqa: E402  (the geometric tests' scene)
 
 SENSOR_IN_BASE = transform_to_matrix([0.2, 0.0, 1.0], quaternion_from_euler(0.0, 0.0, 0.1))
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,

@@ -14,14 +14,13 @@ from __future__ import annotations
 import gzip
 import json
 import threading
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from conftest import MANIFEST_SUFFIX, REFERENCE, REPO
 
 from ros2_inst3d.config import ConfigError
 from ros2_inst3d.model.backbone import (
@@ -31,17 +30,13 @@ from ros2_inst3d.model.backbone import (
     voxels_to_points,
 )
 from ros2_inst3d.model.registry import (
-    MODEL_REGISTRY,
-    build_model,
+    NETWORKS,
+    build_network,
     load_model_config,
-    register_model,
+    register_network,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = REPO / "config" / "models"
-# The official manifests and fixtures ship with the repository (test/data/README.md).
-REFERENCE = REPO / "test" / "data" / "reference"
-MANIFEST_SUFFIX = "_state_dict.json.gz"
 
 
 def manifest_names() -> list[str]:
@@ -66,7 +61,7 @@ ARCHITECTURE_ONLY_KEYS = {"block_residual", "block_reps"}  # fixed in the offici
 def test_config_builds_exactly_the_official_state_dict(name):
     manifest = json.loads(gzip.decompress((REFERENCE / f"{name}{MANIFEST_SUFFIX}").read_bytes()))
     cfg = load_model_config(MODEL_CONFIGS / f"{name}.yaml")
-    model = build_model(cfg, device="meta")
+    model = build_network(cfg, device="meta")
 
     ours = [(k, list(v.shape), str(v.dtype).removeprefix("torch."))
             for k, v in model.state_dict().items()]
@@ -108,7 +103,7 @@ def load_fixture(name: str) -> tuple[dict, torch.nn.Module, dict]:
     arrays = {k: data[k] for k in data.files}
     meta = json.loads(str(arrays["meta_json"]))
     method = meta["model_class"].rsplit(":", 1)[1].lower()
-    model = build_model({"name": method, **meta["model_kwargs"]})
+    model = build_network({"name": method, **meta["model_kwargs"]})
     state = {k[3:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("sd/")}
     model.load_state_dict(state, strict=True)
     return arrays, model.eval(), meta
@@ -298,7 +293,7 @@ def dense_backbone(model: SparseUNetBackbone, feats, coords, shape):
 
 def random_small_model(channels: int, num_blocks: int, seed: int) -> SparseUNetBackbone:
     torch.manual_seed(seed)
-    model = build_model({"name": "softgroup", "channels": channels, "num_blocks": num_blocks,
+    model = build_network({"name": "softgroup", "channels": channels, "num_blocks": num_blocks,
                          "semantic_only": True})
     for module in model.modules():  # random BN statistics so that mean/var mix-ups show
         if isinstance(module, torch.nn.BatchNorm1d):
@@ -309,6 +304,7 @@ def random_small_model(channels: int, num_blocks: int, seed: int) -> SparseUNetB
     return model.eval()
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), num_blocks=st.integers(1, 4),
        shape=st.tuples(st.integers(8, 19), st.integers(8, 19), st.integers(8, 19)),
@@ -333,6 +329,7 @@ def test_model_matches_a_dense_reference(seed, num_blocks, shape, density, batch
     torch.testing.assert_close(sparse, dense, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_dense_reference_sees_the_odd_boundary_drop():
     # Guards the reference itself: the fixture's y extent (135) is odd and voxels at y = 134 lose
     # their decoder input; keeping them (a naive floor(p/2)) changes outputs by up to 0.34.
@@ -403,7 +400,7 @@ def test_voxels_to_points_gathers_rows():
 
 def test_bn_eps_is_the_official_one():
     # Backbone and point-wise MLPs: 1e-4; ISBNet's instance heads: PyTorch's default 1e-5.
-    model = build_model({"name": "isbnet", "channels": 4, "num_blocks": 2})
+    model = build_network({"name": "isbnet", "channels": 4, "num_blocks": 2})
     instance_heads = ("point_aggregator", "inst_", "mask_tower")
     found = {(name.startswith(instance_heads), type(m).__name__, m.eps)
              for name, m in model.named_modules()
@@ -414,11 +411,11 @@ def test_bn_eps_is_the_official_one():
 
 def test_registry_errors_name_the_choices(tmp_path):
     with pytest.raises(ConfigError, match="softgroup"):
-        build_model({"name": "nosuchnet"})
+        build_network({"name": "nosuchnet"})
     with pytest.raises(ConfigError, match="chanels.*channels"):
-        build_model({"name": "softgroup", "chanels": 4})
+        build_network({"name": "softgroup", "chanels": 4})
     with pytest.raises(ConfigError, match="name"):
-        build_model({"channels": 4})
+        build_network({"channels": 4})
     bad = tmp_path / "bad.yaml"
     bad.write_text("channels: 4\n")
     with pytest.raises(ConfigError, match="model:"):
@@ -427,14 +424,14 @@ def test_registry_errors_name_the_choices(tmp_path):
         load_model_config(tmp_path / "missing.yaml")
 
 
-def test_registry_takes_new_methods():
-    register_model("tiny_test_net", lambda width=2: torch.nn.Linear(width, width))
+def test_registry_takes_new_networks():
+    register_network("tiny_test_net", lambda width=2: torch.nn.Linear(width, width))
     try:
-        assert build_model({"name": "tiny_test_net", "width": 3}).in_features == 3
+        assert build_network({"name": "tiny_test_net", "width": 3}).in_features == 3
         with pytest.raises(ConfigError, match="width"):
-            build_model({"name": "tiny_test_net", "depth": 3})
+            build_network({"name": "tiny_test_net", "depth": 3})
     finally:
-        del MODEL_REGISTRY["tiny_test_net"]
+        del NETWORKS["tiny_test_net"]
 
 
 def test_cpu_backward_matches_the_dense_reference_gradients():

@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from config_helpers import lidar_config
+from conftest import lidar_config, room_scene
 from rosbags.highlevel import AnyReader
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
-from test_geometric import room_scene
 
 from ros2_inst3d.bag import (
     POINTCLOUD2,

@@ -19,6 +19,7 @@ def bench_run(tmp_path_factory):
     return code, json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_bench_json_has_one_run_per_method_with_shares_summing_to_one(bench_run):
     code, report = bench_run
     assert code == 0

@@ -18,7 +18,7 @@ from ros2_inst3d.model.checkpoint import (
     read_checkpoint,
 )
 from ros2_inst3d.cli import main
-from ros2_inst3d.model.registry import build_model, load_model_config
+from ros2_inst3d.model.registry import build_network, load_model_config
 
 MODEL_CONFIGS = Path(__file__).resolve().parents[1] / "config" / "models"
 SMALL = {"channels": 4, "num_blocks": 2, "semantic_classes": 5, "instance_classes": 3}
@@ -26,7 +26,7 @@ SMALL = {"channels": 4, "num_blocks": 2, "semantic_classes": 5, "instance_classe
 
 def small(name: str, seed: int = 0, **overrides) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model({"name": name, **SMALL, **overrides})
+    return build_network({"name": name, **SMALL, **overrides})
 
 
 def randomised(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
@@ -76,7 +76,7 @@ def test_pointgroup_bare_spconv1_dataparallel_checkpoint_loads(tmp_path):
 def test_spconv1_weights_whose_layouts_coincide_follow_the_file():
     # channels=3: a [3,3,3,3,3] SubM weight reads the same in both layouts; the input conv
     # ([3,3,3,3,6] vs [3,3,3,6,3]) tells the file is spconv 1, so every weight is permuted.
-    model = build_model({"name": "softgroup", "channels": 3, "num_blocks": 1,
+    model = build_network({"name": "softgroup", "channels": 3, "num_blocks": 1,
                          "semantic_only": True})
     state = randomised(model, 3)
     ambiguous = [k for k, v in state.items() if v.ndim == 5 and len(set(v.shape)) == 1]
@@ -208,10 +208,11 @@ def test_unreadable_files_are_refused_with_reasons(tmp_path):
         read_checkpoint(no_weights)
 
 
+@pytest.mark.slow
 def test_check_checkpoint_command_on_a_released_layout(tmp_path, capsys):
     # The official PointGroup ScanNet layout (7.7 M parameters), saved as the released file is.
     cfg = load_model_config(MODEL_CONFIGS / "pointgroup_scannet.yaml")
-    state = build_model(cfg).state_dict()
+    state = build_network(cfg).state_dict()
     path = tmp_path / "pointgroup_released.pth"
     torch.save({f"module.{k}": v for k, v in to_spconv1(state).items()}, path)
 

@@ -15,6 +15,7 @@ from ros2_inst3d.data.datasets import read_scene
 from ros2_inst3d.resources import data_file
 
 
+@pytest.mark.slow
 def test_demo_writes_every_result_file_and_finds_objects(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -599,6 +599,7 @@ def test_missing_prediction_is_an_error(tmp_path):
         evaluate_dirs(tmp_path, tmp_path)
 
 
+@pytest.mark.slow
 def test_score_sweep_rows_equal_runs_at_each_threshold(tmp_path):
     """One pass at the lowest threshold, filtered afterwards, scores exactly what a run at each
     threshold scores (the filter acts per proposal, before fusion)."""

@@ -9,9 +9,8 @@ import torch
 from ros2_inst3d.data.batching import collate
 from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.model.fusion import fuse_by_semantics, push_from_region, region_centre_offsets
-from ros2_inst3d.model.registry import build_model, load_model_config
-from test_isbnet import REPO
-from test_softgroup import box_scene
+from ros2_inst3d.model.registry import build_network, load_model_config
+from conftest import REPO, box_scene
 
 VOXEL = 0.05
 BIG = 30.0  # a logit that makes softmax one-hot to float32 precision
@@ -68,7 +67,7 @@ def tiny(name: str, **overrides):
     torch.manual_seed(0)
     cfg = load_model_config(REPO / "config" / "models" / f"{name}_synthetic.yaml")
     cfg.update({"channels": 8, "num_blocks": 3, "fusion": True, **overrides})
-    return build_model(cfg)
+    return build_network(cfg)
 
 
 @pytest.mark.parametrize("name", ["pointgroup", "softgroup"])
@@ -102,7 +101,7 @@ def test_offsets_do_not_train_the_semantic_head(name):
 def test_default_layout_is_unchanged(name):
     cfg = load_model_config(REPO / "config" / "models" / f"{name}_synthetic.yaml")
     assert "fusion" not in cfg
-    keys = set(build_model(cfg, device="meta").state_dict())
+    keys = set(build_network(cfg, device="meta").state_dict())
     assert not any(k.startswith("region_linear") for k in keys)
-    fused = set(build_model({**cfg, "fusion": True}, device="meta").state_dict())
+    fused = set(build_network({**cfg, "fusion": True}, device="meta").state_dict())
     assert fused - keys == {k for k in fused if k.startswith("region_linear")}

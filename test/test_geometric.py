@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from config_helpers import lidar_config
+from conftest import lidar_config, room_scene
 
 from ros2_inst3d.classes import OTHERFURNITURE
 from ros2_inst3d.config import GeometricConfig
 from ros2_inst3d.model.geometric import (
-    GeometricSegmenter,
+    GeometricModel,
     fit_plane,
     ransac_plane,
     structure_mask,
@@ -17,42 +17,6 @@ from ros2_inst3d.model.geometric import (
 )
 from ros2_inst3d.model.proposals import Proposals, paste_by_score
 from ros2_inst3d.segmenter import SegmentationError, Segmenter
-
-
-def _box_surface(rng, centre, size, n):
-    """Points on the surface of an axis-aligned box (what a scanner sees, roughly)."""
-    p = rng.uniform(-0.5, 0.5, (n, 3))
-    axis = rng.integers(0, 3, n)
-    p[np.arange(n), axis] = rng.choice([-0.5, 0.5], n)
-    return p * np.asarray(size) + np.asarray(centre)
-
-
-def room_scene(seed=0):
-    """Floor 6x5 m, two walls, a table (top at 0.75 m on four legs) and three separate objects,
-    sampled about as densely as a 2-3 cm RGB-D accumulation (~1 cm apart on objects).
-
-    Returns xyz and the ground-truth object id per point (-1 = structure).
-    """
-    rng = np.random.default_rng(seed)
-    parts, ids = [], []
-    floor = np.c_[rng.uniform(0, 6, (30000, 2)) * [1, 5 / 6], rng.normal(0, 0.004, 30000)]
-    wall_a = np.c_[rng.uniform(0, 6, 12000), np.full(12000, 5.0), rng.uniform(0, 2.5, 12000)]
-    wall_b = np.c_[np.full(10000, 0.0), rng.uniform(0, 5, 10000), rng.uniform(0, 2.5, 10000)]
-    for p in (floor, wall_a, wall_b):
-        parts.append(p)
-        ids.append(np.full(len(p), -1))
-    table_top = np.c_[rng.uniform(2.0, 3.4, 12000), rng.uniform(2.0, 2.9, 12000),
-                      rng.uniform(0.72, 0.76, 12000)]
-    legs = [_box_surface(rng, [x, y, 0.37], [0.05, 0.05, 0.7], 900)
-            for x in (2.05, 3.35) for y in (2.05, 2.85)]
-    objects = [np.concatenate([table_top, *legs]),
-               _box_surface(rng, [1.0, 1.0, 0.45], [0.5, 0.5, 0.9], 9000),
-               _box_surface(rng, [4.8, 1.0, 0.6], [0.6, 0.8, 1.2], 12000),
-               _box_surface(rng, [4.5, 4.0, 0.25], [0.4, 0.4, 0.5], 4500)]
-    for k, p in enumerate(objects):
-        parts.append(p)
-        ids.append(np.full(len(p), k))
-    return np.concatenate(parts).astype(np.float32), np.concatenate(ids)
 
 
 def test_fit_plane_and_ransac_recover_a_plane():
@@ -107,7 +71,7 @@ def test_structure_mask_removes_floor_and_walls_but_keeps_the_table_top():
 
 def test_baseline_finds_each_separate_object_once():
     xyz, gt = room_scene()
-    props = GeometricSegmenter().predict_points(xyz)
+    props = GeometricModel().predict_points(xyz)
     assert len(props) == 4
     assert (props.class_ids == OTHERFURNITURE).all()
     for ix in props.indices:
@@ -122,8 +86,8 @@ def test_baseline_finds_each_separate_object_once():
 
 def test_baseline_is_deterministic_and_order_independent_of_nothing_random():
     xyz, _ = room_scene(3)
-    a = GeometricSegmenter().predict_points(xyz)
-    b = GeometricSegmenter().predict_points(xyz)
+    a = GeometricModel().predict_points(xyz)
+    b = GeometricModel().predict_points(xyz)
     assert len(a) == len(b)
     assert all(np.array_equal(x, y) for x, y in zip(a.indices, b.indices))
 

@@ -19,7 +19,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ros2_inst3d"
 # YAML loader from config.py (errors.py and schema.py hold them), bench.py and ops/bench.py,
 # bench_stream.py and tracking_eval.py use each other's helpers.
 KNOWN_CYCLES = [
-    {"ros2_inst3d.config", "ros2_inst3d.model.registry"},
     {"ros2_inst3d.bench", "ros2_inst3d.bench_stream", "ros2_inst3d.ops.bench",
      "ros2_inst3d.tracking_eval"},
 ]

@@ -21,7 +21,7 @@ from ros2_inst3d.synthetic.scene import SceneParams, generate_scene
 from ros2_inst3d.model.backbone import resolve_device
 from ros2_inst3d.model.inference import LearnedModel
 from ros2_inst3d.model.proposals import Proposals
-from ros2_inst3d.model.registry import build_model
+from ros2_inst3d.model.registry import build_network
 from ros2_inst3d.segmenter import SegmentationError, Segmenter, build_point_model
 from ros2_inst3d.voxelize import crop_roi
 
@@ -64,7 +64,7 @@ def semantic_head_bias(network: torch.nn.Module) -> torch.Tensor:
 
 def tiny_network(name: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    network = build_model(TINY_CONFIGS[name])
+    network = build_network(TINY_CONFIGS[name])
     with torch.no_grad():
         semantic_head_bias(network)[CHAIR] += 20.0
     return network
@@ -138,6 +138,7 @@ def test_predict_points_returns_valid_proposals(learned, scene):
     assert all(ms >= 0.0 for ms in proposals.timing_ms.values())
 
 
+@pytest.mark.slow
 def test_predict_points_is_deterministic(learned, scene):
     first = learned.predict_points(scene.xyz, scene.rgb)
     second = learned.predict_points(scene.xyz, scene.rgb)
@@ -192,6 +193,7 @@ def test_segmenter_turns_proposals_into_consistent_instances(checkpoint, scene):
                                    "fusion", "total"}
 
 
+@pytest.mark.slow
 def test_segmenter_score_threshold_drops_low_scores(checkpoint, scene):
     name, path = checkpoint
     everything = Segmenter(learned_config(name, path, **{"segment.score_threshold": 0.0,

@@ -17,11 +17,9 @@ from ros2_inst3d.model import isbnet as isbnet_module
 from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.cli import main
 from ros2_inst3d.model.isbnet import ISBNet, padded_ball_query
-from ros2_inst3d.model.registry import build_model
-from test_backbone import MANIFEST_SUFFIX, REFERENCE
-from test_softgroup import box_scene
+from ros2_inst3d.model.registry import build_network
+from conftest import MANIFEST_SUFFIX, REFERENCE, REPO, box_scene
 
-REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "test" / "data" / "isbnet_instance_stage.npz"
 VOXEL = 0.05
 
@@ -35,7 +33,7 @@ def tiny(seed: int = 0, **overrides) -> ISBNet:
            "test_cfg": {"npoint_thresh": 5, "topk": 100, "logit_thresh": 0.0,
                         "type_nms": "matrix"},
            **overrides}
-    return build_model(cfg)
+    return build_network(cfg)
 
 
 def box_batch(seeds=(0,)) -> dict:
@@ -110,6 +108,7 @@ def test_dynamic_convolution_chunks_give_the_same_values_and_gradients(monkeypat
     torch.testing.assert_close(grad_chunked, grad_whole, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_forward_train_gives_finite_losses_and_trains_the_instance_heads():
     model = tiny()
     batch = box_batch((0, 1))
@@ -129,6 +128,7 @@ def test_forward_train_gives_finite_losses_and_trains_the_instance_heads():
         assert sum(float(g.abs().sum()) for g in grads) > 0, name
 
 
+@pytest.mark.slow
 def test_predict_returns_valid_deterministic_proposals():
     model = fixture_model()
     batch = box_batch((0, 1))
@@ -158,6 +158,7 @@ def test_semantic_only_model_predicts_no_instances():
     assert "cls_loss" not in parts and torch.isfinite(loss)
 
 
+@pytest.mark.slow
 def test_isbnet_learns_a_box_scene():
     """Twenty steps on one scene: the instance losses fall (not a convergence test)."""
     model = tiny(seed=3)
@@ -178,6 +179,7 @@ def test_isbnet_learns_a_box_scene():
     assert last["semantic_loss"] < 0.75 * first["semantic_loss"]
 
 
+@pytest.mark.slow
 def test_official_scannet_checkpoint_layout_checks(tmp_path, capsys):
     manifest = json.loads(gzip.decompress(
         (REFERENCE / f"isbnet_scannet{MANIFEST_SUFFIX}").read_bytes()))

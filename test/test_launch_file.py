@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ros2_inst3d.config import Config, schema
+from ros2_inst3d.model.registry import METHOD_NAMES, METHODS
 from ros2_inst3d.pipeline import OUTPUT_TYPES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,8 +73,13 @@ def test_parameter_overrides_name_schema_leaves(launch_tree, arguments):
         default, doc = arguments[arg]
         assert default == "", f"{arg}: an empty default keeps the parameter file's value"
         assert param in doc, f"{arg}'s description should name {param}"
+    # The documented methods are the registry's, split as they start: without a checkpoint, or
+    # only with one (a learned method without shipped weights).
     model_doc = arguments["model"][1]
-    assert re.findall(r"\b[a-z]+\b", model_doc.split(":", 1)[1]) == list(leaves["model.name"].choices)
+    ready, needs_checkpoint = (re.search(rf"{label}: ([a-z, ]+)\.", model_doc).group(1).split(", ")
+                               for label in ("Ready to run", "Only with a checkpoint"))
+    assert ready + needs_checkpoint == list(leaves["model.name"].choices) == list(METHOD_NAMES)
+    assert ready == [n for n, m in METHODS.items() if m.runs_without_checkpoint]
 
 
 def test_remapping_and_node_match_the_schema_and_the_package(launch_tree, arguments):

@@ -21,7 +21,7 @@ from ros2_inst3d.gravity import (
 )
 from ros2_inst3d.io import read_cloud
 from ros2_inst3d.model.lidar import (
-    LidarSegmenter,
+    LidarClusteringModel,
     beam_spacing_deg,
     grid_ground,
     patchworkpp_available,
@@ -126,8 +126,8 @@ def test_range_adaptive_tolerance_keeps_far_objects_whole():
     car = [((0.0, 25.0, -SENSOR_HEIGHT + 0.75), (4.5, 1.8, 1.5))]
     xyz, hit, ring = spinning_scan(car, beams=16, vfov=(-15.0, 15.0))
     cfg = LidarConfig(ground="grid", min_height=0.0, max_reach=8, min_cluster_points=5)
-    adaptive = LidarSegmenter(cfg).predict_points(xyz, fields={"ring": ring})
-    fixed = LidarSegmenter(LidarConfig(ground="grid", min_height=0.0, min_cluster_points=5,
+    adaptive = LidarClusteringModel(cfg).predict_points(xyz, fields={"ring": ring})
+    fixed = LidarClusteringModel(LidarConfig(ground="grid", min_height=0.0, min_cluster_points=5,
                                        tolerance_growth_deg=0.01)).predict_points(xyz)
     car_mask = hit == 0
     assert best_iou(adaptive.indices, car_mask) > 0.9

@@ -10,21 +10,20 @@ import torch
 from ros2_inst3d.data.batching import collate
 from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.model.mtml import MTML
-from ros2_inst3d.model.registry import build_model, load_model_config
-from test_isbnet import REPO
-from test_softgroup import box_scene
+from ros2_inst3d.model.registry import build_network, load_model_config
+from conftest import REPO, box_scene
 
 VOXEL = 0.05
 
 
 def tiny(seed: int = 0, **overrides) -> MTML:
     torch.manual_seed(seed)
-    return build_model({"name": "mtml", "channels": 8, "num_blocks": 3, "voxel_size": VOXEL,
+    return build_network({"name": "mtml", "channels": 8, "num_blocks": 3, "voxel_size": VOXEL,
                         "min_points": 10, **overrides})
 
 
 def test_synthetic_config_builds():
-    model = build_model(load_model_config(REPO / "config" / "models" / "mtml_synthetic.yaml"))
+    model = build_network(load_model_config(REPO / "config" / "models" / "mtml_synthetic.yaml"))
     assert isinstance(model, MTML) and model.bandwidths == [0.5, 0.75, 1.0]
 
 
@@ -87,6 +86,7 @@ def test_predict_returns_valid_deterministic_proposals():
         assert set(proposals.timing_ms) == {"backbone", "grouping", "refinement"}
 
 
+@pytest.mark.slow
 def test_mtml_learns_a_box_scene():
     """Twenty steps on one scene: the embedding and direction losses fall."""
     model = tiny(seed=1)

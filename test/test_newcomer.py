@@ -9,7 +9,7 @@ import pytest
 
 from ros2_inst3d.cli import build_parser, count_noun, main
 from ros2_inst3d.config import MODEL_NAMES, load_config
-from ros2_inst3d.model.registry import SEGMENTATION_METHODS
+from ros2_inst3d.model.registry import METHOD_NAMES
 from ros2_inst3d.resources import config_path
 
 
@@ -30,7 +30,7 @@ def test_help_gives_every_default_and_lists_only_runnable_methods(command, capsy
     assert "--model-config MODEL_YAML" in text
     if command in ("segment", "demo"):
         assert "output directory (default:" in text
-    assert MODEL_NAMES == ("geometric", "lidar", *SEGMENTATION_METHODS)
+    assert MODEL_NAMES == METHOD_NAMES
 
 
 def test_package_config_names_resolve_from_any_directory(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ import pytest
 import ros_harness as harness
 import yaml
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 _REASON = harness.unavailable_reason()
 if _REASON is not None:

@@ -615,7 +615,7 @@ def test_cuda_sources_are_shipped():
 
 
 # ----------------------------------------------------------------------------- docstring examples
-@pytest.mark.parametrize("module", ["neighbors", "clustering", "sampling", "voxel_maps", "segment",
+@pytest.mark.parametrize("module", ["neighbors", "clustering", "sampling", "voxel_maps", "segment_reduce",
                                     "masks", "_backend", "bench"])
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(f"ros2_inst3d.ops.{module}"))

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from config_helpers import lidar_config
-from test_geometric import room_scene
+from conftest import cloud_msg, lidar_config, room_scene, static_lookup
 
-from ros2_inst3d.cloud import decode, encode_xyz, ns_to_stamp, stamp_to_ns
-from ros2_inst3d.msgs import MessageFactory, make_typestore
+from ros2_inst3d.cloud import decode, stamp_to_ns
 from ros2_inst3d.pipeline import (
     TOPIC_CLOUD,
     TOPIC_DETECTIONS,
@@ -16,22 +14,11 @@ from ros2_inst3d.pipeline import (
     TOPIC_MARKERS,
     SegmentTrigger,
     StreamPipeline,
-    TransformUnavailable,
 )
 from ros2_inst3d.segmenter import Segmenter
 from ros2_inst3d.transforms import quaternion_from_euler, transform_to_matrix
 
 SEC = 1_000_000_000
-
-
-@pytest.fixture(scope="module", params=["humble", "jazzy"])
-def factory(request):
-    return MessageFactory.for_rosbags(make_typestore(request.param))
-
-
-def cloud_msg(factory, xyz, stamp_ns, frame="sensor"):
-    header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, stamp_ns), frame_id=frame)
-    return encode_xyz(factory, header, xyz)
 
 
 # ---- trigger ------------------------------------------------------------------------------
@@ -70,20 +57,12 @@ def test_scan_count_trigger_and_disabled_timer():
 
 # ---- ingest and accounting ------------------------------------------------------------------
 
-def _static_lookup(matrix):
-    def lookup(target, source, stamp_ns):
-        if source != "sensor":
-            raise TransformUnavailable(f"no edge {source} -> {target}")
-        return matrix
-    return lookup
-
-
 def test_scans_are_transformed_into_the_fixed_frame(factory):
     cfg = lidar_config().replace(**{"accumulate.dedupe_voxel": 0.0})
     pipe = StreamPipeline(cfg, Segmenter(cfg))
     pose = transform_to_matrix([1.0, 2.0, 0.5], quaternion_from_euler(0, 0, np.pi / 2))
     xyz = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=np.float32)
-    rec = pipe.ingest("points", cloud_msg(factory, xyz, 5 * SEC), _static_lookup(pose))
+    rec = pipe.ingest("points", cloud_msg(factory, xyz, 5 * SEC), static_lookup(pose))
     assert rec.fate == "pending" and rec.stamp_ns == 5 * SEC
     got = pipe.accumulator.cloud().xyz
     np.testing.assert_allclose(got, [[1.0, 3.0, 0.5], [0.0, 2.0, 0.5]], atol=1e-6)
@@ -92,7 +71,7 @@ def test_scans_are_transformed_into_the_fixed_frame(factory):
 def test_every_scan_is_accounted_for(factory):
     cfg = lidar_config().replace(**{"accumulate.window_s": 10.0, "accumulate.max_scans": 3})
     pipe = StreamPipeline(cfg, Segmenter(cfg), keep_records=True)
-    ident = _static_lookup(np.eye(4))
+    ident = static_lookup(np.eye(4))
     xyz, _ = room_scene()
     parts = np.array_split(xyz, 4)
     pipe.ingest("points", cloud_msg(factory, parts[0], 1 * SEC), ident)
@@ -132,7 +111,7 @@ def test_every_scan_is_accounted_for(factory):
 def test_backwards_time_jump_resets_the_window(factory):
     cfg = lidar_config()
     pipe = StreamPipeline(cfg, Segmenter(cfg), keep_records=True)
-    ident = _static_lookup(np.eye(4))
+    ident = static_lookup(np.eye(4))
     pts = np.random.default_rng(0).uniform(0, 1, (100, 3)).astype(np.float32)
     pipe.ingest("points", cloud_msg(factory, pts, 100 * SEC), ident)
     pipe.ingest("points", cloud_msg(factory, pts + 5, 101 * SEC), ident)
@@ -146,11 +125,50 @@ def test_backwards_time_jump_resets_the_window(factory):
     assert pipe.stats.time_jumps == 1
 
 
+def test_front_end_clock_jump_poll_and_diagnostics_come_from_the_pipeline(factory):
+    """What the node shows on /diagnostics is the pipeline's own account (the node adds only its
+    input rate and TF rejections)."""
+    cfg = lidar_config().replace(**{"segment.rate_hz": 0.0, "segment.every_n_scans": 2})
+    pipe = StreamPipeline(cfg, Segmenter(cfg), keep_records=True)
+    report = pipe.diagnostic_values()
+    assert report.warning == "no input clouds yet" and report.values["model"] == "geometric"
+    ident = static_lookup(np.eye(4))
+    pts = np.random.default_rng(0).uniform(0, 1, (100, 3)).astype(np.float32)
+    pipe.ingest("points", cloud_msg(factory, pts, 10 * SEC), ident)
+    assert not pipe.poll(0.0)
+    pipe.ingest("points", cloud_msg(factory, pts + 2, 11 * SEC), ident)
+    assert pipe.poll(0.0)                                    # every_n_scans = 2
+    pipe.ingest("points", cloud_msg(factory, pts, 12 * SEC), lambda *a: np.eye(3))  # not 4x4
+    pipe.note_clock_jump()                                   # e.g. the node's ROS time looped
+    report = pipe.diagnostic_values()
+    values = report.values
+    assert report.warning == "most scans are skipped (see scans_skipped.*)"
+    assert values["scans_received"] == 3 and values["time_jumps"] == 1
+    assert values["scans_skipped.time_jump"] == 2 and values["scans_skipped.no_transform"] == 1
+    assert values["accumulated_points"] == 0 and values["device"] == "cpu"
+    assert values["end_to_end_latency_ms"] == "nan" and values["input_clock_offset_s"] == "0.0"
+    for k in range(2):
+        pipe.ingest("points", cloud_msg(factory, pts + 4 * k, (13 + k) * SEC), ident)
+    report = pipe.diagnostic_values()
+    assert report.warning is None and report.values["accumulated_points"] > 100
+    # Stamps a year behind the clock: reported once, latency not shown, offset shown, a warning.
+    year = 365 * 86400 * SEC
+    assert pipe.record_end_to_end(year + 11 * SEC, 11 * SEC) == pytest.approx(year / SEC)
+    assert pipe.record_end_to_end(year + 12 * SEC, 11 * SEC) is None   # already reported
+    report = pipe.diagnostic_values()
+    assert report.values["end_to_end_latency_ms"] == "nan"
+    assert float(report.values["input_clock_offset_s"]) == pytest.approx(-year / SEC, abs=1)
+    assert "disagree" in report.warning
+    assert pipe.record_end_to_end(12 * SEC + 250_000_000, 12 * SEC) is None
+    report = pipe.diagnostic_values()
+    assert report.values["end_to_end_latency_ms"] == "250.0" and report.warning is None
+
+
 def test_outputs_carry_fixed_frame_and_newest_stamp(factory):
     cfg = lidar_config().replace(**{"input.fixed_frame": "odom", "accumulate.dedupe_voxel": 0.0})
     pipe = StreamPipeline(cfg, Segmenter(cfg))
     xyz, _ = room_scene()
-    lookup = _static_lookup(np.eye(4))
+    lookup = static_lookup(np.eye(4))
     pipe.ingest("points", cloud_msg(factory, xyz[::2], 7 * SEC + 5), lookup)
     pipe.ingest("points", cloud_msg(factory, xyz[1::2], 8 * SEC + 250), lookup)
     result = pipe.segment()
@@ -175,7 +193,7 @@ def test_runtime_config_changes_apply(factory):
     cfg = lidar_config().replace(**{"accumulate.dedupe_voxel": 0.0})
     pipe = StreamPipeline(cfg, Segmenter(cfg))
     xyz, _ = room_scene()
-    pipe.ingest("points", cloud_msg(factory, xyz, SEC, frame="map"), _static_lookup(np.eye(4)))
+    pipe.ingest("points", cloud_msg(factory, xyz, SEC, frame="map"), static_lookup(np.eye(4)))
     pipe.apply_runtime_config(cfg.replace(**{"segment.min_points": 9000, "segment.rate_hz": 5.0}))
     assert pipe.trigger.period_s == pytest.approx(0.2)
     assert pipe.segment().instances.num_instances == 2
@@ -185,7 +203,7 @@ def test_an_unchanged_window_is_not_segmented_again(factory):
     cfg = lidar_config()
     pipe = StreamPipeline(cfg, Segmenter(cfg))
     xyz, _ = room_scene()
-    lookup = _static_lookup(np.eye(4))
+    lookup = static_lookup(np.eye(4))
     pipe.ingest("points", cloud_msg(factory, xyz, SEC, frame="map"), lookup)
     assert pipe.segment() is not None
     # The input stopped: the same window would give the same result, at the cost of a model run.

@@ -264,6 +264,7 @@ def test_score_loss_reaches_the_backbone(batch2):
     assert model.offset_linear.weight.grad is None  # grouping runs on detached offsets
 
 
+@pytest.mark.slow
 def test_adam_steps_reduce_the_loss(scenes):
     model = tiny_model(prepare_epochs=0)
     batch = collate(scenes[:1], VOXEL)
@@ -312,6 +313,7 @@ def test_training_without_proposals_or_labels_stays_finite(batch2):
 # Inference
 
 
+@pytest.mark.slow
 def test_predict_is_well_formed_and_deterministic(batch2):
     model = tiny_model(TEST_SCORE_THRESH=0.0)
     model.eval()

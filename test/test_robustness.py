@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from config_helpers import lidar_config
+from conftest import lidar_config
 
 from ros2_inst3d.accumulate import ScanAccumulator
 from ros2_inst3d.bag import POINTCLOUD2, TF_TOPIC, TFMESSAGE, segment_bag
@@ -24,7 +24,7 @@ from ros2_inst3d.cloud import CloudDecodeError, decode, encode_xyz, ns_to_stamp
 from ros2_inst3d.config import ConfigError, Config, from_dict, load_config
 from ros2_inst3d.io import CloudFileError, read_cloud
 from ros2_inst3d.model.checkpoint import CheckpointError, check_checkpoint, load_checkpoint
-from ros2_inst3d.model.registry import build_model, load_model_config
+from ros2_inst3d.model.registry import build_network, load_model_config
 from ros2_inst3d.msgs import MessageFactory, make_typestore
 from ros2_inst3d.pipeline import StreamPipeline, TransformUnavailable
 from ros2_inst3d.segmenter import Segmenter
@@ -378,14 +378,14 @@ def test_wrong_types_in_a_model_yaml_are_config_errors(tmp_path):
         path = tmp_path / "m.yaml"
         path.write_text(f"model:\n  name: softgroup\n  {body}\n")
         with pytest.raises(ConfigError):
-            build_model(load_model_config(path), device="meta")
+            build_network(load_model_config(path), device="meta")
 
 
 def test_checkpoint_with_bad_embedded_config_or_class_table_is_refused(tmp_path):
     from ros2_inst3d.config import ModelConfig
     from ros2_inst3d.model.inference import LearnedModel
 
-    net = build_model({"name": "softgroup", "channels": 4, "num_blocks": 2,
+    net = build_network({"name": "softgroup", "channels": 4, "num_blocks": 2,
                        "semantic_classes": 20, "instance_classes": 18})
     state = net.state_dict()
     for extra in ({"config": {"name": "softgroup", "channels": "four"}},
@@ -398,7 +398,7 @@ def test_checkpoint_with_bad_embedded_config_or_class_table_is_refused(tmp_path)
 
 
 def test_nan_checkpoints_are_reported_and_refused(tmp_path, capsys):
-    net = build_model({"name": "softgroup", "channels": 4, "num_blocks": 2,
+    net = build_network({"name": "softgroup", "channels": 4, "num_blocks": 2,
                        "semantic_classes": 5, "instance_classes": 3})
     state = {k: v.clone() for k, v in net.state_dict().items()}
     key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 3)

@@ -12,19 +12,19 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import BOX_CLASSES, box_scene
 
 from ros2_inst3d.data.batching import Sample, collate
 from ros2_inst3d.synthetic.scene import SceneParams, generate_scene
 from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.model.proposal_ops import mask_offsets
-from ros2_inst3d.model.registry import build_model
+from ros2_inst3d.model.registry import build_network
 from ros2_inst3d.model.softgroup import RefinementOutput, SoftGroup
 from ros2_inst3d.ops import SparseMasks, mask_iou
 
 VOXEL = 0.05
 NUM_SEMANTIC, NUM_INSTANCE = 20, 18
 SHIFT = NUM_SEMANTIC - NUM_INSTANCE
-BOX_CLASSES = (2, 3, 4, 5)  # semantic ids of the boxes of box_scene
 
 
 def tiny(seed: int = 0, grouping: dict | None = None, test: dict | None = None,
@@ -40,7 +40,7 @@ def tiny(seed: int = 0, grouping: dict | None = None, test: dict | None = None,
            "test_cfg": {"cls_score_thr": 0.001, "mask_score_thr": -0.5, "min_npoint": 5,
                         **(test or {})},
            **overrides}
-    return build_model(cfg)
+    return build_network(cfg)
 
 
 def box_model(seed: int = 0, **kwargs) -> SoftGroup:
@@ -54,35 +54,6 @@ def box_model(seed: int = 0, **kwargs) -> SoftGroup:
         model.offset_linear[3].weight.zero_()
         model.offset_linear[3].bias.zero_()
     return model
-
-
-def box_scene(seed: int, num_boxes: int = 4) -> Sample:
-    """Solid 0.4 m cubes (4 cm grid) 1.5 m apart, one instance each (classes BOX_CLASSES), above
-    a 2 x 2 m floor patch (class 1, no instance) 1 m lower; coloured per object."""
-    rng = np.random.default_rng(seed)
-    axis = np.arange(0.0, 0.4, 0.04)
-    cube = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    xyz, rgb, semantic, instance = [], [], [], []
-    for k in range(num_boxes):
-        keep = rng.random(len(cube)) < 0.8
-        pts = cube[keep] + np.array([1.5 * k, 0.3 * (k % 2), 1.0])
-        xyz.append(pts)
-        rgb.append(np.tile(rng.uniform(0, 255, 3), (len(pts), 1)))
-        semantic.append(np.full(len(pts), BOX_CLASSES[k % len(BOX_CLASSES)]))
-        instance.append(np.full(len(pts), k))
-    floor = np.stack(np.meshgrid(np.arange(0, 2, 0.05), np.arange(0, 2, 0.05), [0.0],
-                                 indexing="ij"), -1).reshape(-1, 3)
-    xyz.append(floor)
-    rgb.append(np.full((len(floor), 3), 128.0))
-    semantic.append(np.full(len(floor), 1))
-    instance.append(np.full(len(floor), -100))
-    xyz_all = np.concatenate(xyz)
-    xyz_all += rng.normal(0, 0.003, xyz_all.shape)
-    xyz_all -= xyz_all.mean(0)
-    n = len(xyz_all)
-    return Sample(f"boxes{seed}", xyz_all.astype(np.float32), None,
-                  np.concatenate(rgb).astype(np.float32), np.concatenate(semantic).astype(np.int64),
-                  np.concatenate(instance).astype(np.int64), np.arange(n), True)
 
 
 @pytest.fixture(scope="module")
@@ -377,6 +348,7 @@ def test_forward_train_keeps_the_first_max_proposal_num_proposals():
     assert parts["num_proposals"] == 5 and np.isfinite(float(total.detach()))
 
 
+@pytest.mark.slow
 def test_a_few_adam_steps_reduce_the_loss():
     model = box_model(seed=1)
     batch = collate([box_scene(2)], VOXEL)

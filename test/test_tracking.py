@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from config_helpers import lidar_config
-from test_geometric import room_scene
-from test_pipeline import _static_lookup, cloud_msg, factory  # noqa: F401 - fixture
+from conftest import cloud_msg, lidar_config, room_scene, static_lookup
 
 from ros2_inst3d.config import Config, TrackingConfig
 from ros2_inst3d.instances import Instances
@@ -183,7 +181,7 @@ def test_pipeline_results_keep_ids_and_publish_remembered_objects(factory):  # n
                                     "tracking.min_hits": 1})
     pipe = StreamPipeline(cfg, Segmenter(cfg))
     xyz, _ = room_scene()
-    lookup = _static_lookup(np.eye(4))
+    lookup = static_lookup(np.eye(4))
     pipe.ingest("points", cloud_msg(factory, xyz, SEC, frame="map"), lookup)
     first = pipe.segment()
     ids = sorted(first.instances.ids.tolist())
@@ -223,7 +221,7 @@ def test_tracking_off_gives_per_result_ids(factory):  # noqa: F811
     xyz, _ = room_scene()
     for t in (1, 2):
         pipe.ingest("points", cloud_msg(factory, xyz, t * SEC, frame="map"),
-                    _static_lookup(np.eye(4)))
+                    static_lookup(np.eye(4)))
         res = pipe.segment()
         assert res.instances.ids.tolist() == [0, 1, 2, 3] and res.remembered == []
         items = pipe.output_messages(factory, res)[TOPIC_INSTANCES].instances

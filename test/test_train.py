@@ -123,6 +123,7 @@ def iter_records(work_dir):
 POINTWISE_PARTS = ("semantic_loss", "offset_loss", "dir_loss")  # dir_loss: PointGroup only
 
 
+@pytest.mark.slow
 def test_loss_falls(trained):
     """The point-wise losses (present from the first iteration) fall by a margin; each proposal
     loss falls from its first iterations with proposals to the last ones. The total alone does
@@ -220,6 +221,7 @@ def test_export_weights(trained, scene_dirs, tmp_path):
     assert floats and all(v.dtype == torch.float16 for v in floats)
 
 
+@pytest.mark.slow
 def test_resume_repeats_the_uninterrupted_run(trained, tmp_path):
     """From epoch_010.pth, the resumed run does iterations 21..30 with the same learning rates
     and (CPU, single-threaded spconv, seeded draws) the same losses."""
@@ -345,6 +347,7 @@ def test_pretrain_that_fits_nothing_is_refused(scene_dirs, tmp_path):
         train(train_config_from_dict(data), quiet=True)
 
 
+@pytest.mark.slow
 def test_data_parallel_training_on_loopback(scene_dirs, tmp_path):
     """`train --nproc 2`: two gloo processes on 127.0.0.1, one scene each per step, averaged
     gradients; rank 0 alone writes the log and checkpoints."""
@@ -361,6 +364,7 @@ def test_data_parallel_training_on_loopback(scene_dirs, tmp_path):
     assert (tmp_path / "wd" / "latest.pth").is_file()
 
 
+@pytest.mark.slow
 def test_average_gradients_is_the_mean_over_ranks():
     from ros2_inst3d.parallel import spawn
 

@@ -1,6 +1,6 @@
 """The sparse-convolution U-Net shared by PointGroup, HAIS, SoftGroup and ISBNet.
 
-Module and parameter names are the official ones (research/official-models.md §1), so the
+Module and parameter names are the official ones (docs/official-models.md §1), so the
 released checkpoints load with ``strict=True``: ``input_conv`` → ``unet`` (a recursive
 :class:`UBlock`) → ``output_layer``. The sparse convolutions are spconv 2.x modules; their
 weights use spconv 2's ``[out, kx, ky, kz, in]`` layout (``checkpoint.py`` converts spconv 1

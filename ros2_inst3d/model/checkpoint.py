@@ -2,7 +2,7 @@
 
 The official loaders use ``strict=False`` and silently skip keys whose shapes do not match, so a
 checkpoint paired with the wrong config "loads" and then runs with random heads
-(research/official-models.md §0 fact 1, §9). Here every checkpoint goes through one path:
+(docs/official-models.md §0 fact 1, §9). Here every checkpoint goes through one path:
 
 1. ``torch.load(weights_only=True)`` — no arbitrary code from pickles (``trust_pickle=True``
    lifts that for files you trust);

@@ -23,7 +23,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ..classes import OTHERFURNITURE
-from ..config import GeometricConfig
+from ..config import Config, GeometricConfig
 from ..voxelize import voxel_mean, voxelize
 from .proposals import Proposals
 
@@ -204,9 +204,17 @@ def convex_components(centres: np.ndarray, radius: float, concave_angle_deg: flo
     convex = np.einsum("ij,ij->i", normals[i] - normals[j], centres[i] - centres[j]) > 0
     flat = np.einsum("ij,ij->i", normals[i], normals[j]) > np.cos(np.radians(concave_angle_deg))
     keep = convex | flat
-    r = np.concatenate([np.arange(m), i[keep]])
-    c = np.concatenate([np.arange(m), j[keep]])
-    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(m, m))
+    return graph_components(i[keep], j[keep], m)
+
+
+def graph_components(rows: np.ndarray, cols: np.ndarray, num_nodes: int) -> np.ndarray:
+    """Connected components of the undirected graph with edges ``rows[e]``-``cols[e]`` over
+    ``num_nodes`` nodes: (num_nodes,) int64 component ids, numbered by their first node (scipy's
+    labelling), so results are deterministic. Nodes without an edge are their own component."""
+    if num_nodes == 0:
+        return np.zeros(0, dtype=np.int64)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)),
+                       shape=(num_nodes, num_nodes))
     _, labels = connected_components(graph, directed=False)
     return labels.astype(np.int64)
 
@@ -234,26 +242,29 @@ def voxel_components(coords: np.ndarray, reach: int) -> np.ndarray:
     keys = (c[:, 0] * dims[1] + c[:, 1]) * dims[2] + c[:, 2]
     order = np.argsort(keys)
     sorted_keys = keys[order]
-    rows, cols = [np.arange(m)], [np.arange(m)]
+    rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for off in _neighbour_offsets(reach):
         nkeys = keys + (off[0] * dims[1] + off[1]) * dims[2] + off[2]
         pos = np.minimum(np.searchsorted(sorted_keys, nkeys), m - 1)
         hit = sorted_keys[pos] == nkeys
         rows.append(np.flatnonzero(hit))
         cols.append(order[pos[hit]])
-    r, k = np.concatenate(rows), np.concatenate(cols)
-    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, k)), shape=(m, m))
-    _, labels = connected_components(graph, directed=False)
-    return labels.astype(np.int64)
+    return graph_components(np.concatenate(rows), np.concatenate(cols), m)
 
 
-class GeometricSegmenter:
-    """RANSAC structure removal + Euclidean voxel clustering; see the module docstring."""
+class GeometricModel:
+    """RANSAC structure removal + Euclidean voxel clustering (the ``geometric`` method, a
+    ``PointModel`` without weights); see the module docstring."""
 
     name = "geometric"
 
     def __init__(self, cfg: GeometricConfig | None = None) -> None:
         self.cfg = cfg or GeometricConfig()
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> GeometricModel:
+        """The method's factory (``registry.METHODS``): the ``geometric`` section of ``cfg``."""
+        return cls(cfg.geometric)
 
     def predict_points(self, xyz: np.ndarray, rgb: np.ndarray | None = None) -> Proposals:
         """Instances of ``xyz`` (N, 3) float32, metres, z up; ``rgb`` is unused."""

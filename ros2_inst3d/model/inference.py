@@ -1,4 +1,4 @@
-"""Learned models (SoftGroup, PointGroup) behind the :class:`~ros2_inst3d.segmenter.PointModel`
+"""Learned methods (``registry.LEARNED_METHODS``) behind the :class:`~ros2_inst3d.segmenter.PointModel`
 interface: config → weights → network on a device → ``predict_points(xyz, rgb) -> Proposals``.
 
 What is loaded, in order of precedence:
@@ -30,15 +30,12 @@ from typing import Any
 import numpy as np
 
 from ..classes import SCANNET20_CLASSES
-from ..config import ModelConfig
+from ..config import Config, ModelConfig
 from ..errors import ConfigError, SegmentationError
 from .proposals import Proposals
-from .registry import SEGMENTATION_METHODS
+from .registry import LEARNED_METHODS
 
 log = logging.getLogger(__name__)
-
-LEARNED_MODELS = SEGMENTATION_METHODS
-"""``model.name`` values :class:`LearnedModel` serves (all implement ``predict``)."""
 
 SHIPPED_SUFFIX = "_synthetic"
 """Shipped demo files: ``config/models/<name>_synthetic.yaml``, ``models/<name>_synthetic.pth``."""
@@ -91,9 +88,10 @@ def resolve_checkpoint(model_cfg: ModelConfig, models_dir: str | Path | None = N
     return path
 
 
-def resolve_model_config(model_cfg: ModelConfig, meta: Mapping[str, Any]
-                         ) -> tuple[dict[str, Any], str]:
-    """The ``model:`` mapping to build and where it came from (for messages).
+def network_config_for_checkpoint(model_cfg: ModelConfig, meta: Mapping[str, Any]
+                                  ) -> tuple[dict[str, Any], str]:
+    """The ``model:`` mapping of the network to build for a checkpoint, and where it came from
+    (for messages): ``model.config``, else the checkpoint's embedded one, else the shipped YAML.
 
     meta: the checkpoint's non-weight entries (``checkpoint.read_checkpoint_meta``).
     """
@@ -123,9 +121,9 @@ def _is_cuda_oom(err: BaseException) -> bool:
 
 
 class LearnedModel:
-    """A trained SoftGroup or PointGroup network ready for inference (``eval()`` mode).
+    """A trained network of a learned method ready for inference (``eval()`` mode).
 
-    network: the model (``registry.build_model``), weights loaded. class_names: its semantic
+    network: the model (``registry.build_network``), weights loaded. class_names: its semantic
     class table (``network.semantic_classes`` entries). device: where it runs. source: a short
     description of the weights, for logs.
 
@@ -171,18 +169,18 @@ class LearnedModel:
         import torch
 
         from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta
-        from .registry import build_model
+        from .registry import build_network
 
         name = model_cfg.name
-        if name not in LEARNED_MODELS:
+        if name not in LEARNED_METHODS:
             raise ConfigError(f"model.name '{name}' is not a learned model this version runs "
-                              f"(learned: {', '.join(LEARNED_MODELS)})")
+                              f"(learned: {', '.join(LEARNED_METHODS)})")
         path = resolve_checkpoint(model_cfg, models_dir)
         try:
             meta = read_checkpoint_meta(path)
         except CheckpointError as err:
             raise ConfigError(str(err)) from None
-        net_cfg, cfg_source = resolve_model_config(model_cfg, meta)
+        net_cfg, cfg_source = network_config_for_checkpoint(model_cfg, meta)
         if net_cfg.get("name") != name:
             raise ConfigError(f"model.name is '{name}' but {cfg_source} describes a "
                               f"'{net_cfg.get('name')}' model; make them agree")
@@ -191,7 +189,7 @@ class LearnedModel:
         device = resolve_device(model_cfg.device)
         if model_cfg.cpu_threads > 0:
             torch.set_num_threads(model_cfg.cpu_threads)
-        network = build_model(net_cfg)
+        network = build_network(net_cfg)
         try:
             load_checkpoint(network, path, strict=True)
         except CheckpointError as err:
@@ -258,5 +256,11 @@ class LearnedModel:
         return proposals
 
 
-__all__ = ["LEARNED_MODELS", "LearnedModel", "resolve_checkpoint",
-           "resolve_model_config", "shipped_model_config", "shipped_weights", "train_hint"]
+def learned_point_model(cfg: Config) -> LearnedModel:
+    """The learned methods' factory (``registry.METHODS``): :meth:`LearnedModel.from_config` of
+    the pipeline config's ``model`` section."""
+    return LearnedModel.from_config(cfg.model)
+
+
+__all__ = ["LearnedModel", "learned_point_model", "network_config_for_checkpoint",
+           "resolve_checkpoint", "shipped_model_config", "shipped_weights", "train_hint"]

@@ -1,4 +1,4 @@
-"""ISBNet (CVPR 2023): the network with the official module names (official-models.md §3.1).
+"""ISBNet (CVPR 2023): the network with the official module names (docs/official-models.md §3.1).
 
 Everything is per **voxel** until the very end (ISBNet maps to points only when it writes the
 masks). Implemented: backbone + the point-wise heads (:meth:`ISBNet.forward_pointwise`):
@@ -14,20 +14,20 @@ farthest-point samples), ``inst_shared_mlp`` and the class / confidence / box he
 ``GenericMLP``s), ``mask_tower`` (mask features) and ``inst_mask_head`` (the controller
 generating the dynamic-convolution parameters). These instance-head BatchNorms keep PyTorch's
 default ``eps = 1e-5``, unlike the backbone's 1e-4. :meth:`ISBNet.forward_train` and
-:meth:`ISBNet.predict` run it (official-models.md §3.2) with these differences:
+:meth:`ISBNet.predict` run it (docs/official-models.md §3.2) with these differences:
 
 * superpoints are per voxel (live clouds have no mesh segments), so ``use_spp_pool`` pools
   nothing and the masks are over voxels;
 * IA-FPS (``ops.instance_aware_fps``) measures distances on the predicted centroids (xyz +
   offset), so queries spread over instances, and the test-time chunks continue from the
   candidates that no earlier mask covers, indexed by the candidates' own voxels (the official
-  code's coverage test indexes through a mismatched id table, official-models.md §3.2 step 6);
+  code's coverage test indexes through a mismatched id table, docs/official-models.md §3.2 step 6);
   the official code's pointnet2 FPS quirk (points with |xyz|^2 <= 1e-3 never picked) is not
   reproduced;
 * the dynamic convolution runs in chunks of voxels (bounded memory for any cloud size);
 * training: the mask losses see a random subset of ``train_cfg.mask_sample_voxels`` voxels per
   cloud; loss weights, the matching cost and the background weight are ours (``train_cfg``),
-  the official criterion is not in the research notes; the object voxels the aggregators see
+  the official criterion is not in docs/official-models.md; the object voxels the aggregators see
   during training are the predicted ones plus the labelled thing voxels;
 * test: the voxel-count filter is ``npoint_thresh`` scaled by the cloud's voxels per point
   (official: the same number for voxels and points, at 2 cm voxels holding ~1 point each);
@@ -241,7 +241,7 @@ class ISBNet(InstanceNetwork):
 
     in_channels / with_coords / channels / num_blocks / semantic_classes / instance_classes /
     semantic_only / voxel_size as for :class:`~ros2_inst3d.model.softgroup.SoftGroup`. The rest
-    keep the official names and values (research/official-models.md §3.3).
+    keep the official names and values (docs/official-models.md §3.3).
     """
 
     name = "isbnet"

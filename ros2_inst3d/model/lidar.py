@@ -27,12 +27,11 @@ import time
 from typing import Mapping
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ..classes import OTHERFURNITURE
-from ..config import ConfigError, LidarConfig
+from ..config import Config, ConfigError, LidarConfig
+from .geometric import graph_components
 from .proposals import Proposals
 
 DEFAULT_GROWTH_DEG = 0.5   # tolerance growth without a ring field (HDL-64-like beam spacing)
@@ -292,7 +291,7 @@ def range_adaptive_components(centres: np.ndarray, ranges: np.ndarray,
     m = len(centres)
     if m == 0:
         return np.zeros(0, dtype=np.int64)
-    rows, cols = [np.arange(m)], [np.arange(m)]
+    rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     lo = float(tolerance.min())
     hi = float(tolerance.max())
     below = -np.inf
@@ -312,10 +311,7 @@ def range_adaptive_components(centres: np.ndarray, ranges: np.ndarray,
                 rows.append(i[keep])
                 cols.append(j[keep])
         below, level = level, level * _TOLERANCE_LEVELS
-    r, k = np.concatenate(rows), np.concatenate(cols)
-    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, k)), shape=(m, m))
-    _, labels = connected_components(graph, directed=False)
-    return labels.astype(np.int64)
+    return graph_components(np.concatenate(rows), np.concatenate(cols), m)
 
 
 def join_tolerance(ranges: np.ndarray, cfg: LidarConfig, growth_deg: float) -> np.ndarray:
@@ -389,8 +385,9 @@ def cluster_scatter(rel: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return ev[:, 0] / np.maximum(ev[:, 2], 1e-12)
 
 
-class LidarSegmenter:
-    """Ground segmentation + range-adaptive Euclidean clustering + plausibility filters."""
+class LidarClusteringModel:
+    """Ground segmentation + range-adaptive Euclidean clustering + plausibility filters (the
+    ``lidar`` method, a ``PointModel`` without weights)."""
 
     name = "lidar"
     accepts_fields = True  # predict_points takes the cloud's other fields (intensity, ring)
@@ -398,6 +395,11 @@ class LidarSegmenter:
     def __init__(self, cfg: LidarConfig | None = None) -> None:
         self.cfg = cfg or LidarConfig()
         self.ground_method = resolve_ground_method(self.cfg.ground)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> LidarClusteringModel:
+        """The method's factory (``registry.METHODS``): the ``lidar`` section of ``cfg``."""
+        return cls(cfg.lidar)
 
     def predict_points(self, xyz: np.ndarray, rgb: np.ndarray | None = None,
                        fields: Mapping[str, np.ndarray] | None = None) -> Proposals:

@@ -3,7 +3,7 @@
 Inside a forward pass, instance proposals are :class:`~ros2_inst3d.ops.SparseMasks`: entries
 ``(mask_idx[e], point_idx[e])`` sorted by mask, then point, so proposal ``k`` owns the entries
 ``offsets[k]:offsets[k + 1]`` (the official ``proposals_idx`` / ``proposals_offset`` pair). The
-official CUDA helpers these replace (research/official-models.md §5.1): ``sec_min/sec_max``,
+official CUDA helpers these replace (docs/official-models.md §5.1): ``sec_min/sec_max``,
 ``voxelization_idx`` + ``voxelization`` on proposals (``clusters_voxelization``),
 ``global_avg_pool`` / ``roipool``, ``get_mask_iou_on_cluster`` / ``get_mask_iou_on_pred`` and
 PointGroup's ``get_segmented_scores``. All are plain torch (CPU and CUDA alike).

@@ -1,6 +1,6 @@
 """SoftGroup (CVPR 2022, and SoftGroup++: same weights) and HAIS, its pretraining source.
 
-Module names and shapes are the official ones (research/official-models.md §2.1, §4), so
+Module names and shapes are the official ones (docs/official-models.md §2.1, §4), so
 ``softgroup_*_spconv2.pth`` and converted HAIS checkpoints load with ``strict=True``:
 
 * backbone (``input_conv``, ``unet``, ``output_layer``) and the point-wise ``semantic_linear``
@@ -12,7 +12,7 @@ Module names and shapes are the official ones (research/official-models.md §2.1
   (soft grouping), :meth:`SoftGroup.forward_train` (official losses) and :meth:`SoftGroup.predict`
   (official ``get_instances`` plus an optional class-agnostic mask NMS, ``test_cfg.nms_iou``).
 
-Where this differs from the official code (thangvubk/SoftGroup, research/official-models.md §2):
+Where this differs from the official code (thangvubk/SoftGroup, docs/official-models.md §2):
 
 * grouping runs every class through one :func:`ops.cluster_points` call (one row per
   (point, class) candidate); clusters are weakly connected components of the capped ball-query
@@ -166,7 +166,7 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
     depth. semantic_classes / instance_classes: label counts (instance classes are the last
     ``instance_classes`` semantic ones). semantic_only: build only the backbone and point-wise
     heads (the released backbone pretrains). voxel_size: metres (1 / official ``scale``). The
-    remaining keys keep the official names and values (research/official-models.md §2.4),
+    remaining keys keep the official names and values (docs/official-models.md §2.4),
     except fusion / fusion_push (ours, default off = official): SSAIFF (``model/fusion.py``),
     the offset head on ``[semantic-pooled features, features, xyz]``, a ``region_linear``
     head to the semantic region centre, grouping on offsets pushed ``fusion_push`` metres away
@@ -236,7 +236,7 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
 
     def grouping(self, semantic_probs: torch.Tensor, offsets: torch.Tensor, xyz: torch.Tensor,
                  batch_offsets: torch.Tensor) -> SparseMasks:
-        """Soft grouping: the official ``forward_grouping`` (research/official-models.md §2.2 step 5).
+        """Soft grouping: the official ``forward_grouping`` (docs/official-models.md §2.2 step 5).
 
         For every semantic class c outside ``grouping_cfg.ignore_classes`` the candidates are the
         points with ``semantic_probs[:, c] > score_thr`` (a point may be a candidate of several

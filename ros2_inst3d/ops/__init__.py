@@ -25,7 +25,7 @@ op                         what                                                 
 :func:`mask_iou`, :func:`mask_nms`  IoU of point masks (dense or sparse), greedy NMS  torch
 =========================  ========================================================  ============
 
-Official counterparts: research/official-models.md §5.
+Official counterparts: docs/official-models.md §5.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from .masks import SparseMasks, mask_iou, mask_nms, matrix_nms
 from .mean_shift import mean_shift, mean_shift_modes
 from .neighbors import NeighborCSR, ball_query
 from .sampling import farthest_point_sample, instance_aware_fps
-from .segment import segment_reduce
+from .segment_reduce import segment_reduce
 from .voxel_maps import VoxelMaps, voxelize_points
 
 __all__ = [

@@ -19,12 +19,12 @@ from .clustering import cluster_points, connected_components
 from .masks import SparseMasks, mask_iou, mask_nms
 from .neighbors import ball_query
 from .sampling import farthest_point_sample
-from .segment import segment_reduce
+from .segment_reduce import segment_reduce
 from .voxel_maps import voxelize_points
 
 __all__ = ["bench_ops", "format_bench", "synthetic_scene"]
 
-# SoftGroup's ScanNet grouping settings (research/official-models.md §2.4).
+# SoftGroup's ScanNet grouping settings (docs/official-models.md §2.4).
 RADIUS = 0.04
 MAX_NEIGHBORS = 300
 MIN_SIZE = 50

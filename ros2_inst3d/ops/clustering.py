@@ -1,5 +1,5 @@
 """Grouping points into clusters: connected components of a neighbour graph (the BFS clustering
-of PointGroup/SoftGroup, research/official-models.md §5.1) and the ball-query + components
+of PointGroup/SoftGroup, docs/official-models.md §5.1) and the ball-query + components
 convenience the grouping heads call."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ._checks import (
     same_device,
 )
 from .neighbors import ball_query
-from .segment import segment_reduce
+from .segment_reduce import segment_reduce
 from .voxel_maps import voxelize_points
 
 __all__ = ["cluster_points", "connected_components", "renumber_clusters"]
@@ -197,7 +197,7 @@ def cluster_points(
         batch_offsets: (B + 1,) int offsets of the batch items, or None for one.
         merge_size: metres; > 0 first merges the points of one (batch item, class) that share a
             cubic cell of this side into one node at their mean (SoftGroup++'s pyramid grouping,
-            research/official-models.md §2.3, which uses half the radius), links nodes closer
+            docs/official-models.md §2.3, which uses half the radius), links nodes closer
             than ``radius`` and gives every point its node's cluster; ``min_size`` still counts
             points. Offset-shifted points of a well-trained model pile up near instance centres,
             where the uncapped neighbour pairs of a plain radius search grow with the square of

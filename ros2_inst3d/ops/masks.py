@@ -1,5 +1,5 @@
 """Point-mask IoU and greedy mask NMS (PointGroup's test-time NMS, SoftGroup's IoU ops;
-research/official-models.md §4, §5.1).
+docs/official-models.md §4, §5.1).
 
 Both back ends run the same torch code and give exact integer intersection counts: either by
 counting, for every point, the pairs of masks that contain it (cheap when points lie in few

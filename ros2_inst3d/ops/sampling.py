@@ -1,4 +1,4 @@
-"""Farthest point sampling (ISBNet's ``furthestsampling_batchflat``, research/official-models.md §5.2)."""
+"""Farthest point sampling (ISBNet's ``furthestsampling_batchflat``, docs/official-models.md §5.2)."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ class VoxelMaps(NamedTuple):
 def voxelize_points(coords: torch.Tensor) -> VoxelMaps:
     """Group points by equal integer coordinate rows, in first-occurrence order.
 
-    This is SoftGroup/ISBNet's ``voxelization_idx`` (research/official-models.md §0 fact 8, §5.1)
+    This is SoftGroup/ISBNet's ``voxelization_idx`` (docs/official-models.md §0 fact 8, §5.1)
     with a CSR table instead of the padded ``[count, idx..., 0]`` rows.
 
     Args:

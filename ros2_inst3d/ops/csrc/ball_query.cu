@@ -4,6 +4,7 @@
 
 #include "ball_query.cuh"
 #include "common.cuh"
+#include "ops.h"
 
 namespace inst3d {
 namespace {

@@ -1,6 +1,7 @@
 // Connected components of a neighbour graph by lock-free union-find (connected_components.cuh).
 // Contract and CPU twin: ros2_inst3d/ops/clustering.py.
 #include "common.cuh"
+#include "ops.h"
 #include "connected_components.cuh"
 
 namespace inst3d {

@@ -5,6 +5,7 @@
 #include <cfloat>
 
 #include "common.cuh"
+#include "ops.h"
 
 namespace inst3d {
 namespace {

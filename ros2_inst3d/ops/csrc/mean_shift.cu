@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "ops.h"
 
 namespace inst3d {
 namespace {

@@ -2,31 +2,7 @@
 // ros2_inst3d/ops/*.py (these entry points are private; call the Python functions).
 #include <torch/extension.h>
 
-#include <vector>
-
-namespace inst3d {
-std::vector<at::Tensor> ball_query_grid_cuda(const at::Tensor& query, const at::Tensor& query_cell,
-                                             const at::Tensor& sorted_xyz,
-                                             const at::Tensor& sorted_index,
-                                             const at::Tensor& cell_keys,
-                                             const at::Tensor& cell_start, int64_t dx, int64_t dy,
-                                             int64_t dz, double radius_squared,
-                                             int64_t max_neighbors);
-at::Tensor connected_components_cuda(const at::Tensor& row, const at::Tensor& col,
-                                     const at::Tensor& labels, int64_t num_points);
-at::Tensor farthest_point_sample_cuda(const at::Tensor& xyz, const at::Tensor& offsets,
-                                      const at::Tensor& sample_offsets, const at::Tensor& start,
-                                      int64_t num_samples);
-at::Tensor instance_aware_fps_cuda(const at::Tensor& xyz, const at::Tensor& eligible,
-                                   const at::Tensor& offsets, const at::Tensor& sample_offsets,
-                                   const at::Tensor& seeds, const at::Tensor& seed_offsets,
-                                   int64_t num_samples);
-std::vector<at::Tensor> mean_shift_step_cuda_impl(const at::Tensor& modes,
-                                                  const at::Tensor& embedding,
-                                                  const at::Tensor& mode_item,
-                                                  const at::Tensor& offsets,
-                                                  double bandwidth_squared);
-}  // namespace inst3d
+#include "ops.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "ros2_inst3d grouping ops (CUDA kernels)";

@@ -1,5 +1,5 @@
 """Per-segment reductions (voxel means, instance pooling: SoftGroup's ``global_avg_pool`` /
-``sec_mean/min/max``, PointGroup's ``roipool``; research/official-models.md §5.1).
+``sec_mean/min/max``, PointGroup's ``roipool``; docs/official-models.md §5.1).
 
 ``torch.Tensor.scatter_reduce`` does this on CPU and CUDA alike (and is differentiable), so there
 is no custom kernel behind this op.
