@@ -232,7 +232,7 @@ class _Grid:
 # Speed (``bench --stream``, layout table; benchmarks/bench_cloud.py): the cloud is copied in
 # blocks of records, so each field pass after the first reads cached bytes, not memory. 16k points
 # (about 200-800 kB of records) keep a block's records and outputs within this machine's L2 (2 MB
-# a core): 8-15% faster than 64k-point blocks at 100k and 1M points; 4k-point blocks lose it again
+# a core): 5-15% faster than 64k-point blocks at 100k and 1M points; 4k-point blocks lose it again
 # to per-block overhead. Every copy is a column of one value per point, which numpy does several
 # times faster than an (N, 3) copy with a 3-long inner axis; adjacent values move together as one
 # wider value.
