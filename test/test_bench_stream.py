@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ros2_inst3d.bench_stream import LAYOUTS, layout_cloud
+from ros2_inst3d.bench_stream import LAYOUTS, bench_decode_layouts, layout_cloud
 from ros2_inst3d.cloud import _all_finite, decode
 
 FORMATS = {2: "u1", 4: "<u2", 6: "<u4", 7: "<f4"}
@@ -39,3 +39,13 @@ def test_finite_check_survives_overflowing_sums_and_finds_nan_and_inf():
         values = np.zeros((1000, 3), np.float32)
         values[777, 1] = bad
         assert not _all_finite(values)
+
+
+def test_layout_table_has_every_layout_at_every_size_and_the_organised_cloud_once():
+    rows = bench_decode_layouts(sizes=(5000, 20000), repeats=1)
+    flat = [name for name, _, _ in LAYOUTS if "organised" not in name]
+    organised = [name for name, _, _ in LAYOUTS if "organised" in name]
+    assert [(r["layout"], r["points"]) for r in rows] == (
+        [(n, 5000) for n in flat] + [(n, 640 * 480) for n in organised]
+        + [(n, 20000) for n in flat])
+    assert all(r["decode_ms"] > 0 and r["copy_ms"] > 0 and r["ratio"] > 0 for r in rows)

@@ -10,6 +10,7 @@ from ros2_inst3d.classes import OTHERFURNITURE
 from ros2_inst3d.config import GeometricConfig
 from ros2_inst3d.model.geometric import (
     GeometricModel,
+    count_inliers,
     fit_plane,
     ransac_plane,
     structure_mask,
@@ -33,6 +34,25 @@ def test_fit_plane_and_ransac_recover_a_plane():
     n2, _, inliers = found
     assert abs(abs(n2 @ normal) - 1) < 1e-4
     assert inliers[:2000].all() and inliers[2000:].mean() < 0.05
+
+
+def test_count_inliers_matches_float64_counts_away_from_the_threshold():
+    """The chunked float32 scoring counts what a float64 |n.p + d| < t would, for every
+    hypothesis (more than one chunk of them), when no point sits within 1e-4 m of the threshold."""
+    rng = np.random.default_rng(3)
+    sample = rng.uniform(-5, 5, (3000, 3))
+    normals = rng.normal(size=(45, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    offsets = rng.uniform(-1, 1, 45)
+    distance = 0.4
+    exact = np.abs(sample @ normals.T + offsets)
+    near = np.abs(exact - distance) < 1e-4
+    sample = sample[~near.any(axis=1)]
+    expected = (np.abs(sample @ normals.T + offsets) < distance).sum(axis=0)
+    counts = count_inliers(sample, normals, offsets, distance)
+    assert counts.dtype == np.int64 and counts.shape == (45,)
+    np.testing.assert_array_equal(counts, expected)
+    assert expected.min() > 0
 
 
 def test_voxel_components_match_a_slow_flood_fill():

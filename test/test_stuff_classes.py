@@ -15,7 +15,7 @@ import pytest
 from ros2_inst3d.config import Config
 from ros2_inst3d.model.inference import LearnedModel
 from ros2_inst3d.model.proposals import Proposals
-from ros2_inst3d.model.registry import build_model, load_model_config
+from ros2_inst3d.model.registry import build_network, load_model_config
 from ros2_inst3d.resources import config_path
 from ros2_inst3d.segmenter import Segmenter
 
@@ -46,7 +46,7 @@ class ReplayModel:
 @pytest.mark.parametrize("config_name", sorted(EXPECTED_STUFF))
 def test_segmenter_drops_the_stuff_of_the_model_config(config_name):
     net_cfg = load_model_config(config_path(f"{config_name}.yaml", "models"))
-    network = build_model(net_cfg)
+    network = build_network(net_cfg)
     k = network.semantic_classes
     learned = LearnedModel(network, [f"class{i}" for i in range(k)], "cpu")
     assert learned.stuff_classes == EXPECTED_STUFF[config_name]

@@ -22,7 +22,7 @@ from ros2_inst3d.config import ConfigError
 from ros2_inst3d.data.batching import batch_to_device, collate
 from ros2_inst3d.data.datasets import SceneDataset
 from ros2_inst3d.synthetic.scene import SceneParams, generate_scene
-from ros2_inst3d.model.registry import build_model, load_model_config
+from ros2_inst3d.model.registry import build_network, load_model_config
 from ros2_inst3d.resources import data_dir
 from ros2_inst3d.train import (
     CHECKPOINT_KEYS,
@@ -197,7 +197,7 @@ def test_checkpoint_contents_and_reload(trained, scene_dirs):
     best = torch.load(result.best, map_location="cpu", weights_only=True)
     assert best["metrics"]["best"]["epoch"] == best["epoch"]
 
-    fresh = build_model(ckpt["config"])
+    fresh = build_network(ckpt["config"])
     fresh.load_state_dict(ckpt["net"], strict=True)
     batch = val_batch(scene_dirs)
     assert_same_predictions(predictions(result.model, batch), predictions(fresh, batch))
@@ -210,7 +210,7 @@ def test_export_weights(trained, scene_dirs, tmp_path):
     assert set(slim) == set(EXPORT_KEYS)
     assert all(v.dtype == torch.float32 for v in slim["net"].values() if v.is_floating_point())
     assert out.stat().st_size < result.latest.stat().st_size  # no optimizer moments
-    model = build_model(slim["config"])
+    model = build_network(slim["config"])
     model.load_state_dict(slim["net"], strict=True)
     batch = val_batch(scene_dirs)
     assert_same_predictions(predictions(result.model, batch), predictions(model, batch))
@@ -334,7 +334,7 @@ def test_backbone_stage_then_frozen_instance_stage(scene_dirs, tmp_path):
     frozen = [k for k in pretrained if k.split(".")[0] in fixed]
     assert frozen and all(torch.equal(after[k], pretrained[k]) for k in frozen)
     head = [k for k in after if k.startswith("cls_linear")]
-    init = build_model(stage2["model"]).state_dict()
+    init = build_network(stage2["model"]).state_dict()
     assert any(not torch.equal(after[k], init[k]) for k in head)  # seeded init, then trained
     assert "AP" in second.metrics["val"] and "agnostic_AP50" in second.metrics["val"]
 
