@@ -23,7 +23,6 @@ from typing import Any, Mapping
 from .errors import ConfigError
 from .model.registry import METHOD_NAMES, methods_doc
 from .schema import build_section, load_yaml_mapping, named_errors, param
-from .schema import read_yaml_file  # noqa: F401 - the loader model YAMLs go through too
 
 # Every method model.name can pick: the registry is the one list of methods.
 MODEL_NAMES = METHOD_NAMES

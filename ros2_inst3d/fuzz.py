@@ -195,7 +195,8 @@ def fuzz_clouds(rng: np.random.Generator, count: int, workdir: Path) -> GroupRes
     """``count`` messages through one pipeline (geometric model), segmenting every 25 scans."""
     from .config import Config
     from .msgs import MessageFactory, make_typestore
-    from .pipeline import StreamPipeline, TransformUnavailable
+    from .errors import TransformUnavailable
+    from .pipeline import StreamPipeline
     from .segmenter import Segmenter
 
     result = GroupResult("clouds")

@@ -40,8 +40,8 @@ from tf2_msgs.msg import TFMessage
 
 from .config import Config, ConfigError, Leaf, schema
 from .msgs import MessageFactory
-from .pipeline import (OUTPUT_TYPES, TOPIC_INSTANCES, TOPIC_LABELS, StreamPipeline,
-                       TransformUnavailable)
+from .errors import TransformUnavailable
+from .pipeline import OUTPUT_TYPES, TOPIC_INSTANCES, TOPIC_LABELS, StreamPipeline
 from .segmenter import Segmenter
 from .tf_buffer import TfBuffer
 

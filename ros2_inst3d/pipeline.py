@@ -25,8 +25,9 @@ from typing import Any, Callable
 import numpy as np
 
 from .accumulate import ScanAccumulator
-from .cloud import CloudDecodeError, Scan, decode
+from .cloud import CloudDecodeError, decode
 from .config import Config
+from .errors import TransformUnavailable
 from .instances import Instances
 from .tracking import RememberedTrack, Tracker, TrackInfo
 from .transforms import apply_transform

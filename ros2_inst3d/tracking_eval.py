@@ -214,7 +214,8 @@ def replay_sequence(seq: Any, cfg: Any, segmenter: Any, min_gt_points: int | Non
 
     from .cloud import encode_xyz, ns_to_stamp
     from .msgs import MessageFactory, make_typestore
-    from .pipeline import StreamPipeline, TransformUnavailable
+    from .errors import TransformUnavailable
+    from .pipeline import StreamPipeline
     from .transforms import apply_transform
 
     cfg = cfg.replace(**{"input.fixed_frame": seq.fixed_frame, "segment.rate_hz": 0.0,

@@ -116,7 +116,7 @@ def cloud_msg(factory, xyz, stamp_ns, frame="sensor"):
 
 def static_lookup(matrix):
     """A transform lookup that knows only ``sensor`` -> anything, as ``matrix``."""
-    from ros2_inst3d.pipeline import TransformUnavailable
+    from ros2_inst3d.errors import TransformUnavailable
 
     def lookup(target, source, stamp_ns):
         if source != "sensor":

@@ -26,7 +26,8 @@ from ros2_inst3d.io import CloudFileError, read_cloud
 from ros2_inst3d.model.checkpoint import CheckpointError, check_checkpoint, load_checkpoint
 from ros2_inst3d.model.registry import build_network, load_model_config
 from ros2_inst3d.msgs import MessageFactory, make_typestore
-from ros2_inst3d.pipeline import StreamPipeline, TransformUnavailable
+from ros2_inst3d.errors import TransformUnavailable
+from ros2_inst3d.pipeline import StreamPipeline
 from ros2_inst3d.segmenter import Segmenter
 from ros2_inst3d.testing import BagMessage, tf_message, write_scan_bag
 from ros2_inst3d.transforms import transform_to_matrix

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from ros2_inst3d.testing import tf_message
 from ros2_inst3d.msgs import MessageFactory, make_typestore
-from ros2_inst3d.pipeline import TransformUnavailable
+from ros2_inst3d.errors import TransformUnavailable
 from ros2_inst3d.tf_buffer import TfBuffer
 from ros2_inst3d.transforms import (apply_transform, quaternion_from_euler,
                                     transform_to_matrix)
