@@ -497,16 +497,10 @@ class _BagRun:
             scan = self.held.popleft()
             if scan.msg is None:
                 rec = pipeline.skip_message(scan.topic, "undecodable", scan.error)
-            else:
-                try:
-                    rec = pipeline.ingest(scan.topic, scan.msg, self.tf.lookup)
-                except Exception as exc:  # noqa: BLE001 - one bad scan must not end the run
-                    log.error("scan on %s at %.3f s failed: %r", scan.topic,
-                              scan.bag_time_ns / NS_PER_S, exc)
-                    rec = pipeline.skip_message(scan.topic, "ingest_error", repr(exc),
-                                                rec=_dangling_record(pipeline))
+            else:  # ingest never raises: a bad scan becomes a record with its reason
+                rec = pipeline.ingest(scan.topic, scan.msg, self.tf.lookup)
             self.bag_time_of[rec.index] = scan.bag_time_ns
-            if pipeline.trigger.poll(scan.bag_time_ns / NS_PER_S):
+            if pipeline.poll(scan.bag_time_ns / NS_PER_S):
                 self._segment(scan.bag_time_ns)
 
     def _segment(self, time_ns: int) -> None:
@@ -522,8 +516,7 @@ class _BagRun:
             "oldest_stamp_ns": result.oldest_stamp_ns, "num_scans": result.num_scans,
             "scan_indices": list(result.scan_indices), "num_points": len(inst.xyz),
             "num_instances": int(inst.num_instances),
-            "classes": [inst.class_names[c] if 0 <= c < len(inst.class_names) else "unknown"
-                        for c in inst.class_ids.tolist()],
+            "classes": [inst.class_name(k) for k in range(inst.num_instances)],
         })
 
     # ---- account ----------------------------------------------------------------------------
@@ -558,14 +551,6 @@ class _BagRun:
             "read_error": self.read_error,
             "records": [_record_dict(rec, self.bag_time_of.get(rec.index)) for rec in records],
         }
-
-
-def _dangling_record(pipeline: StreamPipeline) -> ScanRecord | None:
-    """The record ``ingest`` created before it raised, if it is still pending."""
-    if pipeline.records and pipeline.records[-1].fate == "pending" and \
-            pipeline.records[-1].index == pipeline.stats.scans_received - 1:
-        return pipeline.records[-1]
-    return None
 
 
 def _record_dict(rec: ScanRecord, bag_time_ns: int | None) -> dict[str, Any]:

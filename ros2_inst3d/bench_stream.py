@@ -239,7 +239,7 @@ def bench_streaming(models: Sequence[str] = ("geometric", "softgroup"), duration
                     pipe.ingest("points", msg, lambda t, s, ns: poses[ns])
                     ingest_ms.append((time.perf_counter() - start) * 1e3)
                     ingest_cpu_ms.append((time.thread_time() - cpu) * 1e3)
-                if pipe.trigger.poll(time.monotonic()):
+                if pipe.poll(time.monotonic()):
                     request.set()
 
         def segment_loop() -> None:

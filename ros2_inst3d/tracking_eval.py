@@ -240,7 +240,7 @@ def replay_sequence(seq: Any, cfg: Any, segmenter: Any, min_gt_points: int | Non
         header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, stamp_ns),
                          frame_id=seq.frame_id)
         pipe.ingest("points", encode_xyz(factory, header, xyz, rgb), lookup)
-        if not pipe.trigger.poll(stamp_ns / 1e9):
+        if not pipe.poll(stamp_ns / 1e9):
             continue
         result = pipe.segment()
         if result is None:
