@@ -18,7 +18,7 @@ from .classes import SCANNET20_CLASSES, STUFF_CLASSES, class_name
 from .config import Config
 from .errors import SegmentationError
 from .instances import Instances
-from .model.proposals import Proposals, paste_by_score
+from .model.proposals import Proposals, partition_by_score
 from .model.registry import method
 from .voxelize import crop_roi
 
@@ -120,9 +120,14 @@ class Segmenter:
         timing.update(proposals.timing_ms)
         t1 = time.perf_counter()
         proposals = self._filter(proposals)
-        owner = paste_by_score(len(keep), proposals)
+        owner, alive = partition_by_score(len(keep), proposals)
         point_instance = np.full(len(xyz), -1, dtype=np.int32)
         point_instance[keep] = owner
+        # Each instance is the points it owns, so /instances, the labelled cloud, boxes and
+        # evaluation all see one partition (SoftGroup's dual-set proposals overlap).
+        order = np.argsort(owner, kind="stable")
+        bounds = np.searchsorted(owner[order], np.arange(len(alive) + 1))
+        indices = [keep[order[a:b]] for a, b in zip(bounds[:-1], bounds[1:])]
         point_class = np.full(len(xyz), -100, dtype=np.int32)
         if proposals.point_class is not None:
             point_class[keep] = proposals.point_class
@@ -130,8 +135,8 @@ class Segmenter:
         timing["total"] = (time.perf_counter() - t0) * 1e3
         return Instances(
             xyz=xyz, rgb=rgb, point_instance=point_instance, point_class=point_class,
-            ids=np.arange(len(proposals), dtype=np.int32), class_ids=proposals.class_ids,
-            scores=proposals.scores, indices=[keep[ix] for ix in proposals.indices],
+            ids=np.arange(len(alive), dtype=np.int32), class_ids=proposals.class_ids[alive],
+            scores=proposals.scores[alive], indices=indices,
             class_names=self.class_names, timing_ms=timing)
 
     def _filter(self, p: Proposals) -> Proposals:

@@ -7,7 +7,7 @@ import pytest
 from conftest import lidar_config, room_scene
 
 from ros2_inst3d.classes import OTHERFURNITURE
-from ros2_inst3d.config import GeometricConfig
+from ros2_inst3d.config import Config, GeometricConfig
 from ros2_inst3d.model.geometric import (
     GeometricModel,
     count_inliers,
@@ -117,6 +117,27 @@ def test_paste_by_score_gives_overlaps_to_the_best_proposal():
                       [4, 4, 6], [0.5, 0.9, 0.7])
     owner = paste_by_score(6, props)
     assert owner.tolist() == [0, 0, 1, 1, 2, -1]
+
+
+def test_segmenter_instances_are_the_points_they_own():
+    # Overlapping proposals (SoftGroup's dual-set grouping makes many): each instance keeps only
+    # the points it wins, so its indices agree with the labelled cloud, and a proposal that wins
+    # no point is not an instance.
+    class Replay:
+        name = "replay"
+        proposals = Proposals([np.arange(0, 60), np.arange(30, 90), np.arange(40, 50)],
+                              np.array([4, 6, 4], np.int32), np.array([0.5, 0.9, 0.3], np.float32))
+
+        def predict_points(self, xyz, rgb):
+            return self.proposals
+
+    xyz = np.random.default_rng(0).uniform(-1, 1, (100, 3)).astype(np.float32)
+    cfg = Config().replace(**{"segment.min_points": 5, "segment.score_threshold": 0.1})
+    inst = Segmenter(cfg, Replay()).segment(xyz)
+    assert inst.class_ids.tolist() == [4, 6] and inst.scores.tolist() == pytest.approx([0.5, 0.9])
+    assert [idx.tolist() for idx in inst.indices] == [list(range(0, 30)), list(range(30, 90))]
+    for k in range(inst.num_instances):
+        assert np.count_nonzero(inst.point_instance == k) == len(inst.indices[k])
 
 
 def test_segmenter_filters_and_maps_back_to_all_points():

@@ -42,11 +42,25 @@ def paste_by_score(num_points: int, proposals: Proposals) -> np.ndarray:
 
     Proposals are painted in ascending score order so the highest-scoring proposal that covers a
     point owns it; ties break by proposal index (later wins), which keeps the result deterministic.
-    A proposal that ends up owning no point keeps its entry in ``proposals`` (InstanceArray still
-    reports it) but has no points in the labelled cloud.
+    A proposal that ends up owning no point owns nothing here (:func:`partition_by_score` drops
+    it).
     """
     owner = np.full(num_points, -1, dtype=np.int32)
     order = np.lexsort((np.arange(len(proposals)), proposals.scores))
     for k in order:
         owner[proposals.indices[k]] = k
     return owner
+
+
+def partition_by_score(num_points: int, proposals: Proposals) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`paste_by_score` without the proposals that own no point: ``(owner, alive)`` with
+    owner (N,) int32 ids 0..len(alive)-1 (-1 = none) and alive (K',) int64, ascending positions
+    in ``proposals`` of the owners (owner id j is proposal ``alive[j]``)."""
+    owner = paste_by_score(num_points, proposals)
+    if len(proposals) == 0:
+        return owner, np.zeros(0, dtype=np.int64)
+    counts = np.bincount(owner[owner >= 0], minlength=len(proposals))
+    alive = np.flatnonzero(counts > 0)
+    new_id = np.full(len(proposals), -1, dtype=np.int32)
+    new_id[alive] = np.arange(len(alive), dtype=np.int32)
+    return np.where(owner >= 0, new_id[np.maximum(owner, 0)], -1).astype(np.int32), alive
