@@ -117,60 +117,6 @@ def default_devices() -> list[str]:
     return ["cpu"] + (["cuda"] if cuda_usable() else [])
 
 
-def run_benchmarks(args: Any) -> dict:
-    """The ``bench`` command: run the stage benchmarks, print tables, return the report.
-
-    ``args``: ``points`` (cloud sizes for decode), ``repeats``, ``decode`` (decode only),
-    ``pipeline`` (pipeline only), ``models`` and ``devices`` of the pipeline benchmark (default
-    :data:`PIPELINE_MODELS` and :func:`default_devices`), ``seed`` (its generated room).
-    """
-    report: dict[str, Any] = {}
-    if getattr(args, "tracking", False):
-        from .tracking_eval import TRACKING_MODELS, bench_tracking, format_tracking
-
-        report["tracking"] = bench_tracking(
-            models=getattr(args, "models", None) or TRACKING_MODELS,
-            sensors=getattr(args, "sensors", None) or ("rgbd", "lidar"),
-            num_sequences=getattr(args, "sequences", 3), progress=True)
-        print(format_tracking(report["tracking"]))
-        return report
-    if getattr(args, "stream", False):
-        from .bench_stream import run_stream_benchmarks
-
-        report["stream"] = run_stream_benchmarks(args)
-        return report
-    pipeline_only = getattr(args, "pipeline", False)
-    if not pipeline_only:
-        report["decode"] = []
-        print("decode: PointCloud2 (x y z rgb intensity) -> Scan, vs one copy of msg.data "
-              "(median thread CPU time)")
-        print(f"{'points':>10} {'bytes/pt':>8} {'decode ms':>10} {'copy ms':>8} {'ratio':>6} "
-              f"{'Mpoints/s':>10}")
-        for point_step in (20, 32):
-            for num_points in args.points:
-                row = bench_decode(num_points, args.repeats, point_step)
-                report["decode"].append(row)
-                print(f"{row['points']:>10} {row['point_step']:>8} {row['decode_s'] * 1e3:>10.2f} "
-                      f"{row['copy_s'] * 1e3:>8.2f} {row['ratio']:>6.2f} "
-                      f"{row['points_per_s'] / 1e6:>10.1f}")
-    if not getattr(args, "decode", False):
-        print()
-        report["pipeline"] = bench_methods(
-            models=getattr(args, "models", None) or PIPELINE_MODELS,
-            devices=getattr(args, "devices", None) or default_devices(),
-            repeats=args.repeats,
-            seed=BENCH_SCENE_SEED if getattr(args, "seed", None) is None else args.seed,
-            progress=True)
-        print_pipeline(report["pipeline"])
-    if not (getattr(args, "decode", False) or pipeline_only):
-        from .ops.bench import bench_ops, format_bench
-
-        report["ops"] = bench_ops()
-        print("\ngrouping ops (CPU path, 100k points):")
-        print(format_bench(report["ops"]))
-    return report
-
-
 def bench_point_model(name: str, device: str = "cpu") -> tuple[Any, str]:
     """The model ``name`` for the pipeline benchmark and a description of its weights.
 

@@ -14,16 +14,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ros2_inst3d"
 
-# Cycles through modules owned by another change of issue 13 (the method registry, item 1,
-# and the benchmarks, item 6); they go with it: model/registry.py imports ConfigError and the
-# YAML loader from config.py (errors.py and schema.py hold them), bench.py and ops/bench.py,
-# bench_stream.py and tracking_eval.py use each other's helpers.
-KNOWN_CYCLES = [
-    {"ros2_inst3d.bench", "ros2_inst3d.bench_stream", "ros2_inst3d.ops.bench",
-     "ros2_inst3d.tracking_eval"},
-]
-
-
 def modules() -> dict[str, tuple[Path, bool]]:
     out = {}
     for path in PACKAGE.rglob("*.py"):
@@ -128,8 +118,7 @@ def test_no_import_cycle_at_import_time():
 
 
 def test_no_import_cycle_counting_lazy_imports():
-    found = cycles(import_graph(function_level=True))
-    assert [c for c in found if c not in KNOWN_CYCLES] == []
+    assert cycles(import_graph(function_level=True)) == []
 
 
 def test_error_types_and_file_constants_sit_below_their_users():
