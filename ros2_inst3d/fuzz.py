@@ -78,6 +78,19 @@ class GroupResult:
             if len(self.failures) < 50:
                 self.failures.append(what)
 
+    def attempt(self, call: Callable[[], Any], refused: type[BaseException] | tuple,
+                label: str) -> None:
+        """One case: ``call()`` returning is ok, raising ``refused`` with a one-line message is
+        a clean error, anything else (or a multi-line message) is a traceback named ``label``."""
+        try:
+            call()
+            self.add("ok")
+        except refused as exc:
+            self.add("clean" if "\n" not in str(exc) else "traceback",
+                     f"{label}: multi-line {type(exc).__name__}")
+        except Exception as exc:  # noqa: BLE001 - the campaign counts what escapes
+            self.add("traceback", f"{label}: {_describe(exc)}")
+
     def row(self) -> dict[str, Any]:
         return {"group": self.name, "cases": self.cases, "clean_errors": self.clean,
                 "ok": self.ok, "tracebacks": self.tracebacks,
@@ -389,14 +402,7 @@ def fuzz_files(rng: np.random.Generator, count: int, workdir: Path) -> GroupResu
             data, new_name, what = mutate_file(rng, data, new_name)
         path = folder / f"{k:05d}_{new_name}"
         path.write_bytes(data)
-        try:
-            read_cloud(path)
-            result.add("ok")
-        except CloudFileError as exc:
-            result.add("clean" if "\n" not in str(exc) else "traceback",
-                       f"{path.name} ({what}): multi-line message")
-        except Exception as exc:  # noqa: BLE001
-            result.add("traceback", f"{path.name} ({what}): {_describe(exc)}")
+        result.attempt(lambda: read_cloud(path), CloudFileError, f"{path.name} ({what})")
         path.unlink()
     return result
 
@@ -492,18 +498,10 @@ def fuzz_configs(rng: np.random.Generator, count: int, workdir: Path) -> GroupRe
         data = random_model_config(rng) if model_yaml else random_node_config(rng)
         path = folder / f"{k:05d}.yaml"
         path.write_text(_yaml_text(rng, data), encoding="utf-8", errors="surrogateescape")
-        try:
-            if model_yaml:
-                build_network(load_model_config(path), device="meta")
-            else:
-                load_config(path)
-            result.add("ok")
-        except ConfigError as exc:
-            result.add("clean" if "\n" not in str(exc) else "traceback",
-                       f"{path.name}: multi-line ConfigError")
-        except Exception as exc:  # noqa: BLE001
-            result.add("traceback", f"{path.name} ({'model' if model_yaml else 'node'}): "
-                                    f"{_describe(exc)}")
+        result.attempt(
+            (lambda: build_network(load_model_config(path), device="meta")) if model_yaml
+            else (lambda: load_config(path)),
+            ConfigError, f"{path.name} ({'model' if model_yaml else 'node'})")
         path.unlink()
     return result
 

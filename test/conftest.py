@@ -123,3 +123,22 @@ def static_lookup(matrix):
             raise TransformUnavailable(f"no edge {source} -> {target}")
         return matrix
     return lookup
+
+
+def adam_steps(model, batch, steps: int, lr: float = 0.01) -> list[tuple[float, dict]]:
+    """``steps`` Adam steps on ``model.forward_train(batch, 0)``, backward with spconv
+    single-threaded as training runs it; each step's (total loss, loss parts)."""
+    import torch
+
+    from ros2_inst3d.model.backbone import single_threaded_spconv
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss, parts = model.forward_train(batch, 0)
+        with single_threaded_spconv("cpu"):
+            loss.backward()
+        optimizer.step()
+        history.append((float(loss.detach()), parts))
+    return history

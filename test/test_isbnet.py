@@ -18,7 +18,7 @@ from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.cli import main
 from ros2_inst3d.model.isbnet import ISBNet, padded_ball_query
 from ros2_inst3d.model.registry import build_network
-from conftest import MANIFEST_SUFFIX, REFERENCE, REPO, box_scene
+from conftest import MANIFEST_SUFFIX, REFERENCE, REPO, adam_steps, box_scene
 
 FIXTURE = REPO / "test" / "data" / "isbnet_instance_stage.npz"
 VOXEL = 0.05
@@ -163,16 +163,8 @@ def test_isbnet_learns_a_box_scene():
     """Twenty steps on one scene: the instance losses fall (not a convergence test)."""
     model = tiny(seed=3)
     batch = box_batch((2,))
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    history = []
     torch.manual_seed(0)
-    for _ in range(20):
-        loss, parts = model.forward_train(batch, 0)
-        opt.zero_grad()
-        with single_threaded_spconv("cpu"):
-            loss.backward()
-        opt.step()
-        history.append(parts)
+    history = [parts for _, parts in adam_steps(model, batch, 20)]
     first, last = history[0], history[-1]
     assert last["mask_dice_loss"] < first["mask_dice_loss"]
     assert last["cls_loss"] < 0.5 * first["cls_loss"]
@@ -226,15 +218,9 @@ def make_fixture(path: Path = FIXTURE) -> None:
     """Write the fixture (run by hand after a deliberate change; say so in the commit):
     ``PYTHONPATH=.:test python3 -c "import test_isbnet as t; t.make_fixture()"``."""
     model = tiny(seed=7, **FIXTURE_MODEL)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
     batch = box_batch((5,))
     torch.manual_seed(0)
-    for _ in range(15):
-        loss, _ = model.forward_train(batch, 0)
-        opt.zero_grad()
-        with single_threaded_spconv("cpu"):
-            loss.backward()
-        opt.step()
+    adam_steps(model, batch, 15)
     model.eval()
     state = {f"state/{k}": v.numpy() for k, v in model.state_dict().items()}
     outputs = {f"out/{k}": v for k, v in instance_stage_outputs(model, box_batch((5,))).items()}

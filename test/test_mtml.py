@@ -11,7 +11,7 @@ from ros2_inst3d.data.batching import collate
 from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.model.mtml import MTML
 from ros2_inst3d.model.registry import build_network, load_model_config
-from conftest import REPO, box_scene
+from conftest import REPO, adam_steps, box_scene
 
 VOXEL = 0.05
 
@@ -91,15 +91,7 @@ def test_mtml_learns_a_box_scene():
     """Twenty steps on one scene: the embedding and direction losses fall."""
     model = tiny(seed=1)
     batch = collate([box_scene(2)], VOXEL)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    history = []
-    for _ in range(20):
-        loss, parts = model.forward_train(batch, 0)
-        opt.zero_grad()
-        with single_threaded_spconv("cpu"):
-            loss.backward()
-        opt.step()
-        history.append(parts)
+    history = [parts for _, parts in adam_steps(model, batch, 20)]
     first, last = history[0], history[-1]
     assert last["var_loss"] + last["dist_loss"] < 0.5 * (first["var_loss"] + first["dist_loss"])
     assert last["dir_loss"] < first["dir_loss"] - 0.2

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import adam_steps
 from ros2_inst3d.data.batching import Sample, batch_to_device, collate
 from ros2_inst3d.synthetic.scene import SceneParams, generate_scene
 from ros2_inst3d.model import proposal_ops
@@ -268,15 +269,7 @@ def test_score_loss_reaches_the_backbone(batch2):
 def test_adam_steps_reduce_the_loss(scenes):
     model = tiny_model(prepare_epochs=0)
     batch = collate(scenes[:1], VOXEL)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    history = []
-    for _ in range(5):
-        optimizer.zero_grad()
-        loss, parts = model.forward_train(batch, epoch=0)
-        with single_threaded_spconv("cpu"):
-            loss.backward()
-        optimizer.step()
-        history.append({**parts, "loss": float(loss.detach())})
+    history = [{**parts, "loss": loss} for loss, parts in adam_steps(model, batch, 5)]
     assert all(p["num_proposals"] > 0 for p in history)
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
     assert history[-1]["semantic_loss"] < history[0]["semantic_loss"]

@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import BOX_CLASSES, box_scene
+from conftest import BOX_CLASSES, adam_steps, box_scene
 
 from ros2_inst3d.data.batching import Sample, collate
 from ros2_inst3d.synthetic.scene import SceneParams, generate_scene
@@ -352,16 +352,9 @@ def test_forward_train_keeps_the_first_max_proposal_num_proposals():
 def test_a_few_adam_steps_reduce_the_loss():
     model = box_model(seed=1)
     batch = collate([box_scene(2)], VOXEL)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    history, refinement = [], []
-    for _ in range(6):
-        optimizer.zero_grad()
-        total, parts = model.forward_train(batch)
-        with single_threaded_spconv("cpu"):
-            total.backward()
-        optimizer.step()
-        history.append(float(total.detach()))
-        refinement.append(parts["cls_loss"] + parts["mask_loss"] + parts["iou_score_loss"])
+    steps = adam_steps(model, batch, 6, lr=0.02)
+    history = [total for total, _ in steps]
+    refinement = [p["cls_loss"] + p["mask_loss"] + p["iou_score_loss"] for _, p in steps]
     assert history[-1] < 0.85 * history[0], history  # measured: about 0.72
     assert refinement[-1] < refinement[0], refinement
 

@@ -88,6 +88,14 @@ def _per_item(value: int | Sequence[int] | torch.Tensor, num_batches: int, name:
     return items
 
 
+def _fps_buffers(points: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The CPU FPS loops' working arrays for one batch item's (n, 3) float32 points: contiguous
+    x, y, z columns, the running minimum distance (inf) and two scratch arrays."""
+    x, y, z = (np.ascontiguousarray(points[:, axis]) for axis in range(3))
+    min_dist = np.full(len(points), np.inf, dtype=np.float32)
+    return x, y, z, min_dist, np.empty_like(min_dist), np.empty_like(min_dist)
+
+
 def _fps_cpu(xyz: torch.Tensor, offsets: torch.Tensor, samples: list[int],
              starts: list[int]) -> torch.Tensor:
     # numpy, not torch: this loop issues thousands of tiny ops, where torch's per-op thread-pool
@@ -98,10 +106,7 @@ def _fps_cpu(xyz: torch.Tensor, offsets: torch.Tensor, samples: list[int],
         if count == 0:
             continue
         n0, n1 = int(offsets[b]), int(offsets[b + 1])
-        x, y, z = (np.ascontiguousarray(points[n0:n1, axis]) for axis in range(3))
-        min_dist = np.full(n1 - n0, np.inf, dtype=np.float32)
-        dist = np.empty_like(min_dist)
-        step = np.empty_like(min_dist)
+        x, y, z, min_dist, dist, step = _fps_buffers(points[n0:n1])
         out = np.empty(count, dtype=np.int64)
         last = start
         out[0] = last
@@ -220,10 +225,7 @@ def _ia_fps_cpu(points: np.ndarray, eligible: np.ndarray, offsets: np.ndarray,
         if count == 0:
             continue
         n0, n1 = int(offsets[b]), int(offsets[b + 1])
-        x, y, z = (np.ascontiguousarray(points[n0:n1, axis]) for axis in range(3))
-        min_dist = np.full(n1 - n0, np.inf, dtype=np.float32)
-        dist = np.empty_like(min_dist)
-        step = np.empty_like(min_dist)
+        x, y, z, min_dist, dist, step = _fps_buffers(points[n0:n1])
         for s in seeds[int(seed_offsets[b]):int(seed_offsets[b + 1])]:
             np.minimum(min_dist, _squared_distance_to(x, y, z, int(s) - n0, dist, step),
                        out=min_dist)
