@@ -393,3 +393,18 @@ def test_torch_dataloader_uses_collate(tmp_path):
                                          collate_fn=functools.partial(collate, voxel_size=0.05))
     sizes = [b["batch_size"] for b in loader]
     assert sizes == [2, 1]
+
+
+def test_dataset_skips_empty_and_truncated_archives_with_a_warning(tmp_path, caplog):
+    write_npz(tmp_path / "good.npz", n=120)
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "truncated.npz").write_bytes((tmp_path / "good.npz").read_bytes()[:200])
+    with caplog.at_level("WARNING", logger="ros2_inst3d.data.datasets"):
+        ds = SceneDataset(tmp_path, require_labels=True)
+    assert [f.name for f in ds.files] == ["good.npz"] and len(ds) == 1
+    assert {f.name for f in ds.skipped_files} == {"empty.npz", "truncated.npz"}
+    assert "skipping 2 unreadable scene file(s) of 3" in caplog.text
+    assert ds[0].semantic.shape == (120,)
+    (tmp_path / "good.npz").unlink()
+    with pytest.raises(ValueError, match="no readable scene file"):
+        SceneDataset(tmp_path)

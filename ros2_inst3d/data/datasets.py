@@ -217,6 +217,20 @@ def read_scene(path: str | Path, class_names: Sequence[str] | None = None) -> Sc
 # Dataset
 # --------------------------------------------------------------------------------------------
 
+def _looks_readable(path: Path) -> bool:
+    """Whether ``path`` can be a scene at all: ``.npz`` and ``.pth`` files are zip archives
+    (torch's format since 1.6), which a truncated or empty file is not. Reads only the archive's
+    end record, ~1 ms a file; a ``.pth`` in torch's legacy pickle format passes unchecked."""
+    import zipfile
+
+    try:
+        if path.stat().st_size == 0:
+            return False
+        return path.suffix != ".npz" or zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
 class SceneDataset:
     """Map-style dataset over scene files of any supported format (usable by torch's DataLoader
     with ``collate_fn=functools.partial(collate, voxel_size=...)``).
@@ -244,7 +258,21 @@ class SceneDataset:
             files = [Path(p) for p in source]
         if not files:
             raise FileNotFoundError(f"no scene files in {source}")
+        unreadable = [f for f in files if not _looks_readable(f)]
+        if unreadable:
+            if len(unreadable) == len(files):
+                raise ValueError(f"no readable scene file in {source}: {len(files)} file(s) are "
+                                 f"empty or not archives, e.g. {unreadable[0]}")
+            # A file truncated by an interrupted gen-data should cost the run one scene, not
+            # crash it hours later when the sampler first draws that file.
+            log.warning("skipping %d unreadable scene file(s) of %d (empty or truncated "
+                        "archives): %s%s", len(unreadable), len(files),
+                        ", ".join(str(f) for f in unreadable[:5]),
+                        " ..." if len(unreadable) > 5 else "")
+            skipped = set(unreadable)
+            files = [f for f in files if f not in skipped]
         self.files = files
+        self.skipped_files = unreadable
         self.voxel_size = float(voxel_size)
         self.augmentation = augmentation
         self.class_names = tuple(class_names) if class_names is not None else None
