@@ -87,9 +87,12 @@ class Segmenter:
         if self._colorless_model is None:
             colorless = build_point_model(self._colorless_cfg)
             if tuple(getattr(colorless, "class_names", SCANNET20_CLASSES)) != self.class_names:
-                raise SegmentationError(
-                    "no_color", f"{self._colorless_cfg.model.checkpoint} predicts another class "
-                    "table than the configured model; set model.checkpoint to choose one")
+                # One class table per Segmenter (labels, markers): the rgb model refuses instead.
+                log.warning("%s predicts another class table than the configured model; clouds "
+                            "without colour are not segmented (set model.checkpoint to choose)",
+                            self._colorless_cfg.model.checkpoint)
+                self._colorless_cfg = None
+                return self.model
             self._colorless_model = colorless
             log.info("clouds without colour: %s with the xyz-only weights %s (coloured clouds: "
                      "%s)", colorless.name, getattr(colorless, "source", "?"),
