@@ -283,7 +283,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.sweep_scores:
         return _sweep_scores(cfg, args, gravity)
     result = evaluate_model(cfg, args.data, class_agnostic=args.class_agnostic, limit=args.limit,
-                            gravity=gravity)
+                            gravity=gravity, no_color=args.no_color)
     report(result, json_out=args.json, plot_out=plot)
     return 0
 
@@ -301,7 +301,8 @@ def _sweep_scores(cfg, args: argparse.Namespace, gravity=None) -> int:
                          f"{args.sweep_scores!r}") from None
     if not thresholds or not all(0.0 <= t <= 1.0 for t in thresholds):
         raise ValueError(f"--sweep-scores needs thresholds in [0, 1], got {args.sweep_scores!r}")
-    rows = sweep_score_thresholds(cfg, args.data, thresholds, limit=args.limit, gravity=gravity)
+    rows = sweep_score_thresholds(cfg, args.data, thresholds, limit=args.limit, gravity=gravity,
+                                  no_color=args.no_color)
     keys = ("score_threshold", "AP", "AP50", "AP25", "agnostic_AP", "agnostic_AP50",
             "agnostic_AP25", "mPrec50", "mRec50", "F1_50", "num_pred")
     print("| " + " | ".join(keys) + " |")
@@ -618,6 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N scenes")
     p.add_argument("--class-agnostic", action="store_true",
                    help="merge every thing class into one (compares with the geometric baseline)")
+    p.add_argument("--no-color", action="store_true",
+                   help="with --data: drop the scenes' rgb, as a LiDAR delivers them (the default "
+                   "learned model then runs its shipped xyz-only weights)")
     p.add_argument("--json", type=Path, help="write the metrics as JSON")
     p.add_argument("--plot", type=Path, help="precision-recall PNG (default: beside --json)")
     p.add_argument("--sweep-scores", metavar="T1,T2,...",

@@ -196,7 +196,10 @@ class ModelConfig:
     config: str = param(
         "", "Model YAML (config/models/*.yaml). Empty: the one embedded in the checkpoint, or the "
         "method's default.")
-    checkpoint: str = param("", "Weights file; empty: the shipped demo weights of the method, if any.")
+    checkpoint: str = param(
+        "", "Weights file; empty: the shipped demo weights of the method, if any, and for clouds "
+        "without rgb its shipped xyz-only weights (models/<name>_lidar_synthetic.pth) where they "
+        "exist.")
     device: str = param("auto", "Torch device: auto (CUDA when available), cpu, cuda, cuda:N.")
     cpu_threads: int = param(
         0, "Torch CPU threads; 0 keeps torch's default. Sparse convolution on CPU always runs "

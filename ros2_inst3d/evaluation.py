@@ -816,14 +816,15 @@ def report(result: EvalResult, *, json_out: str | Path | None = None,
 
 
 def predict_scenes(cfg: Any, data_dir: str | Path, *, limit: int | None = None,
-                   progress: bool = True,
-                   gravity: Any = None) -> tuple[list, list, list[str], tuple[str, ...]]:
+                   progress: bool = True, gravity: Any = None, no_color: bool = False
+                   ) -> tuple[list, list, list[str], tuple[str, ...]]:
     """Run the configured model (``Segmenter``) on every labelled scene of ``data_dir``.
 
     The same path as ``segment`` (ROI crop, point cap, filters, fusion), so the numbers describe
     what the node publishes. Returns (predictions, (gt_semantic, gt_instance) per scene, scene
     names, the model's class table). gravity: optional ``xyz -> (4, 4) matrix or None`` applied
-    to each scene first (``--up``, ``--transform``, ``--level``).
+    to each scene first (``--up``, ``--transform``, ``--level``). no_color: segment xyz only,
+    as a sensor without colour (LiDAR) delivers the scene (``--no-color``).
     """
     from tqdm import tqdm
 
@@ -844,7 +845,7 @@ def predict_scenes(cfg: Any, data_dir: str | Path, *, limit: int | None = None,
         matrix = gravity(xyz) if gravity is not None else None
         if matrix is not None:
             xyz = apply_transform(matrix, xyz)
-        inst = segmenter.segment(xyz, scene.rgb)
+        inst = segmenter.segment(xyz, None if no_color else scene.rgb)
         preds.append(Prediction.from_indices(inst.indices, inst.class_ids, inst.scores,
                                              scene.num_points))
         gts.append((scene.semantic, scene.instance))
@@ -854,18 +855,20 @@ def predict_scenes(cfg: Any, data_dir: str | Path, *, limit: int | None = None,
 
 def evaluate_model(cfg: Any, data_dir: str | Path, *, class_agnostic: bool = False,
                    limit: int | None = None, progress: bool = True,
-                   gravity: Any = None) -> EvalResult:
+                   gravity: Any = None, no_color: bool = False) -> EvalResult:
     """``ros2-inst3d eval -c CONFIG [--checkpoint CKPT] --data DIR``: :func:`predict_scenes`,
     scored with the ScanNet protocol."""
     preds, gts, names, class_names = predict_scenes(cfg, data_dir, limit=limit,
-                                                    progress=progress, gravity=gravity)
+                                                    progress=progress, gravity=gravity,
+                                                    no_color=no_color)
     return evaluate(((s, i, p) for (s, i), p in zip(gts, preds)), class_names=class_names,
                     class_agnostic=class_agnostic, scene_names=names)
 
 
 def sweep_score_thresholds(cfg: Any, data_dir: str | Path, thresholds: Sequence[float], *,
                            limit: int | None = None, progress: bool = True,
-                           gravity: Any = None) -> list[dict[str, float]]:
+                           gravity: Any = None, no_color: bool = False
+                           ) -> list[dict[str, float]]:
     """Class-aware and class-agnostic metrics of the model at each ``segment.score_threshold``
     in ``thresholds``, from one pass over the scenes (run at the lowest threshold; the filter
     acts on each proposal alone, before fusion, so dropping the lower scores afterwards gives
@@ -877,7 +880,8 @@ def sweep_score_thresholds(cfg: Any, data_dir: str | Path, thresholds: Sequence[
     low = dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment,
                                                                score_threshold=thresholds[0]))
     preds, gts, names, class_names = predict_scenes(low, data_dir, limit=limit,
-                                                    progress=progress, gravity=gravity)
+                                                    progress=progress, gravity=gravity,
+                                                    no_color=no_color)
     rows = []
     for t in thresholds:
         kept = [p.keep(p.scores >= t) for p in preds]

@@ -53,7 +53,13 @@ def subsample_indices(n: int, max_points: int) -> np.ndarray:
 
 
 class Segmenter:
-    """Runs one configured method on clouds; keeps no state between calls but the model."""
+    """Runs one configured method on clouds; keeps no state between calls but the model.
+
+    The default learned model follows the cloud: when the configured model needs colour and the
+    user chose no weights (``model.checkpoint`` and ``model.config`` empty), clouds without rgb
+    go to the method's shipped xyz-only weights (``inference.colorless_default``), loaded on the
+    first such cloud; coloured clouds keep the rgb model. A model passed in is used as it is.
+    """
 
     def __init__(self, cfg: Config, model: PointModel | None = None) -> None:
         self.cfg = cfg
@@ -64,6 +70,34 @@ class Segmenter:
         # Dropped before fusion: their proposals are regions (a floor, a road), not objects.
         self.stuff_classes: frozenset[int] = frozenset(
             int(c) for c in getattr(self.model, "stuff_classes", STUFF_CLASSES))
+        self._colorless_cfg: Config | None = None
+        if model is None and getattr(self.model, "needs_color", False):
+            from .model.inference import colorless_default
+
+            colorless = colorless_default(cfg.model)
+            if colorless is not None:
+                self._colorless_cfg = cfg.replace(**{"model.checkpoint": colorless.checkpoint})
+        self._colorless_model: PointModel | None = None
+
+    def model_for(self, has_color: bool) -> PointModel:
+        """The model that segments a cloud with (``has_color``) or without rgb (see the class
+        docstring); builds the xyz-only one on first use and logs the choice once."""
+        if has_color or self._colorless_cfg is None:
+            return self.model
+        if self._colorless_model is None:
+            colorless = build_point_model(self._colorless_cfg)
+            if tuple(getattr(colorless, "class_names", SCANNET20_CLASSES)) != self.class_names:
+                # One class table per Segmenter (labels, markers): the rgb model refuses instead.
+                log.warning("%s predicts another class table than the configured model; clouds "
+                            "without colour are not segmented (set model.checkpoint to choose)",
+                            self._colorless_cfg.model.checkpoint)
+                self._colorless_cfg = None
+                return self.model
+            self._colorless_model = colorless
+            log.info("clouds without colour: %s with the xyz-only weights %s (coloured clouds: "
+                     "%s)", colorless.name, getattr(colorless, "source", "?"),
+                     getattr(self.model, "source", self.model.name))
+        return self._colorless_model
 
     @property
     def model_name(self) -> str:
@@ -76,6 +110,7 @@ class Segmenter:
     def close(self) -> None:
         """Release the model (and its GPU memory) at shutdown."""
         self.model = None  # type: ignore[assignment]
+        self._colorless_model = None
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -111,12 +146,13 @@ class Segmenter:
             inst.timing_ms.update(timing)
             return inst
         rgb_kept = None if rgb is None else rgb[keep]
-        if fields and getattr(self.model, "accepts_fields", False):
+        model = self.model_for(rgb is not None)
+        if fields and getattr(model, "accepts_fields", False):
             kept = {name: np.asarray(v)[keep] for name, v in fields.items()
                     if np.asarray(v).shape[:1] == (len(xyz),)}
-            proposals = self.model.predict_points(xyz[keep], rgb_kept, fields=kept)
+            proposals = model.predict_points(xyz[keep], rgb_kept, fields=kept)
         else:
-            proposals = self.model.predict_points(xyz[keep], rgb_kept)
+            proposals = model.predict_points(xyz[keep], rgb_kept)
         timing.update(proposals.timing_ms)
         t1 = time.perf_counter()
         proposals = self._filter(proposals)

@@ -573,7 +573,8 @@ def validate(model: Any, dataset: Any, device: Any, class_names: list[str],
         for i in tqdm(range(count), desc="validate", unit="scene", disable=not progress,
                       leave=False):
             sample = dataset[i]
-            batch = collate([sample], dataset.voxel_size, with_coords=model.with_coords)
+            batch = collate([sample], dataset.voxel_size, with_coords=model.with_coords,
+                            in_channels=model.raw_in_channels)
             point_index = batch["point_index"].numpy()
             on_device = batch_to_device(batch, device)
             with torch.no_grad():
@@ -869,7 +870,8 @@ class Trainer:
         from .data.batching import collate
 
         collate_fn = functools.partial(collate, voxel_size=self.cfg.data.voxel_size,
-                                       with_coords=self.model.with_coords)
+                                       with_coords=self.model.with_coords,
+                                       in_channels=self.model.raw_in_channels)
         return torch.utils.data.DataLoader(
             self.train_set, batch_size=self.cfg.data.scenes_per_batch, shuffle=sampler is None,
             sampler=sampler, drop_last=self.drop_last, collate_fn=collate_fn,

@@ -20,8 +20,8 @@ BOX_CLASSES = (2, 3, 4, 5)  # semantic ids of the boxes of box_scene
 
 
 def lidar_config():
-    """The default config with the geometric method: for xyz-only (LiDAR-like) test clouds,
-    since the learned default needs colour."""
+    """The default config with the geometric method: for xyz-only (LiDAR-like) test clouds
+    that should not pay for a learned model."""
     from ros2_inst3d.config import Config
 
     return Config().replace(**{"model.name": "geometric"})

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from ros2_inst3d.cli import main
 from ros2_inst3d.config import ros_parameter_yaml
@@ -48,7 +49,7 @@ def test_segment_reads_a_pcd_and_reports_the_stages(tmp_path, capsys):
     header = ("# .PCD v0.7\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\n"
               f"WIDTH {len(pts)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {len(pts)}\nDATA binary\n")
     pcd.write_bytes(header.encode() + pts.astype("<f4").tobytes())
-    # xyz only: the geometric method (the learned default needs colour, see the next test).
+    # xyz only: the geometric method (the learned rgb weights need colour, see the next test).
     assert main(["segment", str(pcd), "-o", str(tmp_path / "out"), "--model", "geometric"]) == 0
     summary = json.loads((tmp_path / "out" / "two_boxes.instances.json").read_text())
     assert summary["num_instances"] == 2
@@ -57,13 +58,17 @@ def test_segment_reads_a_pcd_and_reports_the_stages(tmp_path, capsys):
     assert sizes == [2000, 2000]
 
 
-def test_default_learned_model_explains_that_it_needs_colour(tmp_path, capsys):
+def test_learned_rgb_weights_explain_that_they_need_colour(tmp_path, capsys):
     pcd = tmp_path / "xyz_only.pcd"
     pts = np.random.default_rng(1).uniform(0, 1, (500, 3)).astype("<f4")
     pcd.write_text("# .PCD v0.7\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\n"
                    f"WIDTH {len(pts)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {len(pts)}\n"
                    "DATA ascii\n" + "\n".join(" ".join(map(str, p)) for p in pts) + "\n")
-    assert main(["segment", str(pcd), "-o", str(tmp_path / "out")]) == 2
+    # Chosen explicitly, the rgb weights are used as they are (the default would switch to the
+    # xyz-only weights for this cloud).
+    rgb_weights = REPO / "models" / "softgroup_synthetic.pth"
+    assert main(["segment", str(pcd), "-o", str(tmp_path / "out"),
+                 "--checkpoint", str(rgb_weights)]) == 2
     err = capsys.readouterr().err
     assert "needs colour" in err and "geometric" in err
 

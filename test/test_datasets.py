@@ -227,6 +227,17 @@ def test_network_input_rejects_missing_colour_and_empty_clouds():
         network_input(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), 0.02)
 
 
+def test_xyz_only_input_is_a_constant_channel_and_needs_no_colour():
+    xyz, rgb, _, _ = scene_arrays(100)
+    net = network_input(xyz, None, 0.05, in_channels=1)
+    assert net.point_feats.shape == (100, 4) and np.all(net.point_feats[:, 0] == 1.0)
+    assert np.allclose(net.point_feats[:, 1:], net.xyz)
+    # Colour given to an xyz-only model changes nothing.
+    assert np.array_equal(network_input(xyz, rgb, 0.05, in_channels=1).voxel_feats, net.voxel_feats)
+    with pytest.raises(ValueError, match="in_channels"):
+        network_input(xyz, rgb, 0.05, in_channels=2)
+
+
 # --------------------------------------------------------------------------------------------
 # augmentation
 

@@ -288,3 +288,24 @@ def test_the_network_sees_what_training_feeds_it(learned, scene, tmp_path):
     assert float(got["xyz"].double().mean(0).abs().max()) < 1e-4  # centred
     for key in ("coords", "feats", "point_to_voxel", "xyz", "spatial_shape", "batch_offsets"):
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=1e-5, msg=key)
+
+
+XYZ_ONLY = {**TINY_CONFIGS["softgroup"], "in_channels": 1}
+
+
+def test_xyz_only_model_runs_without_colour_and_ignores_it(scene, tmp_path):
+    torch.manual_seed(0)
+    network = build_network(XYZ_ONLY)
+    with torch.no_grad():
+        semantic_head_bias(network)[CHAIR] += 20.0
+    path = save_checkpoint(network, XYZ_ONLY, tmp_path / "xyz.pth")
+    model = build_point_model(learned_config("softgroup", path))
+    assert not model.needs_color and model.in_channels == 1
+    without = model.predict_points(scene.xyz, None)
+    assert_valid_proposals(without, scene.num_points)
+    # The colour is no input: a coloured cloud gives the same proposals.
+    with_rgb = model.predict_points(scene.xyz, scene.rgb)
+    assert [ix.tolist() for ix in with_rgb.indices] == [ix.tolist() for ix in without.indices]
+    # The first input channel is the constant occupancy feature.
+    batch = model.network_batch(scene.xyz, None)
+    assert batch["feats"].shape[1] == 4 and torch.all(batch["feats"][:, 0] == 1.0)

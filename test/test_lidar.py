@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ros2_inst3d.cli import cloud_fields, main
-from ros2_inst3d.config import ConfigError, LidarConfig, load_config
+from ros2_inst3d.config import Config, ConfigError, LidarConfig, load_config
 from ros2_inst3d.gravity import (
     gravity_transform,
     level_matrix,
@@ -27,6 +27,7 @@ from ros2_inst3d.model.lidar import (
     patchworkpp_available,
     range_adaptive_components,
 )
+from ros2_inst3d.errors import SegmentationError
 from ros2_inst3d.segmenter import Segmenter
 from ros2_inst3d.transforms import apply_transform
 
@@ -152,10 +153,16 @@ def test_range_adaptive_components_joins_by_the_larger_tolerance():
     assert range_adaptive_components(np.zeros((0, 3)), np.zeros(0), np.zeros(0)).size == 0
 
 
-def test_generated_lidar_room_gives_objects():
+@pytest.fixture(scope="module")
+def lidar_room():
+    """A generated LiDAR scan of a furnished room (~1 s to make)."""
     from ros2_inst3d.synthetic.scene import SceneParams, generate_scene
 
-    scene = generate_scene(3, SceneParams(sensor="lidar", max_poses=4, room_size=(5.0, 7.0)))
+    return generate_scene(3, SceneParams(sensor="lidar", max_poses=4, room_size=(5.0, 7.0)))
+
+
+def test_generated_lidar_room_gives_objects(lidar_room):
+    scene = lidar_room
     cfg = load_config(ROOT / "config" / "lidar_indoor.yaml",
                       {"lidar.ground": "grid", "lidar.origin": [float(v) for v in
                                                                  scene.xyz.mean(axis=0)]})
@@ -167,6 +174,27 @@ def test_generated_lidar_room_gives_objects():
     assert matched >= 0.3 * len(objects), (matched, len(objects))
     floor = scene.semantic == 1
     assert all(np.mean(floor[ix]) < 0.5 for ix in inst.indices)
+
+
+def test_default_learned_model_follows_the_cloud(lidar_room):
+    scene = lidar_room
+    cfg = Config().replace(**{"model.name": "softgroup", "model.device": "cpu"})
+    segmenter = Segmenter(cfg)
+    inst = segmenter.segment(scene.xyz)              # no colour: the shipped xyz-only weights
+    xyz_model = segmenter.model_for(has_color=False)
+    assert Path(xyz_model.source).name == "softgroup_lidar_synthetic.pth"
+    assert not xyz_model.needs_color
+    rgb_model = segmenter.model_for(has_color=True)  # colour: the rgb model, as configured
+    assert rgb_model is segmenter.model and Path(rgb_model.source).name == "softgroup_synthetic.pth"
+    objects = [scene.instance == k for k in np.unique(scene.instance[scene.instance >= 0])
+               if (scene.instance == k).sum() >= 100]
+    matched = sum(best_iou(inst.indices, m) >= 0.5 for m in objects)
+    assert matched >= 0.3 * len(objects), (matched, len(objects))
+    # An explicit choice of weights wins: the rgb model refuses the cloud without colour.
+    explicit = Segmenter(cfg.replace(**{"model.checkpoint": rgb_model.source}))
+    with pytest.raises(SegmentationError) as err:
+        explicit.segment(scene.xyz)
+    assert err.value.reason == "no_color"
 
 
 def test_unknown_ground_method_and_missing_patchwork_are_config_errors(monkeypatch):

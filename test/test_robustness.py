@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from conftest import lidar_config
+from conftest import REPO, lidar_config
 
 from ros2_inst3d.accumulate import ScanAccumulator
 from ros2_inst3d.bag import POINTCLOUD2, TF_TOPIC, TFMESSAGE, segment_bag
@@ -195,9 +195,11 @@ def test_things_that_are_not_bags_are_refused_by_name(tmp_path, capsys):
 
 def test_bag_that_segments_nothing_exits_non_zero_with_one_throttled_summary(tmp_path, capsys,
                                                                              caplog):
-    small_bag(tmp_path / "in")   # no colour: the learned default skips every scan as no_color
+    small_bag(tmp_path / "in")   # no colour: the rgb weights skip every scan as no_color
     cfg_file = tmp_path / "every.yaml"
-    cfg_file.write_text("segment: {every_n_scans: 1, rate_hz: 0.0}\n")
+    rgb_weights = REPO / "models" / "softgroup_synthetic.pth"
+    cfg_file.write_text("segment: {every_n_scans: 1, rate_hz: 0.0}\n"
+                        f"model: {{checkpoint: '{rgb_weights}'}}\n")
     with caplog.at_level("WARNING"):
         rc, out, err = run_cli(["bag", tmp_path / "in", tmp_path / "out", "-c", cfg_file,
                                 "--no-progress"], capsys)

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..classes import IGNORE_LABEL
-from .inputs import DEFAULT_VOXEL_SIZE, MIN_SPATIAL_SHAPE, network_input, yaw_matrix
+from .inputs import (COLOR_CHANNELS, DEFAULT_VOXEL_SIZE, MIN_SPATIAL_SHAPE, network_input,
+                     yaw_matrix)
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ class Sample:
     xyz: (N, 3) float32, metres — centred on the scene mean, then augmented (or turned by the
         dataset's test yaw): the xyz features.
     grid_xyz: (N, 3) float32 or None — voxel-assignment coordinates (elastic distortion).
-    rgb: (N, 3) float32, 0..255 units (colour noise included).
+    rgb: (N, 3) float32, 0..255 units (colour noise included); None for a cloud without colour
+        (only the xyz-only models, ``in_channels`` 1, accept it).
     semantic, instance: (N,) int64 (-100 ignore / none), all -100 for unlabelled scenes.
     point_index: (N,) int64 — index of each point in the scene file (crops drop points).
     """
@@ -37,19 +39,19 @@ class Sample:
     name: str
     xyz: np.ndarray
     grid_xyz: np.ndarray | None
-    rgb: np.ndarray
+    rgb: np.ndarray | None
     semantic: np.ndarray
     instance: np.ndarray
     point_index: np.ndarray
     has_labels: bool
 
 
-def centred_sample(name: str, xyz: np.ndarray, rgb: np.ndarray,
+def centred_sample(name: str, xyz: np.ndarray, rgb: np.ndarray | None,
                    semantic: np.ndarray | None = None, instance: np.ndarray | None = None,
                    yaw: float = 0.0) -> Sample:
     """The un-augmented :class:`Sample` of a whole cloud: xyz (N, 3) metres centred on their
-    mean (as ``prepare_data_inst.py`` does), then turned by ``yaw`` about z; rgb (N, 3) 0..255;
-    labels (N,) or None (all -100, ``has_labels`` False). Evaluation and inference both use it,
+    mean (as ``prepare_data_inst.py`` does), then turned by ``yaw`` about z; rgb (N, 3) 0..255
+    or None; labels (N,) or None (all -100, ``has_labels`` False). Evaluation and inference both use it,
     so the network sees a cloud the same way in both."""
     n = len(xyz)
     points = np.asarray(xyz, np.float64)
@@ -58,7 +60,8 @@ def centred_sample(name: str, xyz: np.ndarray, rgb: np.ndarray,
         points = points @ yaw_matrix(yaw)
     has_labels = semantic is not None and instance is not None
     no_label = np.full(n, IGNORE_LABEL, np.int64)
-    return Sample(name, points.astype(np.float32), None, np.asarray(rgb).astype(np.float32),
+    colors = None if rgb is None else np.asarray(rgb).astype(np.float32)
+    return Sample(name, points.astype(np.float32), None, colors,
                   no_label if semantic is None else np.asarray(semantic).astype(np.int64),
                   no_label.copy() if instance is None else np.asarray(instance).astype(np.int64),
                   np.arange(n, dtype=np.int64), has_labels)
@@ -70,8 +73,9 @@ def centred_sample(name: str, xyz: np.ndarray, rgb: np.ndarray,
 
 def collate(samples: Sequence[Sample | None], voxel_size: float = DEFAULT_VOXEL_SIZE, *,
             with_coords: bool = True, min_spatial_shape: int = MIN_SPATIAL_SHAPE,
-            as_torch: bool = True) -> dict[str, Any]:
+            as_torch: bool = True, in_channels: int = COLOR_CHANNELS) -> dict[str, Any]:
     """Voxelize and concatenate scans into one batch (None samples, dropped by a crop, are skipped).
+    in_channels: the model's per-point features before xyz (``inputs.point_features``).
 
     Returns (torch tensors, or numpy arrays with ``as_torch=False``):
       coords (M, 4) int32 [batch, x, y, z] voxel indices, batch-contiguous, first-occurrence order;
@@ -101,7 +105,8 @@ def collate(samples: Sequence[Sample | None], voxel_size: float = DEFAULT_VOXEL_
     num_instances = 0
     for b, s in enumerate(kept):
         net = network_input(s.xyz, s.rgb, voxel_size, center=False, with_coords=with_coords,
-                            grid_xyz=s.grid_xyz, min_spatial_shape=min_spatial_shape)
+                            grid_xyz=s.grid_xyz, min_spatial_shape=min_spatial_shape,
+                            in_channels=in_channels)
         m = net.num_voxels
         coords.append(np.concatenate([np.full((m, 1), b, np.int32), net.voxel_coords], axis=1))
         feats.append(net.voxel_feats)

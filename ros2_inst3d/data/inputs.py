@@ -9,7 +9,8 @@ This module is the one place that turns a cloud into what the sparse U-Net eats.
   then optionally turned about z (``transform_test`` uses a fixed 0.35 pi; it matters only for
   bit-parity with the official test numbers, the networks were trained with random yaw);
 * point features are ``cat([rgb / 127.5 - 1, xyz])`` in exactly that order (6 channels; 3 for
-  the ``with_coords: False`` configs), with rgb in 0..255 units;
+  the ``with_coords: False`` configs), with rgb in 0..255 units; ours for clouds without colour
+  (``in_channels: 1``) put a constant 1 where the colour was (``point_features``);
 * voxels of ``voxel_size`` (2 cm = 1/scale for the indoor models) numbered in order of first
   occurrence over the points, as the official hash-map ``voxelization_idx`` does; voxel features
   are the mean of their points' features;
@@ -102,10 +103,34 @@ def color_features(rgb: np.ndarray, num_points: int) -> np.ndarray:
     return (colors.astype(np.float32) / np.float32(127.5) - np.float32(1.0)).astype(np.float32)
 
 
-def network_input(xyz: np.ndarray, rgb: np.ndarray, voxel_size: float = DEFAULT_VOXEL_SIZE, *,
+COLOR_CHANNELS = 3      # in_channels of the rgb models: rgb / 127.5 - 1
+OCCUPANCY_CHANNELS = 1  # in_channels of the xyz-only (LiDAR) models: a constant 1 per point
+
+
+def point_features(rgb: np.ndarray | None, num_points: int, in_channels: int = COLOR_CHANNELS
+                   ) -> np.ndarray:
+    """(N, in_channels) float32 per-point features before xyz.
+
+    in_channels 3: the colour, ``rgb / 127.5 - 1`` (rgb required). in_channels 1: a constant
+    1.0 per point (rgb ignored, may be None) — the occupancy channel of the models for clouds
+    without colour: with xyz centred on the cloud's mean, the xyz features alone are ~0 near the
+    centre, and the U-Net's input convolution has no bias, so a constant channel tells it a voxel
+    is occupied. Remission is not used: the generator's LiDAR does not simulate it.
+    """
+    if in_channels == COLOR_CHANNELS:
+        return color_features(rgb, num_points)
+    if in_channels == OCCUPANCY_CHANNELS:
+        return np.ones((num_points, 1), np.float32)
+    raise ValueError(f"in_channels must be {COLOR_CHANNELS} (rgb) or {OCCUPANCY_CHANNELS} "
+                     f"(xyz only: a constant occupancy channel), got {in_channels}")
+
+
+def network_input(xyz: np.ndarray, rgb: np.ndarray | None,
+                  voxel_size: float = DEFAULT_VOXEL_SIZE, *,
                   center: bool = True, yaw: float = 0.0, with_coords: bool = True,
                   grid_xyz: np.ndarray | None = None,
-                  min_spatial_shape: int = MIN_SPATIAL_SHAPE) -> NetworkInput:
+                  min_spatial_shape: int = MIN_SPATIAL_SHAPE,
+                  in_channels: int = COLOR_CHANNELS) -> NetworkInput:
     """Features and voxels of one cloud, the official way (see the module docstring).
 
     xyz: (N, 3) float, metres, z up. rgb: (N, 3) colours in 0..255 units (uint8, or float when
@@ -114,7 +139,8 @@ def network_input(xyz: np.ndarray, rgb: np.ndarray, voxel_size: float = DEFAULT_
     preprocessing does, and a crop is not re-centred). yaw: turn about z after centring, rad
     (``OFFICIAL_TEST_YAW`` for bit-parity with the official test). with_coords: append xyz to
     the features. grid_xyz: (N, 3) float, metres, coordinates used only to assign voxels
-    (training's elastic distortion); default the network-frame xyz.
+    (training's elastic distortion); default the network-frame xyz. in_channels: the model's
+    per-point features before xyz (``point_features``: 3 = rgb, 1 = xyz-only, rgb may be None).
     """
     points = np.asarray(xyz)
     if points.ndim != 2 or points.shape[1] != 3 or not np.issubdtype(points.dtype, np.floating):
@@ -124,7 +150,7 @@ def network_input(xyz: np.ndarray, rgb: np.ndarray, voxel_size: float = DEFAULT_
         raise ValueError("the cloud is empty: nothing to feed the network (check the ROI crop "
                          "and the accumulation window)")
     n = points.shape[0]
-    colors = color_features(rgb, n)
+    colors = point_features(rgb, n, in_channels)
     coords64 = points.astype(np.float64)
     mean = coords64.mean(axis=0) if center else np.zeros(3)
     coords64 = coords64 - mean

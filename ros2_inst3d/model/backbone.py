@@ -371,7 +371,8 @@ def input_channels(in_channels: int, with_coords: bool) -> int:
 class InstanceNetwork(SparseUNetBackbone):
     """The backbone plus the settings every method shares (SoftGroup, HAIS, ISBNet, PointGroup).
 
-    in_channels: per-point input features before xyz (3 = rgb); the U-Net sees
+    in_channels: per-point input features before xyz (``data.inputs.point_features``: 3 = rgb,
+    1 = a constant occupancy channel for clouds without colour); the U-Net sees
     ``input_channels(in_channels, with_coords)``. Heads are added by the subclasses.
     """
 
@@ -385,6 +386,14 @@ class InstanceNetwork(SparseUNetBackbone):
         self.instance_classes = int(instance_classes)
         self.semantic_only = bool(semantic_only)
         self.voxel_size = float(voxel_size)
+
+    @property
+    def needs_color(self) -> bool:
+        """Whether the input features include the colour (``in_channels`` 3); the xyz-only
+        models (``in_channels`` 1) ignore it."""
+        from ..data.inputs import COLOR_CHANNELS
+
+        return self.raw_in_channels == COLOR_CHANNELS
 
     def forward_batch(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``forward_pointwise`` of a batch from ``data.batching.collate``: ``point_feats``,

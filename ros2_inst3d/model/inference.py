@@ -6,7 +6,10 @@ What is loaded, in order of precedence:
 * the model YAML: ``model.config`` if set, else the ``config`` mapping stored in the checkpoint
   (our training checkpoints carry it), else ``config/models/<name>_synthetic.yaml``;
 * the weights: ``model.checkpoint`` if set, else the shipped demo weights
-  ``models/<name>_synthetic.pth`` (``resources.data_dir("models")``);
+  ``models/<name>_synthetic.pth`` (``resources.data_dir("models")``); for clouds without colour,
+  when neither ``model.checkpoint`` nor ``model.config`` is set, the shipped xyz-only weights
+  ``models/<name>_lidar_synthetic.pth`` where they exist (:func:`colorless_default`; the
+  ``Segmenter`` picks per cloud);
 * the class table: the checkpoint's ``class_names``, else the ScanNet-20 table.
 
 Weights always load through :func:`~ros2_inst3d.model.checkpoint.load_checkpoint` with
@@ -15,7 +18,7 @@ unexpected and size-mismatched tensors instead of running with random heads.
 
 A cloud reaches the network exactly as in training (``data.batching.collate`` over one
 :class:`~ros2_inst3d.data.batching.Sample`): xyz centred on their mean (the official
-preprocessing), features ``[rgb / 127.5 - 1, xyz]``, voxels of the model's ``voxel_size``. Our
+preprocessing), features ``[rgb / 127.5 - 1, xyz]`` (``[1, xyz]`` for the xyz-only models), voxels of the model's ``voxel_size``. Our
 synthetic models are trained without the official fixed test yaw, so none is applied.
 """
 
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 
 SHIPPED_SUFFIX = "_synthetic"
 """Shipped demo files: ``config/models/<name>_synthetic.yaml``, ``models/<name>_synthetic.pth``."""
+COLORLESS_SUFFIX = "_lidar_synthetic"
+"""Shipped demo weights for clouds without colour: ``models/<name>_lidar_synthetic.pth``."""
 
 
 def train_hint(name: str) -> str:
@@ -47,10 +52,12 @@ def train_hint(name: str) -> str:
             "model.checkpoint to the resulting .pth (or pass --checkpoint PATH)")
 
 
-def shipped_weights(name: str, models_dir: str | Path | None = None) -> Path | None:
-    """The demo weights shipped for ``name`` (``models/<name>_synthetic.pth``), or None.
+def shipped_weights(name: str, models_dir: str | Path | None = None,
+                    suffix: str = SHIPPED_SUFFIX) -> Path | None:
+    """The demo weights shipped for ``name`` (``models/<name><suffix>.pth``), or None.
 
-    models_dir: where to look instead of this installation's ``models/`` folder.
+    models_dir: where to look instead of this installation's ``models/`` folder. suffix:
+    ``SHIPPED_SUFFIX`` (the rgb models) or ``COLORLESS_SUFFIX`` (xyz only).
     """
     from ..resources import data_dir
 
@@ -59,8 +66,23 @@ def shipped_weights(name: str, models_dir: str | Path | None = None) -> Path | N
             models_dir = data_dir("models")
         except FileNotFoundError:  # no models/ folder in this installation
             return None
-    path = Path(models_dir) / f"{name}{SHIPPED_SUFFIX}.pth"
+    path = Path(models_dir) / f"{name}{suffix}.pth"
     return path if path.is_file() else None
+
+
+def colorless_default(model_cfg: ModelConfig, models_dir: str | Path | None = None
+                      ) -> ModelConfig | None:
+    """``model_cfg`` pointed at the shipped xyz-only weights, for clouds without colour; None
+    when the user chose the weights or their config (``model.checkpoint`` / ``model.config``:
+    an explicit choice wins) or none are shipped for the method."""
+    import dataclasses
+
+    if model_cfg.checkpoint or model_cfg.config or model_cfg.name not in LEARNED_METHODS:
+        return None
+    path = shipped_weights(model_cfg.name, models_dir, COLORLESS_SUFFIX)
+    if path is None:
+        return None
+    return dataclasses.replace(model_cfg, checkpoint=str(path))
 
 
 def shipped_model_config(name: str) -> Path:
@@ -153,6 +175,9 @@ class LearnedModel:
         self.stuff_classes: frozenset[int] = frozenset(range(network.num_stuff_classes))
         self.voxel_size = float(network.voxel_size)
         self.with_coords = bool(network.with_coords)
+        self.in_channels = int(network.raw_in_channels)
+        # Whether rgb is an input; the xyz-only models (in_channels 1) ignore it.
+        self.needs_color: bool = bool(network.needs_color)
         self.source = source
 
     @classmethod
@@ -205,18 +230,21 @@ class LearnedModel:
                  len(model.class_names), device)
         return model
 
-    def network_batch(self, xyz: np.ndarray, rgb: np.ndarray) -> dict[str, Any]:
+    def network_batch(self, xyz: np.ndarray, rgb: np.ndarray | None) -> dict[str, Any]:
         """The collated one-cloud batch (on the model's device) the network sees for ``xyz``
-        (N, 3) float, metres, and ``rgb`` (N, 3) in 0..255 units; xyz centred on their mean."""
+        (N, 3) float, metres, and ``rgb`` (N, 3) in 0..255 units (None or ignored for the
+        xyz-only models); xyz centred on their mean."""
         from ..data.batching import batch_to_device, centred_sample, collate
 
-        batch = collate([centred_sample("cloud", xyz, rgb)], self.voxel_size,
-                        with_coords=self.with_coords)
+        batch = collate([centred_sample("cloud", xyz, rgb if self.needs_color else None)],
+                        self.voxel_size, with_coords=self.with_coords,
+                        in_channels=self.in_channels)
         return batch_to_device(batch, self.device)
 
     def predict_points(self, xyz: np.ndarray, rgb: np.ndarray | None) -> Proposals:
         """Instance proposals of one cloud: ``xyz`` (N, 3) float32, metres, z up; ``rgb`` (N, 3)
-        uint8. Proposal indices refer to the N input points; class ids are semantic class ids.
+        uint8 (ignored by the xyz-only models). Proposal indices refer to the N input points;
+        class ids are semantic class ids.
 
         timing_ms: ``input`` (centring, features, voxels, copy to the device) plus the network's
         ``backbone``, ``grouping`` and ``refinement``. Raises SegmentationError 'no_color'
@@ -225,11 +253,12 @@ class LearnedModel:
         """
         import torch
 
-        if rgb is None:
+        if rgb is None and self.needs_color:
             raise SegmentationError(
-                "no_color", f"the learned model '{self.name}' needs colour (rgb is half of its "
-                "input features) but the cloud has no rgb field; use a coloured cloud, or "
-                "model.name 'geometric' (needs xyz only)")
+                "no_color", f"the learned model '{self.name}' ({self.source}) needs colour (rgb "
+                "is half of its input features) but the cloud has no rgb field; use a coloured "
+                "cloud, weights trained without colour (models/*_lidar_synthetic.pth), or "
+                "model.name 'geometric' / 'lidar' (need xyz only)")
         t0 = time.perf_counter()
         batch = self.network_batch(xyz, rgb)
         if self.device.type == "cuda":
@@ -262,5 +291,6 @@ def learned_point_model(cfg: Config) -> LearnedModel:
     return LearnedModel.from_config(cfg.model)
 
 
-__all__ = ["LearnedModel", "learned_point_model", "network_config_for_checkpoint",
-           "resolve_checkpoint", "shipped_model_config", "shipped_weights", "train_hint"]
+__all__ = ["COLORLESS_SUFFIX", "LearnedModel", "colorless_default", "learned_point_model",
+           "network_config_for_checkpoint", "resolve_checkpoint", "shipped_model_config",
+           "shipped_weights", "train_hint"]
