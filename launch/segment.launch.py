@@ -24,8 +24,8 @@ ARGUMENTS = [
      "empty: params_file."),
     ("params_file", PathJoinSubstitution([FindPackageShare("ros2_inst3d"), "config", "segment.yaml"]),
      "Node parameter file (see README: Parameters)."),
-    ("model", "", "model.name override. Ready to run: geometric, lidar, pointgroup, softgroup. "
-     "Only with a checkpoint: isbnet, mtml."),
+    ("model", "", "model.name override. Ready to run: geometric, lidar, pointgroup, softgroup, "
+     "isbnet, mtml."),
     ("checkpoint", "", "model.checkpoint override: path to a weights file."),
     ("input_topic", "points", "PointCloud2 topic the node's `points` input is remapped to."),
     ("fixed_frame", "", "input.fixed_frame override (e.g. map, odom)."),

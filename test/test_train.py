@@ -343,6 +343,22 @@ def test_backbone_stage_then_frozen_instance_stage(scene_dirs, tmp_path):
     assert "AP" in second.metrics["val"] and "agnostic_AP50" in second.metrics["val"]
 
 
+@pytest.mark.parametrize("name", ["softgroup", "isbnet", "mtml"])
+def test_shipped_stage2_yamls_freeze_only_tensors_stage1_provides(name):
+    """The stage-2 model YAMLs that share the stage-1 backbone (config/models/backbone_synthetic)
+    freeze modules whose every tensor the stage-1 checkpoint holds, key and shape, at its voxel
+    size: otherwise a frozen module would keep its random initialisation."""
+    stage1_cfg = load_model_config(CONFIG / "models" / "backbone_synthetic.yaml")
+    stage1 = build_network(stage1_cfg, device="meta").state_dict()
+    cfg = load_model_config(CONFIG / "models" / f"{name}_synthetic.yaml")
+    assert cfg["voxel_size"] == stage1_cfg["voxel_size"]
+    fixed = set(cfg["fixed_modules"])
+    assert {"input_conv", "unet", "output_layer", "semantic_linear"} <= fixed
+    frozen = {k: v.shape for k, v in build_network(cfg, device="meta").state_dict().items()
+              if k.split(".")[0] in fixed}
+    assert {k: stage1[k].shape for k in frozen if k in stage1} == frozen
+
+
 def test_pretrain_that_fits_nothing_is_refused(scene_dirs, tmp_path):
     bogus = tmp_path / "bogus.pth"
     torch.save({"net": {"nothing.weight": torch.zeros(3)}}, bogus)

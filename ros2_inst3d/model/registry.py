@@ -86,8 +86,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("softgroup", "learned; clouds without rgb run its shipped xyz-only LiDAR weights",
            network="softgroup", weights_shipped=True,
            benchmark=True),
-    Method("isbnet", "learned, needs rgb", network="isbnet"),
-    Method("mtml", "learned, needs rgb", network="mtml"),
+    Method("isbnet", "learned, needs rgb", network="isbnet", weights_shipped=True),
+    Method("mtml", "learned, needs rgb", network="mtml", weights_shipped=True),
 )}
 """Every method ``model.name`` can pick, in the order choices and docs list them."""
 
@@ -99,12 +99,12 @@ BENCHMARK_METHODS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.be
 
 def methods_doc() -> str:
     """The methods as one sentence for parameter docs: ``name (summary); ...``, then which
-    learned ones need a ``model.checkpoint``."""
+    learned ones have shipped weights and which need a ``model.checkpoint`` (if any)."""
     listed = "; ".join(f"{m.name} ({m.summary})" for m in METHODS.values())
     shipped = [m.name for m in METHODS.values() if m.needs_weights and m.weights_shipped]
     need = [m.name for m in METHODS.values() if not m.runs_without_checkpoint]
-    return (f"{listed}. Shipped weights in models/ for {', '.join(shipped)}; "
-            f"{', '.join(need)} need a model.checkpoint.")
+    needs = f"; {', '.join(need)} need a model.checkpoint" if need else ""
+    return f"{listed}. Shipped weights in models/ for {', '.join(shipped)}{needs}."
 
 
 def register_network(name: str, builder: str | NetworkBuilder) -> None:
