@@ -170,12 +170,14 @@ class OptimConfig:
     device: str = param("auto",
         "auto (CUDA when available), cpu, cuda or cuda:N; the --device flag overrides it.",
         nonempty=True)
-    pretrain: str | None = param(None,
+    pretrain: tuple[str, ...] | None = param(None,
         "Weights loaded before a fresh run (ignored by --resume): a checkpoint of this project "
-        "or an official one. Tensors whose key and shape fit are loaded, the rest keep their "
+        "or an official one, or a list of them loaded in order (a later one overwrites the "
+        "tensors it shares with an earlier one: e.g. the previous stage 2, then a new stage 1 "
+        "over it). Tensors whose key and shape fit are loaded, the rest keep their "
         "initialisation (the official `pretrain`: the instance stage starts from the backbone "
         "run). Relative to the current directory.",
-        nonempty=True)
+        parse=lambda where, value: _checkpoint_paths(value, where))
 
 
 @dataclass(frozen=True)
@@ -370,6 +372,18 @@ def freeze_modules(model: Any) -> list[Any]:
         module.requires_grad_(False)
         modules.append(module)
     return modules
+
+
+def _checkpoint_paths(value: Any, where: str) -> tuple[str, ...] | None:
+    """``train.pretrain``: null, one path or a non-empty list of paths, as a tuple."""
+    if value is None:
+        return None
+    paths = [value] if isinstance(value, str) else value
+    if (not isinstance(paths, (list, tuple)) or not paths
+            or not all(isinstance(p, str) and p.strip() for p in paths)):
+        raise ConfigError(f"{where} must be a checkpoint path or a non-empty list of paths, "
+                          f"got {value!r}")
+    return tuple(paths)
 
 
 def load_pretrained(model: Any, path: str | Path) -> None:
@@ -727,7 +741,8 @@ class Trainer:
                               "no forward_train/predict (train one of the segmentation methods: "
                               "pointgroup, softgroup, isbnet, mtml)")
         if self.opt.pretrain is not None and self.resume is None:
-            load_pretrained(model, self.opt.pretrain)
+            for path in self.opt.pretrain:
+                load_pretrained(model, path)
         model.to(self.dev)
         self.model = model
         self.frozen = freeze_modules(model)

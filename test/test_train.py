@@ -367,6 +367,31 @@ def test_pretrain_that_fits_nothing_is_refused(scene_dirs, tmp_path):
         train(train_config_from_dict(data), quiet=True)
 
 
+def test_pretrain_list_loads_in_order_later_overwrites(scene_dirs, tmp_path):
+    """`pretrain: [a, b]`: every tensor of b wins over a's, a's others stay (the stage-2 warm
+    start: the previous stage 2, then a new stage 1 over it); bad values are refused."""
+    net = build_network(tiny_model("softgroup"))
+    first = {k: v * 0.5 if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    second = {k: v + 0.01 for k, v in first.items()
+              if k.startswith("unet.") and v.is_floating_point()}
+    torch.save({"net": first}, tmp_path / "a.pth")
+    torch.save({"net": second}, tmp_path / "b.pth")
+    data = tiny_config("softgroup", scene_dirs, tmp_path / "wd", epochs=1, val_every=0,
+                       save_every=1, keep_epoch_checkpoints=False,
+                       pretrain=[str(tmp_path / "a.pth"), str(tmp_path / "b.pth")])
+    data["model"]["fixed_modules"] = ["input_conv", "unet", "output_layer", "semantic_linear",
+                                      "offset_linear"]
+    cfg = train_config_from_dict(data)
+    assert cfg.train.pretrain == (str(tmp_path / "a.pth"), str(tmp_path / "b.pth"))
+    state = train(cfg, quiet=True).model.state_dict()
+    assert all(torch.equal(state[k], second[k]) for k in second)
+    others = [k for k, v in first.items() if k.startswith("input_conv.") and v.is_floating_point()]
+    assert others and all(torch.equal(state[k], first[k]) for k in others)
+    for bad in ([], [""], 3):
+        with pytest.raises(ConfigError, match="train.pretrain must be a checkpoint path"):
+            train_config_from_dict({**data, "train": {**data["train"], "pretrain": bad}})
+
+
 @pytest.mark.slow
 def test_data_parallel_training_on_loopback(scene_dirs, tmp_path):
     """`train --nproc 2`: two gloo processes on 127.0.0.1, one scene each per step, averaged
