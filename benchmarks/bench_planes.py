@@ -12,7 +12,6 @@ Prints one row per scene and the speed-up; ``--json`` writes the figures.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -25,21 +24,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ros2_inst3d.bench import BENCH_SCENE_SEED  # noqa: E402
+from ros2_inst3d.bench import BENCH_SCENE_SEED, load_baseline_module  # noqa: E402
 from ros2_inst3d.config import Config  # noqa: E402
-from ros2_inst3d.data.synthetic import generate_scene  # noqa: E402
+from ros2_inst3d.synthetic.scene import generate_scene  # noqa: E402
 from ros2_inst3d.model import geometric  # noqa: E402
-
-
-def load_baseline(tree: Path):
-    """``geometric.py`` of ``tree`` as a module of this package (its relative imports resolve
-    to this tree's modules, which the plane code only uses for config and voxelizing)."""
-    path = tree / "ros2_inst3d" / "model" / "geometric.py"
-    spec = importlib.util.spec_from_file_location("ros2_inst3d.model._geometric_baseline", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,10 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    if not (args.baseline_tree / "ros2_inst3d" / "model" / "geometric.py").is_file():
-        print(f"error: {args.baseline_tree} holds no ros2_inst3d/model/geometric.py", file=sys.stderr)
+    try:
+        before = load_baseline_module(args.baseline_tree, "ros2_inst3d/model/geometric.py")
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    before = load_baseline(args.baseline_tree)
     cfg = Config().geometric
     rows = []
     print("| scene | points | structure points before / after | same mask | process CPU ms before"

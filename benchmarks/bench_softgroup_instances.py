@@ -13,7 +13,6 @@ both return identical hypotheses (masks, classes, scores). One row per room and 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -26,20 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ros2_inst3d import ops  # noqa: E402
-from ros2_inst3d.bench import BENCH_SCENE_SEED, bench_point_model  # noqa: E402
+from ros2_inst3d.bench import BENCH_SCENE_SEED, bench_point_model, load_baseline_module  # noqa: E402
 from ros2_inst3d.config import Config  # noqa: E402
 from ros2_inst3d.model import softgroup  # noqa: E402
 from ros2_inst3d.segmenter import Segmenter  # noqa: E402
 from ros2_inst3d.synthetic.scene import generate_scene  # noqa: E402
-
-
-def load_baseline(tree: Path, relative: str, name: str):
-    """``relative`` of ``tree`` as a module of this package (relative imports resolve here)."""
-    spec = importlib.util.spec_from_file_location(name, tree / relative)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def capture_inputs(seeds: list[int]) -> tuple[object, list[tuple[int, int, object, object]]]:
@@ -78,15 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cls-score-thr", type=float, default=0.05,
                         help="a second, stricter class-score threshold to time (default 0.05)")
     args = parser.parse_args(argv)
-    for relative in ("ros2_inst3d/model/softgroup.py", "ros2_inst3d/ops/masks.py"):
-        if not (args.baseline_tree / relative).is_file():
-            print(f"error: {args.baseline_tree} holds no {relative}", file=sys.stderr)
-            return 2
     torch.set_num_threads(1)
-    before_sg = load_baseline(args.baseline_tree, "ros2_inst3d/model/softgroup.py",
-                              "ros2_inst3d.model._softgroup_baseline")
-    before_masks = load_baseline(args.baseline_tree, "ros2_inst3d/ops/masks.py",
-                                 "ros2_inst3d.ops._masks_baseline")
+    try:
+        before_sg = load_baseline_module(args.baseline_tree, "ros2_inst3d/model/softgroup.py")
+        before_masks = load_baseline_module(args.baseline_tree, "ros2_inst3d/ops/masks.py")
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     network, inputs = capture_inputs([BENCH_SCENE_SEED, *range(200101, 200101 + args.scenes)])
     shipped_thr = float(network.test_cfg["cls_score_thr"])
 

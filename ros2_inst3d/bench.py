@@ -14,6 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,25 @@ def compare(stage: Callable[[], Any], baseline: Callable[[], Any], repeats: int)
             samples[name].append(time.thread_time() - cpu)
             samples[f"{name}_wall"].append(time.perf_counter() - wall)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def load_baseline_module(tree: str | Path, relative: str) -> Any:
+    """``relative`` (e.g. ``ros2_inst3d/model/geometric.py``) of the checkout ``tree`` loaded
+    as a private module of this package, so the before/after benchmarks time both versions in
+    one process; its relative imports resolve to this tree's modules."""
+    import importlib.util
+    import sys
+
+    path = Path(tree) / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"{tree} holds no {relative}")
+    dotted = relative.removesuffix(".py").replace("/", ".")
+    package, _, leaf = dotted.rpartition(".")
+    spec = importlib.util.spec_from_file_location(f"{package}._{leaf}_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def benchmark_cloud(num_points: int, point_step: int = 20) -> Any:

@@ -28,6 +28,7 @@ Batching (``Sample``, ``collate``) lives in :mod:`~ros2_inst3d.data.batching`.
 from __future__ import annotations
 
 import logging
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,8 +222,6 @@ def _looks_readable(path: Path) -> bool:
     """Whether ``path`` can be a scene at all: ``.npz`` and ``.pth`` files are zip archives
     (torch's format since 1.6), which a truncated or empty file is not. Reads only the archive's
     end record, ~1 ms a file; a ``.pth`` in torch's legacy pickle format passes unchecked."""
-    import zipfile
-
     try:
         if path.stat().st_size == 0:
             return False

@@ -18,8 +18,9 @@ unexpected and size-mismatched tensors instead of running with random heads.
 
 A cloud reaches the network exactly as in training (``data.batching.collate`` over one
 :class:`~ros2_inst3d.data.batching.Sample`): xyz centred on their mean (the official
-preprocessing), features ``[rgb / 127.5 - 1, xyz]`` (``[1, xyz]`` for the xyz-only models), voxels of the model's ``voxel_size``. Our
-synthetic models are trained without the official fixed test yaw, so none is applied.
+preprocessing), features ``[rgb / 127.5 - 1, xyz]`` (``[1, xyz]`` for the xyz-only models),
+voxels of the model's ``voxel_size``. Our synthetic models are trained without the official
+fixed test yaw, so none is applied.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ from torch import nn
 
 from .. import ops
 from ..ops import SparseMasks
+from ..ops._checks import expand_counts
 from . import proposal_ops
 from .backbone import (
     MLP,
@@ -527,10 +528,7 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
         per_proposal = candidate.sum(1)
         pair_start = torch.cumsum(per_proposal, 0) - per_proposal
         entry_mask = masks.mask_idx.long()
-        repeats = per_proposal[entry_mask]
-        entry = torch.repeat_interleave(torch.arange(entry_mask.numel(), device=device), repeats)
-        within = torch.arange(entry.numel(), device=device) - torch.repeat_interleave(
-            torch.cumsum(repeats, 0) - repeats, repeats)
+        entry, within = expand_counts(per_proposal[entry_mask])
         pair = pair_start[entry_mask[entry]] + within
         member = refined.mask_logits[entry, pair_class[pair]] > float(cfg["mask_score_thr"])
         entry, pair = entry[member], pair[member]

@@ -81,6 +81,16 @@ def batch_ids(offsets: torch.Tensor) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(counts.numel(), device=offsets.device), counts)
 
 
+def expand_counts(counts: torch.Tensor, first: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row r = first + i repeated ``counts[i]`` times, with its position 0..counts[i]-1:
+    ``(owner, within)``, both (sum(counts),) int64, owners in order (a ragged range per row)."""
+    owner = torch.repeat_interleave(
+        torch.arange(first, first + counts.numel(), device=counts.device), counts)
+    within = torch.arange(owner.numel(), device=counts.device) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts)
+    return owner, within
+
+
 def same_device(*named: tuple[str, torch.Tensor]) -> torch.device:
     device = named[0][1].device
     for name, tensor in named[1:]:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ._checks import check_index, check_tensor
+from ._checks import check_index, check_tensor, expand_counts
 
 __all__ = ["SparseMasks", "mask_iou", "mask_nms", "matrix_nms"]
 
@@ -180,10 +180,7 @@ def _count_shared_points(a: _MaskSource, b: _MaskSource, degree_b: torch.Tensor)
     for e0, e1 in zip([0, *bounds], [*bounds, pairs.numel()]):
         if e1 <= e0:
             continue
-        count = pairs[e0:e1]
-        entry = torch.repeat_interleave(torch.arange(e0, e1, device=device), count)
-        within = torch.arange(entry.numel(), device=device) - torch.repeat_interleave(
-            torch.cumsum(count, 0) - count, count)
+        entry, within = expand_counts(pairs[e0:e1], e0)
         partner = start_b[point_a[entry]] + within
         key = mask_a[entry] * kb + mask_b[partner]
         inter += torch.bincount(key, minlength=ka * kb).to(torch.float64)
