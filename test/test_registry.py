@@ -79,3 +79,18 @@ def test_readme_method_table_lists_every_method():
         (row,) = [r for r in rows if r.startswith((f"| `{name}` |", f"| `{name}` (default) |"))]
         assert ("none needed" in row) == (not entry.needs_weights), name
         assert ("(shipped)" in row) == entry.weights_shipped, name
+
+
+@pytest.mark.parametrize("name", ["pointgroup", "softgroup", "isbnet", "mtml"])
+def test_build_network_applies_fixed_modules_for_every_learned_method(name):
+    """`fixed_modules` is one training setting for all methods: the registry sets it on the
+    network (the trainer freezes those modules), and refuses anything but a list of names."""
+    from ros2_inst3d.model.registry import load_model_config
+    from ros2_inst3d.resources import data_dir
+
+    cfg = load_model_config(data_dir("config") / "models" / f"{name}_synthetic.yaml")
+    cfg = {**cfg, "fixed_modules": ["input_conv", "unet"]}
+    assert build_network(cfg, device="meta").fixed_modules == ["input_conv", "unet"]
+    assert build_network({**cfg, "fixed_modules": []}, device="meta").fixed_modules == []
+    with pytest.raises(ConfigError, match="fixed_modules must be a list"):
+        build_network({**cfg, "fixed_modules": "unet"}, device="meta")

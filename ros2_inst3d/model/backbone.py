@@ -386,6 +386,9 @@ class InstanceNetwork(SparseUNetBackbone):
         self.instance_classes = int(instance_classes)
         self.semantic_only = bool(semantic_only)
         self.voxel_size = float(voxel_size)
+        # Top-level modules the trainer freezes (``train.freeze_modules``); set from a model
+        # config's ``fixed_modules`` by ``registry.build_network``, the same for every method.
+        self.fixed_modules: list[str] = []
 
     @property
     def needs_color(self) -> bool:

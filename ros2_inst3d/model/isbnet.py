@@ -255,7 +255,6 @@ class ISBNet(InstanceNetwork):
                  iterative_sampling: bool = True, mask_dim_out: int = 32,
                  instance_head_cfg: dict[str, Any] | None = None,
                  test_cfg: dict[str, Any] | None = None,
-                 fixed_modules: Sequence[str] = (),
                  train_cfg: dict[str, Any] | None = None) -> None:
         super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
                          semantic_only, with_coords, voxel_size)
@@ -275,7 +274,6 @@ class ISBNet(InstanceNetwork):
         self.mask_dim_out = int(mask_dim_out)
         self.instance_head_cfg = head_cfg
         self.test_cfg = copy.deepcopy(DEFAULT_TEST_CFG if test_cfg is None else dict(test_cfg))
-        self.fixed_modules = list(fixed_modules)
         unknown = set(train_cfg or {}) - set(DEFAULT_TRAIN_CFG)
         if unknown:
             raise ConfigError(f"unknown train_cfg keys {sorted(unknown)}; known: "

@@ -50,9 +50,7 @@ class MTML(InstanceNetwork):
     0.001, 0.5, 1). bandwidths: mean-shift bandwidths, each giving one proposal set (embedding
     units). max_seeds / mean_shift_iters: mean-shift cost caps. min_points: smallest instance,
     points. nms_iou: mask NMS threshold. score_thresh: proposals scoring at most this are
-    dropped. fixed_modules (ours, as SoftGroup's): top-level modules the trainer freezes, e.g.
-    the stage-1 backbone and semantic head (input_conv, unet, output_layer, semantic_linear)
-    when only the embedding and direction heads train.
+    dropped.
     """
 
     name = "mtml"
@@ -64,8 +62,7 @@ class MTML(InstanceNetwork):
                  delta_d: float = 1.5, gamma_reg: float = 0.001, alpha_fe: float = 0.5,
                  alpha_dir: float = 1.0, bandwidths: Sequence[float] = (0.5, 0.75, 1.0),
                  max_seeds: int = 256, mean_shift_iters: int = 15, min_points: int = 40,
-                 nms_iou: float = 0.3, score_thresh: float = 0.05,
-                 fixed_modules: Sequence[str] = ()) -> None:
+                 nms_iou: float = 0.3, score_thresh: float = 0.05) -> None:
         super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
                          semantic_only, with_coords, voxel_size)
         if not 0 < instance_classes <= semantic_classes:
@@ -86,7 +83,6 @@ class MTML(InstanceNetwork):
         self.min_points = int(min_points)
         self.nms_iou = float(nms_iou)
         self.score_thresh = float(score_thresh)
-        self.fixed_modules = list(fixed_modules)
         self.semantic_linear = MLP(channels, semantic_classes, norm=True)
         if not semantic_only:
             self.embedding_linear = MLP(channels, self.embedding_dim, norm=True)

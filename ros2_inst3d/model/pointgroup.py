@@ -74,8 +74,6 @@ class PointGroup(InstanceNetwork):
     cluster_merge_size (ours, metres, 0 = official): merge same-class points per cell of this
     side before the radius search (``ops.cluster_points``' ``merge_size``, SoftGroup++'s pyramid);
     keeps grouping near-linear once the offsets pile instances onto their centres.
-    fixed_modules (ours, as SoftGroup's): top-level modules the trainer freezes, e.g. the backbone
-    (input_conv, unet, output_layer) when ScoreNet trains on a pretrained backbone.
     fusion (ours, default off = official): SSAIFF (``model/fusion.py``): the offset head sees
     ``[semantic-pooled F, F, xyz]`` (F = ``offset``'s output), a ``region_linear`` head predicts
     the offset to the semantic region centre, and grouping shifts points by the offset pushed
@@ -94,12 +92,11 @@ class PointGroup(InstanceNetwork):
                  score_mode: int = 4, fg_thresh: float = 0.75, bg_thresh: float = 0.25,
                  TEST_NMS_THRESH: float = 0.3, TEST_SCORE_THRESH: float = 0.09,
                  TEST_NPOINT_THRESH: int = 100, test_seed: int = 567,
-                 cluster_merge_size: float = 0.0, fixed_modules: Sequence[str] = (),
+                 cluster_merge_size: float = 0.0,
                  fusion: bool = False, fusion_push: float = 0.05) -> None:
         super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
                          semantic_only, with_coords, voxel_size)
         self.ignore_label = int(ignore_label)
-        self.fixed_modules = list(fixed_modules)
         self.cluster_radius = float(cluster_radius)
         self.cluster_meanActive = int(cluster_meanActive)
         self.cluster_shift_meanActive = int(cluster_shift_meanActive)

@@ -166,6 +166,13 @@ def build_network(cfg_model: Mapping[str, Any], device: Any = None) -> Any:
         raise ConfigError(f"a model config is a mapping with a 'name' key, got {type(cfg_model)}")
     kwargs = copy.deepcopy(dict(cfg_model))
     name = kwargs.pop("name", None)
+    # A training setting every method shares (the official configs keep it in `model:`), so it
+    # is applied here rather than taken by each network's constructor.
+    fixed_modules = kwargs.pop("fixed_modules", [])
+    if (not isinstance(fixed_modules, (list, tuple))
+            or not all(isinstance(m, str) for m in fixed_modules)):
+        raise ConfigError(f"model.fixed_modules must be a list of top-level module names, got "
+                          f"{fixed_modules!r}")
     if not name:
         raise ConfigError("the model config needs 'name' (one of "
                           f"{', '.join(sorted(NETWORKS))})")
@@ -176,15 +183,18 @@ def build_network(cfg_model: Mapping[str, Any], device: Any = None) -> Any:
 
     try:
         if device is None:
-            return builder(**kwargs)
-        with torch.device(device):
-            return builder(**kwargs)
+            network = builder(**kwargs)
+        else:
+            with torch.device(device):
+                network = builder(**kwargs)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
             ZeroDivisionError, RuntimeError) as err:
         # Values of the right type can still be unusable together (a channel count of 0, a
         # class list of the wrong length): the constructor says so, in one line.
         message = " ".join(str(err).split()) or type(err).__name__
         raise ConfigError(f"model {name!r} cannot be built from its config: {message}") from None
+    network.fixed_modules = list(fixed_modules)
+    return network
 
 
 

@@ -184,7 +184,7 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
                  grouping_cfg: dict[str, Any] | None = None,
                  instance_voxel_cfg: dict[str, Any] | None = None,
                  train_cfg: dict[str, Any] | None = None, test_cfg: dict[str, Any] | None = None,
-                 fixed_modules: Sequence[str] = (), fusion: bool = False,
+                 fusion: bool = False,
                  fusion_push: float = 0.05) -> None:
         super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
                          semantic_only, with_coords, voxel_size)
@@ -195,7 +195,6 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
         self.instance_voxel_cfg = _cfg(instance_voxel_cfg, DEFAULT_INSTANCE_VOXEL_CFG)
         self.train_cfg = _cfg(train_cfg, DEFAULT_TRAIN_CFG)
         self.test_cfg = _cfg(test_cfg, DEFAULT_TEST_CFG)
-        self.fixed_modules = list(fixed_modules)
         unsupported = [f"test_cfg.{k}" for k in ("x4_split", "lvl_fusion") if self.test_cfg.get(k)]
         unsupported += [f"grouping_cfg.{k}" for k in ("with_pyramid", "with_octree")
                         if self.grouping_cfg.get(k)]
