@@ -23,14 +23,23 @@ COLUMNS = ("mIoU", "semantic_accuracy", "offset_mae", "offset_within", "AP", "AP
 
 
 def curve(work_dir: Path) -> list[dict]:
-    """One row per validation of the run in ``work_dir``."""
-    rows, cpu_s = [], 0.0
+    """One row per validation of the run in ``work_dir``.
+
+    A ``resume`` record rewinds the run to its checkpoint's iteration: the iterations and
+    validations logged after that checkpoint by the interrupted process were redone, so they
+    count neither as rows nor as CPU time of the curve."""
+    rows: list[dict] = []
+    cpu_by_iteration: dict[int, float] = {}
     for record in read_log(work_dir / "log.jsonl"):
-        if record["type"] == "iter":
-            cpu_s += float(record.get("cpu_s") or 0.0)
+        if record["type"] == "resume":
+            resumed_at = int(record["iteration"])
+            cpu_by_iteration = {i: c for i, c in cpu_by_iteration.items() if i <= resumed_at}
+            rows = [row for row in rows if row["iteration"] <= resumed_at]
+        elif record["type"] == "iter":
+            cpu_by_iteration[int(record["iteration"])] = float(record.get("cpu_s") or 0.0)
         elif record["type"] == "val":
             rows.append({"run": work_dir.name, "iteration": record["iteration"],
-                         "cpu_hours": cpu_s / 3600.0,
+                         "cpu_hours": sum(cpu_by_iteration.values()) / 3600.0,
                          **{k: record[k] for k in COLUMNS if record.get(k) is not None}})
     return rows
 

@@ -433,3 +433,30 @@ def _check_average() -> None:
     assert torch.equal(a.grad, torch.full((2, 3), 1.5))
     assert torch.equal(b.grad, torch.arange(4.0) / 2)
     dist.barrier()
+
+
+def test_learning_curve_rewinds_to_the_resumed_checkpoint(tmp_path):
+    """Iterations an interrupted process logged after its last checkpoint are redone after
+    --resume: the curve keeps the redone ones only, in its rows and in its CPU-hours."""
+    import importlib.util
+    import json as json_mod
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_curve.py"
+    spec = importlib.util.spec_from_file_location("learning_curve_under_test", script)
+    learning_curve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(learning_curve)
+
+    def it(i, cpu):
+        return {"type": "iter", "epoch": 1, "iteration": i, "cpu_s": cpu}
+
+    records = [{"type": "start"}, it(1, 3600.0), it(2, 3600.0),
+               {"type": "val", "iteration": 2, "mIoU": 0.1},
+               it(3, 3600.0), {"type": "val", "iteration": 3, "mIoU": 0.9},   # lost: not saved
+               {"type": "resume", "iteration": 2, "epoch": 1},
+               it(3, 1800.0), {"type": "val", "iteration": 3, "mIoU": 0.2}]
+    (tmp_path / "log.jsonl").write_text("".join(json_mod.dumps(r) + "\n" for r in records))
+    rows = learning_curve.curve(tmp_path)
+    assert [(r["iteration"], r["mIoU"]) for r in rows] == [(2, 0.1), (3, 0.2)]
+    assert rows[0]["cpu_hours"] == pytest.approx(2.0)
+    assert rows[1]["cpu_hours"] == pytest.approx(2.5)
