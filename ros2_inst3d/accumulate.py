@@ -16,7 +16,9 @@ a moving object overwrites where it used to be instead of leaving a trail. Voxel
 global grid ``floor(xyz / dedupe_voxel)``, so the answer does not depend on what else is stored.
 Dedupe is idempotent: adding the same cloud twice gives the cloud once. The cross-scan dedupe
 is kept up to date incrementally (:class:`_NewestPerVoxel`): a :meth:`cloud` after a new scan
-costs about that scan's points, not the whole window's.
+costs about that scan's points, not the whole window's. Its bookkeeping (sorted voxel keys per
+scan, the survivors' index and their cached copy) takes up to ~3x the bytes of the stored
+points themselves, still bounded by ``max_points``.
 
 Nothing leaves silently: every point added is either stored or counted in exactly one of
 ``expired_points`` (window or scan count), ``dropped_budget_points``, ``dropped_late_points`` or
@@ -381,6 +383,12 @@ class ScanAccumulator:
         )
 
 
+# _NewestPerVoxel packs (scan sequence, point index) into one int64: a stored scan has at most
+# max_points <= 50M < 2**32 points (config.py), and 2**31 sequences last years at 30 Hz.
+_POINT_BITS = 32
+_POINT_MASK = (1 << _POINT_BITS) - 1
+
+
 class _NewestPerVoxel:
     """Which stored point is the newest of its dedupe voxel, kept up to date scan by scan.
 
@@ -391,18 +399,19 @@ class _NewestPerVoxel:
     only scans new since the last :meth:`update` are looked up (O(new points x log survivors)
     plus a merge), instead of sorting the whole window's keys again for every result.
 
-    State: the survivors as sorted unique voxel ``keys`` (S,) int64 with, per survivor, the
-    owning scan's stamp and sequence and the point's index in that scan; per scan an ``alive``
-    mask (n,) bool and its surviving points, cached until one of them loses its voxel.
+    State: the survivors as sorted unique voxel ``keys`` (S,) int64 and, per survivor, its
+    ``owner`` (S,) int64: the scan's sequence << 32 | the point's index in that scan; per scan
+    an ``alive`` mask (n,) bool and its surviving points, cached until one of them loses its
+    voxel.
     """
 
     def __init__(self, voxel: float) -> None:
         self.voxel = voxel
-        empty = np.zeros(0, dtype=np.int64)
-        self.keys, self.owner_stamp, self.owner_sequence, self.point = empty, empty, empty, empty
+        self.keys = np.zeros(0, dtype=np.int64)
+        self.owner = np.zeros(0, dtype=np.int64)
         self.alive: dict[int, np.ndarray] = {}     # sequence -> (n,) bool
         self.parts: dict[int, tuple | None] = {}   # sequence -> (xyz, rgb, intensity) survivors
-        self.stamps: dict[int, int] = {}           # sequence -> stamp_ns
+        self.order_keys: dict[int, tuple[int, int]] = {}   # sequence -> (stamp_ns, sequence)
 
     def update(self, scans: list[_StoredScan]) -> bool:
         """Follow the window to ``scans`` (stamp order). False when it cannot (a voxel key out
@@ -411,14 +420,12 @@ class _NewestPerVoxel:
         gone = [sequence for sequence in self.alive if sequence not in held]
         if gone:
             indexed = [s for s in scans if s.sequence in self.alive]
-            newest_gone = max((self.stamps[sequence], sequence) for sequence in gone)
-            if indexed and newest_gone > indexed[0].order_key:
+            if indexed and max(self.order_keys[g] for g in gone) > indexed[0].order_key:
                 return False
-            keep = ~np.isin(self.owner_sequence, gone)
-            self.keys, self.owner_stamp, self.owner_sequence, self.point = (
-                a[keep] for a in (self.keys, self.owner_stamp, self.owner_sequence, self.point))
+            keep = ~np.isin(self.owner >> _POINT_BITS, gone)
+            self.keys, self.owner = self.keys[keep], self.owner[keep]
             for sequence in gone:
-                del self.alive[sequence], self.parts[sequence], self.stamps[sequence]
+                del self.alive[sequence], self.parts[sequence], self.order_keys[sequence]
         for scan in scans:
             if scan.sequence not in self.alive and not self._insert(scan):
                 return False
@@ -438,48 +445,49 @@ class _NewestPerVoxel:
         pos = np.searchsorted(self.keys, unique)
         hit = np.flatnonzero(self.keys[np.minimum(pos, size - 1)] == unique) if size else pos[:0]
         at = pos[hit]
-        stamp_there = self.owner_stamp[at]
-        newer_there = (stamp_there > scan.stamp_ns) | (
-            (stamp_there == scan.stamp_ns) & (self.owner_sequence[at] > scan.sequence))
-        alive[last[hit[newer_there]]] = False        # an out-of-order scan loses to newer ones
-        won, won_at = hit[~newer_there], at[~newer_there]
-        self._kill(self.owner_sequence[won_at], self.point[won_at])
-        self.owner_stamp[won_at] = scan.stamp_ns
-        self.owner_sequence[won_at] = scan.sequence
-        self.point[won_at] = last[won]
-        # Voxels no scan held before: merged into the sorted survivor arrays.
-        fresh = np.ones(len(unique), dtype=bool)
+        fresh = np.ones(len(unique), dtype=bool)   # voxels no stored scan holds yet
         fresh[hit] = False
+        if self.order_keys and max(self.order_keys.values()) > scan.order_key:
+            # A late scan: where a newer one holds the voxel, its own point loses.
+            held = np.array(sorted(self.order_keys))
+            stamps = np.array([self.order_keys[q][0] for q in held], dtype=np.int64)
+            sequence_there = self.owner[at] >> _POINT_BITS
+            stamp_there = stamps[np.searchsorted(held, sequence_there)]
+            newer_there = (stamp_there > scan.stamp_ns) | (
+                (stamp_there == scan.stamp_ns) & (sequence_there > scan.sequence))
+            alive[last[hit[newer_there]]] = False
+            hit, at = hit[~newer_there], at[~newer_there]
+        self._kill(self.owner[at])
+        mine = (scan.sequence << _POINT_BITS) | last
+        self.owner[at] = mine[hit]
+        # The fresh voxels are merged into the sorted survivor arrays.
         fresh_index = np.flatnonzero(fresh)
         target = pos[fresh_index] + np.arange(len(fresh_index))
         old_slots = np.ones(size + len(fresh_index), dtype=bool)
         old_slots[target] = False
         merged = []
-        for array, values in ((self.keys, unique[fresh_index]),
-                              (self.owner_stamp, scan.stamp_ns),
-                              (self.owner_sequence, scan.sequence),
-                              (self.point, last[fresh_index])):
+        for array, values in ((self.keys, unique[fresh_index]), (self.owner, mine[fresh_index])):
             out = np.empty(len(old_slots), dtype=np.int64)
             out[old_slots] = array
             out[target] = values
             merged.append(out)
-        self.keys, self.owner_stamp, self.owner_sequence, self.point = merged
-        self.stamps[scan.sequence] = scan.stamp_ns
+        self.keys, self.owner = merged
+        self.order_keys[scan.sequence] = scan.order_key
         self.alive[scan.sequence] = alive
         self.parts[scan.sequence] = None
         return True
 
-    def _kill(self, owners: np.ndarray, points: np.ndarray) -> None:
-        """Points ``points`` of scans ``owners`` (both (K,)) lost their voxel to a newer scan."""
+    def _kill(self, owners: np.ndarray) -> None:
+        """The points ``owners`` (K,) (sequence << 32 | point) lost their voxel to a newer scan."""
         if len(owners) == 0:
             return
-        # Grouped by owner with one plain sort of (owner, point) packed into an int64 (points
-        # of a stored scan < max_points <= 50M < 2**32): a stable argsort is ~10x slower.
-        packed = np.sort((owners << 32) | points)
-        owners, points = packed >> 32, packed & 0xFFFFFFFF
-        starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
-        for lo, hi in zip(starts, np.r_[starts[1:], len(owners)]):
-            sequence = int(owners[lo])
+        # Grouped by scan with one plain sort of the packed values: a stable argsort of the
+        # sequences is ~10x slower.
+        packed = np.sort(owners)
+        sequences, points = packed >> _POINT_BITS, packed & _POINT_MASK
+        starts = np.flatnonzero(np.r_[True, sequences[1:] != sequences[:-1]])
+        for lo, hi in zip(starts, np.r_[starts[1:], len(packed)]):
+            sequence = int(sequences[lo])
             self.alive[sequence][points[lo:hi]] = False
             self.parts[sequence] = None
 
