@@ -14,7 +14,11 @@ dedupe (``dedupe_voxel`` > 0, metres, fixed frame) keeps one point per voxel: wi
 first point at ``add`` time, across scans the point of the newest scan at :meth:`cloud` time, so
 a moving object overwrites where it used to be instead of leaving a trail. Voxels are on the
 global grid ``floor(xyz / dedupe_voxel)``, so the answer does not depend on what else is stored.
-Dedupe is idempotent: adding the same cloud twice gives the cloud once.
+Dedupe is idempotent: adding the same cloud twice gives the cloud once. The cross-scan dedupe
+is kept up to date incrementally (:class:`_NewestPerVoxel`): a :meth:`cloud` after a new scan
+costs about that scan's points, not the whole window's. Its bookkeeping (sorted voxel keys per
+scan, the survivors' index and their cached copy) takes up to ~3x the bytes of the stored
+points themselves, still bounded by ``max_points``.
 
 Nothing leaves silently: every point added is either stored or counted in exactly one of
 ``expired_points`` (window or scan count), ``dropped_budget_points``, ``dropped_late_points`` or
@@ -31,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ros2_inst3d.voxelize import first_points_of_voxels, voxel_coords
+from ros2_inst3d.voxelize import first_points_of_voxels, key_groups, point_voxel_keys, voxel_coords
 
 __all__ = ["AccumulatedCloud", "ScanAccumulator", "MISSING_RGB", "MISSING_INTENSITY"]
 
@@ -76,6 +80,11 @@ class _StoredScan:
     intensity: np.ndarray | None  # (n,) float32
     stamp_ns: int
     sequence: int  # insertion order; breaks ties between equal stamps (later = newer)
+    # The scan's voxels at edge ``keys_voxel`` (the dedupe voxel at add time) as (sorted unique
+    # global keys (m,) int64, index of the point in each (m,) int64), or None: the in-scan
+    # dedupe sorts them anyway, and the cross-scan one (_NewestPerVoxel) reuses them.
+    voxels: tuple[np.ndarray, np.ndarray] | None = None
+    keys_voxel: float = 0.0
 
     @property
     def order_key(self) -> tuple[int, int]:
@@ -110,6 +119,7 @@ class ScanAccumulator:
         self._num_points = 0
         self._sequence = 0
         self._cache: AccumulatedCloud | None = None
+        self._newest: _NewestPerVoxel | None = None   # cross-scan dedupe, kept incrementally
         self.dropped_budget_points = 0
         self.dropped_late_points = 0
         self.dropped_late_scans = 0
@@ -167,6 +177,7 @@ class ScanAccumulator:
             raise ValueError(f"dedupe_voxel must be >= 0 metres (0 = off), got {value!r}")
         self._dedupe_voxel = dedupe_voxel
         self._cache = None
+        self._newest = None
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -214,6 +225,7 @@ class ScanAccumulator:
         self._scans.clear()
         self._num_points = 0
         self._cache = None
+        self._newest = None
 
     # ---------------------------------------------------------------------------------------
     def add(self, xyz: Any, rgb: Any = None, intensity: Any = None, stamp_ns: int = 0) -> bool:
@@ -231,8 +243,19 @@ class ScanAccumulator:
             self.dropped_late_points += points.shape[0]
             return False
 
+        voxels = None
         if self.dedupe_voxel > 0.0 and points.shape[0]:
-            first = first_points_of_voxels(voxel_coords(points, self.dedupe_voxel, np.zeros(3)))
+            keys = point_voxel_keys(points, self.dedupe_voxel)
+            if keys is None:   # beyond the global key range: group the rows themselves
+                first = first_points_of_voxels(voxel_coords(points, self.dedupe_voxel, np.zeros(3)))
+            else:
+                unique, first_of_voxel = key_groups(keys)
+                # The kept points in scan order, and each voxel's point renumbered among them,
+                # by a mark and a running count (linear; a sort of `first` is not).
+                kept = np.zeros(points.shape[0], dtype=bool)
+                kept[first_of_voxel] = True
+                first = np.flatnonzero(kept)
+                voxels = (unique, (np.cumsum(kept) - 1)[first_of_voxel])
             if first.shape[0] < points.shape[0]:
                 self.dropped_duplicate_points += points.shape[0] - first.shape[0]
                 points, colours, intensities = _take(first, points, colours, intensities)
@@ -240,8 +263,10 @@ class ScanAccumulator:
             self.dropped_budget_points += points.shape[0] - self.max_points
             keep = _uniform_subsample(points.shape[0], self.max_points)
             points, colours, intensities = _take(keep, points, colours, intensities)
+            voxels = None   # keyed again if the window needs them
 
-        scan = _StoredScan(points, colours, intensities, stamp, self._sequence)
+        scan = _StoredScan(points, colours, intensities, stamp, self._sequence, voxels,
+                           self.dedupe_voxel)
         self._sequence += 1
         # Keep the deque sorted by (stamp, arrival); out-of-order scans are rare and the deque
         # holds at most max_scans entries.
@@ -317,6 +342,16 @@ class ScanAccumulator:
 
     def _build_cloud(self) -> AccumulatedCloud:
         scans = list(self._scans)
+        if scans and self.dedupe_voxel > 0.0:
+            if self._newest is None:
+                self._newest = _NewestPerVoxel(self.dedupe_voxel)
+            if self._newest.update(scans):
+                return self._newest.cloud(scans)
+            self._newest = None   # keys out of range or an eviction it cannot follow
+        return self._concatenate_and_dedupe(scans)
+
+    def _concatenate_and_dedupe(self, scans: list[_StoredScan]) -> AccumulatedCloud:
+        """The window built from scratch: every stored point, then dedupe over all of them."""
         if not scans:
             return AccumulatedCloud(
                 xyz=np.zeros((0, 3), np.float32), rgb=None, intensity=None,
@@ -348,11 +383,148 @@ class ScanAccumulator:
         )
 
 
+# _NewestPerVoxel packs (scan sequence, point index) into one int64: a stored scan has at most
+# max_points <= 50M < 2**32 points (config.py), and 2**31 sequences last years at 30 Hz.
+_POINT_BITS = 32
+_POINT_MASK = (1 << _POINT_BITS) - 1
+
+
+class _NewestPerVoxel:
+    """Which stored point is the newest of its dedupe voxel, kept up to date scan by scan.
+
+    The window keeps, per voxel, the point of the newest scan holding that voxel (the last one
+    of that scan if it has several, which only happens after ``dedupe_voxel`` changed). Scans
+    leave the window oldest first, and an old scan never wins a voxel against a newer one, so
+    an eviction never brings a point back: evicted scans just take their winners with them. So
+    only scans new since the last :meth:`update` are looked up (O(new points x log survivors)
+    plus a merge), instead of sorting the whole window's keys again for every result.
+
+    State: the survivors as sorted unique voxel ``keys`` (S,) int64 and, per survivor, its
+    ``owner`` (S,) int64: the scan's sequence << 32 | the point's index in that scan; per scan
+    an ``alive`` mask (n,) bool and its surviving points, cached until one of them loses its
+    voxel.
+    """
+
+    def __init__(self, voxel: float) -> None:
+        self.voxel = voxel
+        self.keys = np.zeros(0, dtype=np.int64)
+        self.owner = np.zeros(0, dtype=np.int64)
+        self.alive: dict[int, np.ndarray] = {}     # sequence -> (n,) bool
+        self.parts: dict[int, tuple | None] = {}   # sequence -> (xyz, rgb, intensity) survivors
+        self.order_keys: dict[int, tuple[int, int]] = {}   # sequence -> (stamp_ns, sequence)
+
+    def update(self, scans: list[_StoredScan]) -> bool:
+        """Follow the window to ``scans`` (stamp order). False when it cannot (a voxel key out
+        of range, or a scan evicted that is newer than one kept): rebuild from scratch then."""
+        held = {s.sequence for s in scans}
+        gone = [sequence for sequence in self.alive if sequence not in held]
+        if gone:
+            indexed = [s for s in scans if s.sequence in self.alive]
+            if indexed and max(self.order_keys[g] for g in gone) > indexed[0].order_key:
+                return False
+            keep = ~np.isin(self.owner >> _POINT_BITS, gone)
+            self.keys, self.owner = self.keys[keep], self.owner[keep]
+            for sequence in gone:
+                del self.alive[sequence], self.parts[sequence], self.order_keys[sequence]
+        for scan in scans:
+            if scan.sequence not in self.alive and not self._insert(scan):
+                return False
+        return True
+
+    def _insert(self, scan: _StoredScan) -> bool:
+        voxels = scan.voxels if scan.keys_voxel == self.voxel else None
+        if voxels is None:   # stored under another dedupe voxel (or none): key it now
+            keys = point_voxel_keys(scan.xyz, self.voxel)
+            if keys is None:
+                return False
+            voxels = key_groups(keys, last=True)   # the last point of a voxel is the newest
+        unique, last = voxels
+        alive = np.zeros(scan.num_points, dtype=bool)
+        alive[last] = True
+        size = len(self.keys)
+        pos = np.searchsorted(self.keys, unique)
+        hit = np.flatnonzero(self.keys[np.minimum(pos, size - 1)] == unique) if size else pos[:0]
+        at = pos[hit]
+        fresh = np.ones(len(unique), dtype=bool)   # voxels no stored scan holds yet
+        fresh[hit] = False
+        if self.order_keys and max(self.order_keys.values()) > scan.order_key:
+            # A late scan: where a newer one holds the voxel, its own point loses.
+            held = np.array(sorted(self.order_keys))
+            stamps = np.array([self.order_keys[q][0] for q in held], dtype=np.int64)
+            sequence_there = self.owner[at] >> _POINT_BITS
+            stamp_there = stamps[np.searchsorted(held, sequence_there)]
+            newer_there = (stamp_there > scan.stamp_ns) | (
+                (stamp_there == scan.stamp_ns) & (sequence_there > scan.sequence))
+            alive[last[hit[newer_there]]] = False
+            hit, at = hit[~newer_there], at[~newer_there]
+        self._kill(self.owner[at])
+        mine = (scan.sequence << _POINT_BITS) | last
+        self.owner[at] = mine[hit]
+        # The fresh voxels are merged into the sorted survivor arrays.
+        fresh_index = np.flatnonzero(fresh)
+        target = pos[fresh_index] + np.arange(len(fresh_index))
+        old_slots = np.ones(size + len(fresh_index), dtype=bool)
+        old_slots[target] = False
+        merged = []
+        for array, values in ((self.keys, unique[fresh_index]), (self.owner, mine[fresh_index])):
+            out = np.empty(len(old_slots), dtype=np.int64)
+            out[old_slots] = array
+            out[target] = values
+            merged.append(out)
+        self.keys, self.owner = merged
+        self.order_keys[scan.sequence] = scan.order_key
+        self.alive[scan.sequence] = alive
+        self.parts[scan.sequence] = None
+        return True
+
+    def _kill(self, owners: np.ndarray) -> None:
+        """The points ``owners`` (K,) (sequence << 32 | point) lost their voxel to a newer scan."""
+        if len(owners) == 0:
+            return
+        # Grouped by scan with one plain sort of the packed values: a stable argsort of the
+        # sequences is ~10x slower.
+        packed = np.sort(owners)
+        sequences, points = packed >> _POINT_BITS, packed & _POINT_MASK
+        starts = np.flatnonzero(np.r_[True, sequences[1:] != sequences[:-1]])
+        for lo, hi in zip(starts, np.r_[starts[1:], len(packed)]):
+            sequence = int(sequences[lo])
+            self.alive[sequence][points[lo:hi]] = False
+            self.parts[sequence] = None
+
+    def cloud(self, scans: list[_StoredScan]) -> AccumulatedCloud:
+        """The surviving points of ``scans`` (all indexed by :meth:`update`), in stamp order."""
+        any_rgb = any(s.rgb is not None for s in scans)
+        any_intensity = any(s.intensity is not None for s in scans)
+        xyz, rgb, intensity, counts = [], [], [], []
+        for scan in scans:
+            part = self.parts[scan.sequence]
+            if part is None:
+                part = _take(np.flatnonzero(self.alive[scan.sequence]), scan.xyz, scan.rgb,
+                             scan.intensity)
+                self.parts[scan.sequence] = part
+            n = len(part[0])
+            xyz.append(part[0])
+            counts.append(n)
+            if any_rgb:
+                rgb.append(part[1] if part[1] is not None
+                           else np.broadcast_to(MISSING_RGB, (n, 3)))
+            if any_intensity:
+                intensity.append(part[2] if part[2] is not None
+                                 else np.full(n, MISSING_INTENSITY))
+        return AccumulatedCloud(
+            xyz=np.concatenate(xyz), rgb=np.concatenate(rgb) if any_rgb else None,
+            intensity=np.concatenate(intensity) if any_intensity else None,
+            stamp_ns=np.repeat(np.array([s.stamp_ns for s in scans], dtype=np.int64), counts),
+            newest_stamp_ns=scans[-1].stamp_ns, oldest_stamp_ns=scans[0].stamp_ns,
+            num_scans=len(scans))
+
+
 def _take(index: np.ndarray, xyz: np.ndarray, rgb: np.ndarray | None, intensity: np.ndarray | None):
+    # np.take along axis 0 copies whole rows; ``xyz[index]`` on an (n, 3) array is ~5x slower.
     return (
-        xyz[index],
-        None if rgb is None else rgb[index],
-        None if intensity is None else intensity[index],
+        np.take(xyz, index, axis=0),
+        None if rgb is None else np.take(rgb, index, axis=0),
+        None if intensity is None else np.take(intensity, index),
     )
 
 

@@ -69,7 +69,9 @@ def bench_ingest(num_points: int = SCAN_POINTS, repeats: int = 15) -> dict:
     """Per-scan ingest stages on one core for ``num_points``-point x, y, z, rgb scans (20-byte
     records), ms of thread CPU time: decode, transform, accumulate (add with 2 cm dedupe into a
     window of 10 scans), and the pipeline's whole :meth:`ingest`; plus the window's
-    ``cloud()`` build (dedupe across scans, once per segmentation, not per scan)."""
+    ``cloud()`` (dedupe across scans, once per segmentation, not per scan) after one new scan
+    in a 10-scan window and after three in the default 400k-point one (see
+    :func:`_window_cloud_ms`)."""
     from .accumulate import ScanAccumulator
     from .cloud import decode, encode_xyz, ns_to_stamp
     from .config import Config
@@ -94,9 +96,6 @@ def bench_ingest(num_points: int = SCAN_POINTS, repeats: int = 15) -> dict:
         stamp[0] += 10**8
         acc.add(fixed, decoded.rgb, None, stamp[0])
 
-    def cloud() -> None:
-        acc._cache = None   # force the rebuild a new scan would cause
-        acc.cloud()
 
     cfg = Config().replace(**{"input.fixed_frame": "map", "accumulate.max_points": 2_000_000})
     pipe = StreamPipeline(cfg, segmenter=None)
@@ -113,13 +112,44 @@ def bench_ingest(num_points: int = SCAN_POINTS, repeats: int = 15) -> dict:
            "decode_ms": _cpu_ms(lambda: decode(msgs[0]), repeats),
            "transform_ms": _cpu_ms(lambda: apply_transform(scans[0][2], decoded.xyz), repeats),
            "accumulate_ms": _cpu_ms(add, repeats)}
-    for _ in range(10):
-        add()
-    out["window_points"] = acc.num_points
-    out["cloud_ms"] = _cpu_ms(cloud, max(3, repeats // 3))
+    moving = [apply_transform(pose, xyz) for xyz, _, pose in scans]
+    for key, max_points, new_scans in (("cloud_ms", 2_000_000, 1), ("cloud_stream_ms", 400_000, 3)):
+        window, points = _window_cloud_ms(moving, [rgb for _, rgb, _ in scans], max_points,
+                                          new_scans, max(3, repeats // 3))
+        out[key] = window
+        out["window_points" if new_scans == 1 else "stream_window_points"] = points
     out["ingest_ms"] = _cpu_ms(ingest, repeats)
     out["tf_accumulate_ms"] = out["transform_ms"] + out["accumulate_ms"]
     return out
+
+
+def _window_cloud_ms(fixed_scans: list, rgbs: list, max_points: int, new_scans: int,
+                     repeats: int) -> tuple[float, int]:
+    """Thread-CPU ms of the window's ``cloud()`` (dedupe across the stored scans, once per
+    segmentation) after ``new_scans`` new scans, median over ``repeats``, in a window of the
+    ``accumulate`` defaults but ``max_points`` (2M: ten 100k-point scans; 400k, the default: four);
+    the scans (N, 3) fixed frame cycle through ``fixed_scans``. Also the points stored."""
+    from .accumulate import ScanAccumulator
+
+    acc = ScanAccumulator(2.0, 10, max_points, 0.02)
+    turn = [0]
+
+    def add() -> None:
+        k = turn[0]
+        turn[0] += 1
+        acc.add(fixed_scans[k % len(fixed_scans)], rgbs[k % len(rgbs)], None, (k + 1) * 10**8)
+
+    for _ in range(10):   # a full window first
+        add()
+    acc.cloud()
+    samples = []
+    for _ in range(repeats + 1):
+        for _ in range(new_scans):
+            add()
+        start = time.thread_time()
+        acc.cloud()
+        samples.append(time.thread_time() - start)
+    return statistics.median(samples[1:]) * 1e3, acc.num_points
 
 
 # Common PointCloud2 layouts: (name, [(field, offset, datatype)], point_step). Datatypes:
@@ -301,15 +331,63 @@ def bench_streaming(models: Sequence[str] = ("geometric", "softgroup"), duration
     return rows
 
 
+def bench_segment_cpu(models: Sequence[str] = ("geometric", "softgroup"), results: int = 6,
+                      scans_per_result: int = 3, num_points: int = SCAN_POINTS) -> list[dict]:
+    """CPU per result of the streaming path without real time: per result ``scans_per_result``
+    scans are ingested (10 Hz stamps; about what a 3 Hz segmentation sees at 10 Hz input), then
+    the window's ``cloud()``, :meth:`StreamPipeline.segment` and the ``instances`` output run on
+    this thread. Thread CPU ms, medians over ``results`` results after two warm-up results, per
+    method; so a figure that machine load does not move much, unlike ``bench_streaming``'s rates."""
+    from .bench import bench_point_model
+    from .cloud import encode_xyz, ns_to_stamp
+    from .config import Config
+    from .msgs import MessageFactory, make_typestore
+    from .pipeline import TOPIC_INSTANCES, StreamPipeline
+    from .segmenter import Segmenter
+
+    factory = MessageFactory.for_rosbags(make_typestore("humble"))
+    scans = _room_scans(num_points)
+    rows = []
+    for model in models:
+        cfg = Config().replace(**{"model.name": model, "model.device": "cpu",
+                                  "input.fixed_frame": "map"})
+        pipe = StreamPipeline(cfg, Segmenter(cfg, bench_point_model(model, "cpu")[0]))
+        poses: dict[int, np.ndarray] = {}
+        sent = 0
+        window_ms, result_ms = [], []
+        for turn in range(results + 2):
+            for _ in range(scans_per_result):
+                xyz, rgb, pose = scans[sent % len(scans)]
+                sent += 1
+                poses[sent * 10**8] = pose
+                header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, sent * 10**8),
+                                 frame_id="sensor")
+                pipe.ingest("points", encode_xyz(factory, header, xyz, rgb),
+                            lambda t, f, ns: poses[ns])
+            start = time.thread_time()
+            with pipe._lock:
+                pipe.accumulator.cloud()
+            middle = time.thread_time()
+            result = pipe.segment()
+            pipe.output_messages(factory, result, wanted={TOPIC_INSTANCES})
+            if turn >= 2:
+                window_ms.append((middle - start) * 1e3)
+                result_ms.append((time.thread_time() - start) * 1e3)
+        rows.append({"model": model, "results": results, "scans_per_result": scans_per_result,
+                     "cloud_ms": statistics.median(window_ms),
+                     "result_cpu_ms": statistics.median(result_ms)})
+    return rows
+
+
 def _baseline_run(tree: str, what: str) -> Any:
-    """Run ``what`` ("ingest" or "layouts") of this module's benchmarks on the code in ``tree``,
+    """Run ``what`` ("ingest", "layouts" or "segment") of this module's benchmarks on the code in ``tree``,
     in a subprocess; returns its JSON answer. This file is copied in (the tree may predate it)."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     code = (f"import sys, json, importlib.util; spec = importlib.util.spec_from_file_location("
             f"'ros2_inst3d._bench_stream_copy', {str(Path(__file__))!r}); "
             f"m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
-            f"print(json.dumps(m.bench_ingest() if {what!r} == 'ingest' "
-            f"else m.bench_decode_layouts()))")
+            f"print(json.dumps({{'ingest': m.bench_ingest, 'layouts': m.bench_decode_layouts, "
+            f"'segment': m.bench_segment_cpu}}[{what!r}]()))")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(tree), check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -319,13 +397,16 @@ def before_after(tree: str, rounds: int = 3) -> dict:
     """This tree's ingest and layout-decode figures against those of ``tree``, interleaved
     ``rounds`` times (before, after, before, ...); medians per figure and after/before ratios."""
     before_ingest, after_ingest, before_dec, after_dec = [], [], [], []
+    before_segment, after_segment = [], []
     for _ in range(rounds):
         before_ingest.append(_baseline_run(tree, "ingest"))
         after_ingest.append(bench_ingest())
         before_dec.append(_baseline_run(tree, "layouts"))
         after_dec.append(bench_decode_layouts())
+        before_segment.append(_baseline_run(tree, "segment"))
+        after_segment.append(bench_segment_cpu())
     keys = ("decode_ms", "transform_ms", "accumulate_ms", "tf_accumulate_ms", "cloud_ms",
-            "ingest_ms")
+            "cloud_stream_ms", "ingest_ms")
     ingest = {k: {"before": statistics.median(r[k] for r in before_ingest),
                   "after": statistics.median(r[k] for r in after_ingest)} for k in keys}
     for v in ingest.values():
@@ -338,7 +419,16 @@ def before_after(tree: str, rounds: int = 3) -> dict:
                         "ratio_before": b, "ratio_after": a,
                         "decode_ms_before": statistics.median(r[i]["decode_ms"] for r in before_dec),
                         "decode_ms_after": statistics.median(r[i]["decode_ms"] for r in after_dec)})
-    return {"baseline_tree": str(tree), "rounds": rounds, "ingest": ingest, "layouts": layouts}
+    segment = []
+    for i, row in enumerate(after_segment[0]):
+        entry = {"model": row["model"]}
+        for key in ("cloud_ms", "result_cpu_ms"):
+            b = statistics.median(r[i][key] for r in before_segment)
+            a = statistics.median(r[i][key] for r in after_segment)
+            entry.update({f"{key}_before": b, f"{key}_after": a, f"{key}_speedup": b / a})
+        segment.append(entry)
+    return {"baseline_tree": str(tree), "rounds": rounds, "ingest": ingest, "layouts": layouts,
+            "segment": segment}
 
 
 def format_report(report: dict) -> str:
@@ -349,7 +439,8 @@ def format_report(report: dict) -> str:
                      f"{r['decode_ms']:.2f}, transform {r['transform_ms']:.2f}, accumulate "
                      f"{r['accumulate_ms']:.2f} (TF + accumulate {r['tf_accumulate_ms']:.2f}), "
                      f"whole ingest {r['ingest_ms']:.2f}; window cloud() of "
-                     f"{r['window_points']} points {r['cloud_ms']:.1f}")
+                     f"{r['window_points']} stored points after 1 new scan {r['cloud_ms']:.1f}, "
+                     f"of {r['stream_window_points']} after 3 {r['cloud_stream_ms']:.1f}")
     if "layouts" in report:
         lines.append("\n| layout | points | decode ms | copy ms | ratio |\n|---|---|---|---|---|")
         lines += [f"| {r['layout']} | {r['points']} | {r['decode_ms']:.2f} | {r['copy_ms']:.2f} | "
@@ -360,6 +451,11 @@ def format_report(report: dict) -> str:
         lines.append("| stage | before ms | after ms | speed-up |\n|---|---|---|---|")
         lines += [f"| {k} | {v['before']:.2f} | {v['after']:.2f} | {v['speedup']:.2f}x |"
                   for k, v in ba["ingest"].items()]
+        lines.append("\n| method | window cloud() ms before / after | CPU ms per result before / "
+                     "after | speed-up |\n|---|---|---|---|")
+        lines += [f"| {r['model']} | {r['cloud_ms_before']:.1f} / {r['cloud_ms_after']:.1f} | "
+                  f"{r['result_cpu_ms_before']:.0f} / {r['result_cpu_ms_after']:.0f} | "
+                  f"{r['result_cpu_ms_speedup']:.2f}x |" for r in ba["segment"]]
         lines.append("\n| layout | points | decode/copy before | after |\n|---|---|---|---|")
         lines += [f"| {r['layout']} | {r['points']} | {r['ratio_before']:.2f} | "
                   f"{r['ratio_after']:.2f} |" for r in ba["layouts"]]

@@ -17,8 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["VoxelGrid", "voxelize", "voxel_coords", "voxel_keys", "unique_voxels",
-           "first_points_of_voxels", "voxel_mean", "crop_roi"]
+__all__ = ["VoxelGrid", "voxelize", "voxel_coords", "voxel_keys", "point_voxel_keys",
+           "key_groups", "unique_voxels", "first_points_of_voxels", "voxel_mean", "crop_roi"]
 
 _INT32_MAX = np.iinfo(np.int32).max
 # Three axis extents multiplied into one int64 key must stay below this; otherwise rows are
@@ -137,6 +137,13 @@ def voxel_keys(xyz: Any, voxel_size: float) -> np.ndarray:
     return np.unique(keys)
 
 
+def point_voxel_keys(xyz: Any, voxel_size: float) -> np.ndarray | None:
+    """(N,) int64 key of the global voxel ``floor(xyz / voxel_size)`` of each point (the packing
+    of :func:`voxel_keys`, unsorted, one per point), or None when some axis index lies beyond
+    +-2**20 voxels. xyz: (N, 3) float, metres."""
+    return _global_keys(voxel_coords(xyz, voxel_size, np.zeros(3)))
+
+
 def _global_keys(coords: np.ndarray) -> np.ndarray | None:
     """(N,) int64 keys of integer ``coords`` (N, 3) on the fixed 21-bit-per-axis packing; None
     when an index lies outside +-2**20. No per-cloud origin, so no per-axis min/max pass."""
@@ -187,6 +194,16 @@ def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     np.not_equal(ordered[1:], ordered[:-1], out=boundary[1:])
     starts = np.flatnonzero(boundary)
     return order, starts, np.minimum.reduceat(order, starts)
+
+
+def key_groups(key: np.ndarray, last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Equal keys grouped: ``(unique_keys (M,) sorted, index (M,) int64)``, ``index[g]`` the
+    smallest (``last``: the largest) position in ``key`` (N,) int64 holding ``unique_keys[g]``."""
+    if len(key) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    order, starts, first = _groups(key)
+    index = np.maximum.reduceat(order, starts) if last else first
+    return key[order[starts]], index.astype(np.int64, copy=False)
 
 
 def first_points_of_voxels(coords: np.ndarray) -> np.ndarray:

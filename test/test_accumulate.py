@@ -138,6 +138,118 @@ def test_dedupe_matches_slow_reference(stored, data):
     assert rows(acc.cloud()) == expected
 
 
+def straightforward_window(acc: ScanAccumulator):
+    """The window computed from scratch from the stored scans (stamp order): every stored point,
+    then per dedupe voxel the last one (= the newest scan's), in scan order. Slow and obvious."""
+    stored = list(acc._scans)
+    xyz = [p for s in stored for p in s.xyz.tolist()]
+    stamps = [s.stamp_ns for s in stored for _ in range(s.num_points)]
+    rgb = intensity = None
+    if any(s.rgb is not None for s in stored):
+        rgb = [c for s in stored for c in (s.rgb.tolist() if s.rgb is not None
+                                           else [MISSING_RGB.tolist()] * s.num_points)]
+    if any(s.intensity is not None for s in stored):
+        intensity = [v for s in stored for v in (s.intensity.tolist() if s.intensity is not None
+                                                 else [float("nan")] * s.num_points)]
+    keep = list(range(len(xyz)))
+    if acc.dedupe_voxel > 0:
+        last = {}
+        for i, p in enumerate(xyz):
+            last[voxel_key(np.float32(p), acc.dedupe_voxel)] = i
+        keep = sorted(last.values())
+    return ([xyz[i] for i in keep], None if rgb is None else [rgb[i] for i in keep],
+            None if intensity is None else [intensity[i] for i in keep], [stamps[i] for i in keep])
+
+
+def assert_window_is_straightforward(acc: ScanAccumulator) -> None:
+    cloud = acc.cloud()
+    xyz, rgb, intensity, stamps = straightforward_window(acc)
+    assert cloud.xyz.dtype == np.float32 and cloud.xyz.tolist() == (xyz or [])
+    assert cloud.stamp_ns.dtype == np.int64 and cloud.stamp_ns.tolist() == stamps
+    if rgb is None:
+        assert cloud.rgb is None
+    else:
+        assert cloud.rgb.dtype == np.uint8 and cloud.rgb.tolist() == rgb
+    if intensity is None:
+        assert cloud.intensity is None
+    else:
+        np.testing.assert_array_equal(cloud.intensity, np.array(intensity, np.float32))
+    assert cloud.num_scans == acc.num_scans
+    assert (cloud.newest_stamp_ns, cloud.oldest_stamp_ns) == (acc.newest_stamp_ns, acc.oldest_stamp_ns)
+
+
+operations = st.one_of(
+    st.tuples(st.just("add"), scans(), st.integers(-700, 900)),   # late ones, equal stamps too
+    st.tuples(st.just("add"), scans(), st.integers(-5000, -3000)),  # refused as too late
+    st.tuples(st.just("cloud")),
+    st.tuples(st.just("clear")),                                       # the node's time jump
+    st.tuples(st.just("voxel"), st.sampled_from([0.0, 0.05, 0.1, 0.25])),
+    st.tuples(st.just("limits"), st.integers(1, 6), st.integers(1, 150)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=st.lists(operations, min_size=1, max_size=25), window_s=st.sampled_from([0.5, 2.0]))
+def test_incremental_window_equals_the_straightforward_computation(ops, window_s):
+    """The cross-scan dedupe is kept incrementally between cloud() calls; whatever happens in
+    between (scans arriving late, expiring, evicted by budget or count, empty scans, a clear,
+    the dedupe voxel or the limits changing), the cloud is the one computed from scratch."""
+    acc = ScanAccumulator(window_s, 4, 120, 0.1)
+    stamp = 10 * SECOND
+    for op in ops:
+        if op[0] == "add":
+            (xyz, rgb, intensity), step_ms = op[1], op[2]
+            stamp = max(0, stamp + step_ms * 1_000_000) if step_ms > -3000 else stamp
+            acc.add(xyz, rgb, intensity, stamp if step_ms > -3000 else stamp + step_ms * 1_000_000)
+        elif op[0] == "cloud":
+            assert_window_is_straightforward(acc)
+        elif op[0] == "clear":
+            acc.clear()
+        elif op[0] == "voxel":
+            acc.dedupe_voxel = op[1]
+        else:
+            acc.max_scans, acc.max_points = op[1], op[2]
+    assert_window_is_straightforward(acc)
+
+
+def test_incremental_window_with_a_late_scan_after_a_cloud():
+    """A scan older than one already in the window (and already deduped against) loses the
+    voxels they share and wins those it shares with older ones; with and without a cloud()
+    in between, and with equal stamps (later arrival is newer)."""
+    a, b, c = cube(300, seed=1), cube(300, seed=2), cube(300, seed=3)
+    for between in (True, False):
+        acc = ScanAccumulator(5.0, 10, 10_000, 0.2)
+        acc.add(a, None, None, 1 * SECOND)
+        acc.add(c, None, None, 3 * SECOND)
+        if between:
+            assert_window_is_straightforward(acc)
+        acc.add(b, None, None, 2 * SECOND)      # late: between a and c
+        assert_window_is_straightforward(acc)
+        acc.add(a, None, None, 2 * SECOND)      # same stamp as b, arrived later: newer than b
+        assert_window_is_straightforward(acc)
+        assert set(acc.cloud().stamp_ns.tolist()) <= {2 * SECOND, 3 * SECOND}
+
+
+def test_incremental_window_after_many_overlapping_scans():
+    """Larger, realistic: a sensor moving through one cloud, the window holding 5 of its scans
+    at a time, a cloud after every 1-3 scans, then a time jump and the same again."""
+    rng = np.random.default_rng(3)
+    room = rng.uniform(0, 4, size=(6000, 3)).astype(np.float32)
+    acc = ScanAccumulator(0.45, 10, 100_000, 0.1)
+    stamp = SECOND
+    for round_ in range(2):
+        for k in range(12):
+            pick = rng.choice(len(room), size=1500, replace=False)
+            rgb = rng.integers(0, 256, size=(1500, 3), dtype=np.uint8) if k % 3 else None
+            acc.add(room[pick] + np.float32(0.01 * k), rgb, None, stamp)
+            stamp += SECOND // 10
+            if k % 2:
+                assert_window_is_straightforward(acc)
+        assert acc.num_scans == 5
+        acc.clear()
+        stamp -= 3 * SECOND
+
+
 @PROPERTY
 @given(scan=scans(max_points=60), voxel=st.sampled_from([0.05, 0.1, 0.25]), gap_ms=st.integers(0, 400))
 def test_dedupe_is_idempotent(scan, voxel, gap_ms):
