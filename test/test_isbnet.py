@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from ros2_inst3d import ops
 from ros2_inst3d.data.batching import collate
 from ros2_inst3d.model import isbnet as isbnet_module
 from ros2_inst3d.model.backbone import single_threaded_spconv
@@ -30,8 +31,9 @@ def tiny(seed: int = 0, **overrides) -> ISBNet:
            "filter_bg_thresh": 0.04,  # an untrained softmax is ~1/20 per class
            "instance_head_cfg": {"num_dyco_layer": 3, "dec_dim": 32, "n_sample_pa1": 128,
                                  "n_queries": 16, "neighbor": 8},
+           # nms_iou None: the official output (the regression fixture pins it)
            "test_cfg": {"npoint_thresh": 5, "topk": 100, "logit_thresh": 0.0,
-                        "type_nms": "matrix"},
+                        "type_nms": "matrix", "nms_iou": None},
            **overrides}
     return build_network(cfg)
 
@@ -148,6 +150,26 @@ def test_predict_returns_valid_deterministic_proposals():
         assert np.all(np.diff(proposals.scores) <= 0)
         assert proposals.point_class.shape == (n,)
         assert set(proposals.timing_ms) == {"backbone", "grouping", "refinement"}
+
+
+def test_mask_nms_leaves_one_instance_per_object():
+    """test_cfg.nms_iou (ours): a subset of the official hypotheses, no two overlapping more
+    than nms_iou, the best-scored one first."""
+    model = fixture_model()
+    batch = box_batch((0, 1))
+    official = model.predict(batch)
+    model.test_cfg["nms_iou"] = 0.3
+    ours = model.predict(batch)
+    for full, kept in zip(official, ours):
+        assert 0 < len(kept) < len(full)
+        full_sets = [frozenset(i.tolist()) for i in full.indices]
+        assert {frozenset(i.tolist()) for i in kept.indices} <= set(full_sets)
+        assert frozenset(kept.indices[0].tolist()) == full_sets[0]
+        dense = torch.zeros(len(kept), len(kept.point_class), dtype=torch.bool)
+        for k, idx in enumerate(kept.indices):
+            dense[k, torch.from_numpy(idx)] = True
+        assert float((ops.mask_iou(dense) - torch.eye(len(kept))).max()) <= 0.3
+        assert np.all(np.diff(kept.scores) <= 0)
 
 
 def test_semantic_only_model_predicts_no_instances():
