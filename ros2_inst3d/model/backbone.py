@@ -427,15 +427,29 @@ class InstanceNetwork(SparseUNetBackbone):
         return self.semantic_classes - self.instance_classes
 
 
-class MLPPointwiseHeads:
-    """The point-wise heads of SoftGroup, HAIS and (with ``pointwise_heads: softgroup``)
-    PointGroup: ``semantic_linear`` and ``offset_linear``, each an :class:`MLP` on the backbone's
-    point features, plus ``region_linear`` with SSAIFF ``fusion``. One layout, so the shared
-    stage-1 checkpoint (config/train/backbone_synthetic.yaml) loads key for key into each.
-    Mixed into an :class:`InstanceNetwork`."""
+class PointwiseHeads:
+    """The point-wise forward of SoftGroup, HAIS and PointGroup, mixed into an
+    :class:`InstanceNetwork`: backbone → point features → semantic logits and offsets (and with
+    SSAIFF ``fusion`` the region-centre offsets).
+
+    :meth:`build_pointwise_heads` builds SoftGroup's layout: ``semantic_linear`` and
+    ``offset_linear``, each an :class:`MLP` on the backbone's point features, plus
+    ``region_linear`` with ``fusion``; one layout, so the shared stage-1 checkpoint
+    (config/train/backbone_synthetic.yaml) loads key for key into every method that uses it.
+    Other layouts (PointGroup's official one) override :meth:`semantic_logits` and
+    :meth:`instance_features`."""
 
     semantic_linear: nn.Module
     offset_linear: nn.Module
+    region_linear: nn.Module
+
+    def semantic_logits(self, point_feats: torch.Tensor) -> torch.Tensor:
+        """(N, K) pre-softmax logits of the (N, C) point features."""
+        return self.semantic_linear(point_feats)
+
+    def instance_features(self, point_feats: torch.Tensor) -> torch.Tensor:
+        """What the offset heads see (before fusion): the point features themselves."""
+        return point_feats
 
     def build_pointwise_heads(self, channels: int, semantic_classes: int) -> None:
         """Create the heads; with ``self.fusion`` the offset heads see ``fused_width(channels)``
@@ -465,12 +479,13 @@ class MLPPointwiseHeads:
         voxel_out = self.forward_backbone(voxel_feats, voxel_coords,  # type: ignore[attr-defined]
                                           spatial_shape, batch_size)
         point_feats = voxels_to_points(voxel_out, point_to_voxel)
-        logits = self.semantic_linear(point_feats)
+        logits = self.semantic_logits(point_feats)
+        instance_feats = self.instance_features(point_feats)
         out = {"voxel_feats": voxel_out, "point_feats": point_feats, "semantic_logits": logits}
         if self.fusion:  # type: ignore[attr-defined]
-            fused = fused_input(point_feats, logits, xyz, batch_offsets)
+            fused = fused_input(instance_feats, logits, xyz, batch_offsets)
             out["offsets"] = self.offset_linear(fused)
             out["region_offsets"] = self.region_linear(fused)
         else:
-            out["offsets"] = self.offset_linear(point_feats)
+            out["offsets"] = self.offset_linear(instance_feats)
         return out

@@ -31,7 +31,6 @@ Deliberate differences from the official code:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import spconv.pytorch as spconv
@@ -44,13 +43,12 @@ from ..ops import SparseMasks
 from . import proposal_ops
 from .backbone import (
     InstanceNetwork,
-    MLPPointwiseHeads,
+    PointwiseHeads,
     UBlock,
     norm_fn,
     single_threaded_spconv,
-    voxels_to_points,
 )
-from .fusion import fused_input, fused_width, region_offset_loss
+from .fusion import fused_width, region_offset_loss
 from .proposals import Proposals
 
 # Official loss guards (train.py loss_fn): offset means divide by (sum(valid) + 1e-6), unit
@@ -62,7 +60,7 @@ POINTWISE_HEADS = ("pointgroup", "softgroup")
 """Layouts of PointGroup's semantic / offset heads (``pointwise_heads``)."""
 
 
-class PointGroup(MLPPointwiseHeads, InstanceNetwork):
+class PointGroup(PointwiseHeads, InstanceNetwork):
     """PointGroup's network; arguments are the keys of ``config/models/pointgroup_*.yaml``.
 
     in_channels / with_coords / channels (official ``m``) / num_blocks / semantic_classes
@@ -85,7 +83,7 @@ class PointGroup(MLPPointwiseHeads, InstanceNetwork):
     the offset to the semantic region centre, and grouping shifts points by the offset pushed
     ``fusion_push`` metres away from it (paper eq. 7; 0 = no push).
     pointwise_heads (ours): ``pointgroup`` (official: ``linear``, ``offset`` + ``offset_linear``,
-    the layout of the released checkpoint) or ``softgroup`` (:class:`MLPPointwiseHeads`:
+    the layout of the released checkpoint) or ``softgroup`` (:class:`PointwiseHeads`:
     SoftGroup's ``semantic_linear`` / ``offset_linear`` MLPs, whose module names and shapes the
     shared stage-1 checkpoint has, so PointGroup's stage 2 starts from the same backbone and
     heads as SoftGroup's and ISBNet's). The two cannot be renamed into each other: the official
@@ -156,33 +154,20 @@ class PointGroup(MLPPointwiseHeads, InstanceNetwork):
             self.score_outputlayer = spconv.SparseSequential(norm_fn(channels), nn.ReLU())
             self.score_linear = nn.Linear(channels, 1)
 
-    def forward_pointwise(self, voxel_feats: torch.Tensor, voxel_coords: torch.Tensor,
-                          spatial_shape: Sequence[int], point_to_voxel: torch.Tensor,
-                          batch_size: int = 1, xyz: torch.Tensor | None = None,
-                          batch_offsets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Backbone, semantic logits and offsets per point.
-
-        Arguments as :meth:`ros2_inst3d.model.softgroup.SoftGroup.forward_pointwise`
-        (``point_to_voxel`` is what PointGroup's code calls ``p2v_map``; ``xyz`` (N, 3) and
-        ``batch_offsets`` (B + 1,) are needed with ``fusion``). Returns ``voxel_feats`` (M, C),
-        ``point_feats`` (N, C), ``semantic_logits`` (N, K), ``offsets`` (N, 3) float32, metres,
-        and with ``fusion`` ``region_offsets`` (N, 3) to the semantic region centre.
-        """
+    def semantic_logits(self, point_feats: torch.Tensor) -> torch.Tensor:
+        """(N, K) logits: ``linear`` (official layout) or SoftGroup's ``semantic_linear``."""
         if self.pointwise_heads == "softgroup":
-            return super().forward_pointwise(voxel_feats, voxel_coords, spatial_shape,
-                                             point_to_voxel, batch_size, xyz, batch_offsets)
-        voxel_out = self.forward_backbone(voxel_feats, voxel_coords, spatial_shape, batch_size)
-        point_feats = voxels_to_points(voxel_out, point_to_voxel)
-        logits = self.linear(point_feats)
-        instance_feats = self.offset(point_feats)
-        out = {"voxel_feats": voxel_out, "point_feats": point_feats, "semantic_logits": logits}
-        if self.fusion:
-            fused = fused_input(instance_feats, logits, xyz, batch_offsets)
-            out["offsets"] = self.offset_linear(fused)
-            out["region_offsets"] = self.region_linear(fused)
-        else:
-            out["offsets"] = self.offset_linear(instance_feats)
-        return out
+            return super().semantic_logits(point_feats)
+        return self.linear(point_feats)
+
+    def instance_features(self, point_feats: torch.Tensor) -> torch.Tensor:
+        """What ``offset_linear`` (and fusion) sees: the output of ``offset`` (Linear, BN, ReLU)
+        in the official layout; the point features with SoftGroup's MLP heads.
+        :meth:`PointwiseHeads.forward_pointwise` then returns ``voxel_feats``, ``point_feats``,
+        ``semantic_logits``, ``offsets`` (metres) and with ``fusion`` ``region_offsets``."""
+        if self.pointwise_heads == "softgroup":
+            return point_feats
+        return self.offset(point_feats)
 
     # ------------------------------------------------------------------------------------------
     # Dual-set grouping

@@ -53,7 +53,7 @@ from . import proposal_ops
 from .backbone import (
     MLP,
     InstanceNetwork,
-    MLPPointwiseHeads,
+    PointwiseHeads,
     UBlock,
     norm_fn,
     single_threaded_spconv,
@@ -124,7 +124,7 @@ class InstanceTargets(NamedTuple):
     fg_index: torch.Tensor
 
 
-class SoftGroup(MLPPointwiseHeads, InstanceNetwork):
+class SoftGroup(PointwiseHeads, InstanceNetwork):
     """SoftGroup's network; arguments are the keys of ``config/models/softgroup_*.yaml``.
 
     in_channels: per-point features before xyz (3 = rgb, 1 = LiDAR remission); with_coords:
@@ -565,7 +565,7 @@ class SoftGroup(MLPPointwiseHeads, InstanceNetwork):
         return results
 
 
-class HAIS(MLPPointwiseHeads, InstanceNetwork):
+class HAIS(PointwiseHeads, InstanceNetwork):
     """HAIS (ICCV 2021) network; arguments as :class:`SoftGroup` (``config/models/hais_*.yaml``).
 
     Kept for its checkpoints: ``hais_ckpt_spconv2.pth`` initialises SoftGroup's training, and the
