@@ -70,30 +70,41 @@ def tiny(name: str, **overrides):
     return build_network(cfg)
 
 
-@pytest.mark.parametrize("name", ["pointgroup", "softgroup"])
-def test_fusion_models_train_and_predict(name):
+# (method, extra model keys): PointGroup with its official Linear heads and with SoftGroup's
+# MLP heads (pointwise_heads: softgroup, the shipped layout), SoftGroup.
+HEAD_LAYOUTS = [("pointgroup", {"pointwise_heads": "pointgroup"}),
+                ("pointgroup", {"pointwise_heads": "softgroup"}), ("softgroup", {})]
+
+
+def semantic_head(model) -> torch.nn.Module:
+    return model.semantic_linear if hasattr(model, "semantic_linear") else model.linear
+
+
+@pytest.mark.parametrize(("name", "heads"), HEAD_LAYOUTS)
+def test_fusion_models_train_and_predict(name, heads):
     extra = {"prepare_epochs": 0} if name == "pointgroup" else {}
-    model = tiny(name, **extra)
+    model = tiny(name, **extra, **heads)
     batch = collate([box_scene(0), box_scene(1)], VOXEL)
     loss, parts = model.forward_train(batch, 0)
     assert torch.isfinite(loss) and parts["region_loss"] > 0
     with single_threaded_spconv("cpu"):
         loss.backward()
-    assert float(model.region_linear.weight.grad.abs().sum() if name == "pointgroup"
-                 else model.region_linear[0].weight.grad.abs().sum()) > 0
+    region_grads = [p.grad for p in model.region_linear.parameters()]
+    assert all(g is not None for g in region_grads)
+    assert sum(float(g.abs().sum()) for g in region_grads) > 0
     model.eval()
     results = model.predict(batch)
     assert len(results) == 2 and all(r.point_class.shape[0] > 0 for r in results)
 
 
-@pytest.mark.parametrize("name", ["pointgroup", "softgroup"])
-def test_offsets_do_not_train_the_semantic_head(name):
-    model = tiny(name)
+@pytest.mark.parametrize(("name", "heads"), HEAD_LAYOUTS)
+def test_offsets_do_not_train_the_semantic_head(name, heads):
+    model = tiny(name, **heads)
     batch = collate([box_scene(0)], VOXEL)
     out = model.forward_batch(batch)
     with single_threaded_spconv("cpu"):
         (out["offsets"].sum() + out["region_offsets"].sum()).backward()
-    head = model.linear if name == "pointgroup" else model.semantic_linear
+    head = semantic_head(model)
     assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in head.parameters())
 
 

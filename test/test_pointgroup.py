@@ -19,6 +19,8 @@ from ros2_inst3d.synthetic.scene import SceneParams, generate_scene
 from ros2_inst3d.model import proposal_ops
 from ros2_inst3d.model.backbone import single_threaded_spconv
 from ros2_inst3d.model.pointgroup import PointGroup
+from ros2_inst3d.model.softgroup import SoftGroup
+from ros2_inst3d.train import load_pretrained
 from ros2_inst3d.ops import mask_iou
 
 VOXEL = 0.05
@@ -376,3 +378,36 @@ def test_predict_without_instances_returns_empty_proposals(batch2):
     strict = tiny_model(TEST_SCORE_THRESH=1.0)  # sigmoid never exceeds 1: nothing is kept
     strict.eval()
     assert [len(p) for p in strict.predict(batch2)] == [0, 0]
+
+
+def test_shared_stage1_checkpoint_loads_into_pointgroup_with_softgroup_heads(batch2, tmp_path):
+    """The two-stage recipe's stage 1 is a SoftGroup point-wise network (semantic_only); with
+    ``pointwise_heads: softgroup`` PointGroup takes every one of its tensors (0 missing backbone
+    or head tensors, only ScoreNet left to train) and then computes the same semantics and
+    offsets."""
+    size = {k: TINY[k] for k in ("channels", "num_blocks", "voxel_size")}
+    torch.manual_seed(1)
+    stage1 = SoftGroup(**size, semantic_only=True).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so a missed buffer shows
+        for name, buf in stage1.named_buffers():
+            if buf.is_floating_point():
+                buf.uniform_(0.5, 1.5) if name.endswith("running_var") else buf.normal_()
+    path = tmp_path / "stage1.pth"
+    torch.save({"net": stage1.state_dict()}, path)
+    model = tiny_model(seed=2, pointwise_heads="softgroup")
+    load_pretrained(model, path)
+    loaded = model.state_dict()
+    for key, value in stage1.state_dict().items():
+        assert torch.equal(loaded[key], value), key
+    left = {k.split(".")[0] for k in loaded if k not in stage1.state_dict()}
+    assert left == {"score_unet", "score_outputlayer", "score_linear"}
+    model.eval()
+    with torch.no_grad():
+        ours, theirs = model.forward_batch(batch2), stage1.forward_batch(batch2)
+    for key in ("semantic_logits", "offsets"):
+        torch.testing.assert_close(ours[key], theirs[key])
+    # The official layout cannot take them: its semantic head is one Linear, not an MLP.
+    official = tiny_model(seed=2)
+    assert not any(k.startswith("semantic_linear") for k in official.state_dict())
+    with pytest.raises(ValueError, match="pointwise_heads must be one of"):
+        tiny_model(pointwise_heads="mlp")

@@ -343,7 +343,7 @@ def test_backbone_stage_then_frozen_instance_stage(scene_dirs, tmp_path):
     assert "AP" in second.metrics["val"] and "agnostic_AP50" in second.metrics["val"]
 
 
-@pytest.mark.parametrize("name", ["softgroup", "isbnet", "mtml"])
+@pytest.mark.parametrize("name", ["softgroup", "pointgroup", "isbnet", "mtml"])
 def test_shipped_stage2_yamls_freeze_only_tensors_stage1_provides(name):
     """The stage-2 model YAMLs that share the stage-1 backbone (config/models/backbone_synthetic)
     freeze modules whose every tensor the stage-1 checkpoint holds, key and shape, at its voxel

@@ -42,7 +42,7 @@ from spconv.cppconstants import CPU_ONLY_BUILD as SPCONV_CPU_ONLY
 from torch import nn
 
 from ..config import ConfigError
-from .fusion import push_from_region
+from .fusion import fused_input, fused_width, push_from_region
 
 BN_EPS = 1e-4        # backbone, point-wise MLPs, SoftGroup's tiny U-Net (official norm_fn)
 BN_MOMENTUM = 0.1
@@ -425,3 +425,67 @@ class InstanceNetwork(SparseUNetBackbone):
         """Semantic classes that never form instances: the first ones (ScanNet wall, floor).
         Instance-head class i is semantic class ``i + num_stuff_classes``."""
         return self.semantic_classes - self.instance_classes
+
+
+class PointwiseHeads:
+    """The point-wise forward of SoftGroup, HAIS and PointGroup, mixed into an
+    :class:`InstanceNetwork`: backbone → point features → semantic logits and offsets (and with
+    SSAIFF ``fusion`` the region-centre offsets).
+
+    :meth:`build_pointwise_heads` builds SoftGroup's layout: ``semantic_linear`` and
+    ``offset_linear``, each an :class:`MLP` on the backbone's point features, plus
+    ``region_linear`` with ``fusion``; one layout, so the shared stage-1 checkpoint
+    (config/train/backbone_synthetic.yaml) loads key for key into every method that uses it.
+    Other layouts (PointGroup's official one) override :meth:`semantic_logits` and
+    :meth:`instance_features`."""
+
+    semantic_linear: nn.Module
+    offset_linear: nn.Module
+    region_linear: nn.Module
+
+    def semantic_logits(self, point_feats: torch.Tensor) -> torch.Tensor:
+        """(N, K) pre-softmax logits of the (N, C) point features."""
+        return self.semantic_linear(point_feats)
+
+    def instance_features(self, point_feats: torch.Tensor) -> torch.Tensor:
+        """What the offset heads see (before fusion): the point features themselves."""
+        return point_feats
+
+    def build_pointwise_heads(self, channels: int, semantic_classes: int) -> None:
+        """Create the heads; with ``self.fusion`` the offset heads see ``fused_width(channels)``
+        inputs (``[semantic-pooled F, F, xyz]``)."""
+        self.semantic_linear = MLP(channels, semantic_classes, norm=True)
+        offset_in = fused_width(channels) if self.fusion else channels
+        self.offset_linear = MLP(offset_in, 3, norm=True)
+        if self.fusion:
+            self.region_linear = MLP(offset_in, 3, norm=True)
+
+    def forward_pointwise(self, voxel_feats: torch.Tensor, voxel_coords: torch.Tensor,
+                          spatial_shape: Sequence[int], point_to_voxel: torch.Tensor,
+                          batch_size: int = 1, xyz: torch.Tensor | None = None,
+                          batch_offsets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Backbone and point-wise heads of one batch of clouds (the official ``forward_backbone``).
+
+        voxel_feats: (M, in) float32; voxel_coords: (M, 3) or (M, 4) int; spatial_shape: 3 ints
+        (see :meth:`SparseUNetBackbone.sparse_input`). point_to_voxel: (N,) int64 voxel row of
+        every point (SoftGroup's ``v2p_map``).
+
+        xyz (N, 3) / batch_offsets (B + 1,): needed only with ``fusion``.
+
+        Returns ``voxel_feats`` (M, C), ``point_feats`` (N, C), ``semantic_logits`` (N, K)
+        (pre-softmax) and ``offsets`` (N, 3) float32, metres, in the frame of the xyz features;
+        with ``fusion`` also ``region_offsets`` (N, 3) to the semantic region centre.
+        """
+        voxel_out = self.forward_backbone(voxel_feats, voxel_coords,  # type: ignore[attr-defined]
+                                          spatial_shape, batch_size)
+        point_feats = voxels_to_points(voxel_out, point_to_voxel)
+        logits = self.semantic_logits(point_feats)
+        instance_feats = self.instance_features(point_feats)
+        out = {"voxel_feats": voxel_out, "point_feats": point_feats, "semantic_logits": logits}
+        if self.fusion:  # type: ignore[attr-defined]
+            fused = fused_input(instance_feats, logits, xyz, batch_offsets)
+            out["offsets"] = self.offset_linear(fused)
+            out["region_offsets"] = self.region_linear(fused)
+        else:
+            out["offsets"] = self.offset_linear(instance_feats)
+        return out

@@ -7,6 +7,8 @@ The released ScanNet model (``m: 16``) is a bare state dict in spconv 1's weight
 * backbone (``input_conv``, ``unet`` with levels ``m..7m``, ``output_layer``);
 * ``linear``: one Linear to semantic logits (no MLP, unlike SoftGroup);
 * ``offset`` (Linear, BN, ReLU) then ``offset_linear``: offsets to the instance centre, metres;
+  (with ``pointwise_heads: softgroup`` instead SoftGroup's MLP heads ``semantic_linear`` /
+  ``offset_linear``, so that the shared stage-1 checkpoint of the two-stage recipe loads);
 * ScoreNet (``score_unet`` [m, 2m], ``score_outputlayer``, ``score_linear``): scores clusters
   of the dual-set grouping.
 
@@ -29,7 +31,6 @@ Deliberate differences from the official code:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import spconv.pytorch as spconv
@@ -42,12 +43,12 @@ from ..ops import SparseMasks
 from . import proposal_ops
 from .backbone import (
     InstanceNetwork,
+    PointwiseHeads,
     UBlock,
     norm_fn,
     single_threaded_spconv,
-    voxels_to_points,
 )
-from .fusion import fused_input, fused_width, region_offset_loss
+from .fusion import fused_width, region_offset_loss
 from .proposals import Proposals
 
 # Official loss guards (train.py loss_fn): offset means divide by (sum(valid) + 1e-6), unit
@@ -55,8 +56,11 @@ from .proposals import Proposals
 _MEAN_EPS = 1e-6
 _NORM_EPS = 1e-8
 
+POINTWISE_HEADS = ("pointgroup", "softgroup")
+"""Layouts of PointGroup's semantic / offset heads (``pointwise_heads``)."""
 
-class PointGroup(InstanceNetwork):
+
+class PointGroup(PointwiseHeads, InstanceNetwork):
     """PointGroup's network; arguments are the keys of ``config/models/pointgroup_*.yaml``.
 
     in_channels / with_coords / channels (official ``m``) / num_blocks / semantic_classes
@@ -78,6 +82,13 @@ class PointGroup(InstanceNetwork):
     ``[semantic-pooled F, F, xyz]`` (F = ``offset``'s output), a ``region_linear`` head predicts
     the offset to the semantic region centre, and grouping shifts points by the offset pushed
     ``fusion_push`` metres away from it (paper eq. 7; 0 = no push).
+    pointwise_heads (ours): ``pointgroup`` (official: ``linear``, ``offset`` + ``offset_linear``,
+    the layout of the released checkpoint) or ``softgroup`` (:class:`PointwiseHeads`:
+    SoftGroup's ``semantic_linear`` / ``offset_linear`` MLPs, whose module names and shapes the
+    shared stage-1 checkpoint has, so PointGroup's stage 2 starts from the same backbone and
+    heads as SoftGroup's and ISBNet's). The two cannot be renamed into each other: the official
+    semantic head is one Linear, SoftGroup's an MLP. With ``fusion`` the SoftGroup heads fuse the
+    backbone features (as SoftGroup), the PointGroup heads the output of ``offset``.
     """
 
     name = "pointgroup"
@@ -93,9 +104,14 @@ class PointGroup(InstanceNetwork):
                  TEST_NMS_THRESH: float = 0.3, TEST_SCORE_THRESH: float = 0.09,
                  TEST_NPOINT_THRESH: int = 100, test_seed: int = 567,
                  cluster_merge_size: float = 0.0,
-                 fusion: bool = False, fusion_push: float = 0.05) -> None:
+                 fusion: bool = False, fusion_push: float = 0.05,
+                 pointwise_heads: str = "pointgroup") -> None:
         super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
                          semantic_only, with_coords, voxel_size)
+        if pointwise_heads not in POINTWISE_HEADS:
+            raise ValueError(f"pointwise_heads must be one of {', '.join(POINTWISE_HEADS)}, got "
+                             f"{pointwise_heads!r}")
+        self.pointwise_heads = pointwise_heads
         self.ignore_label = int(ignore_label)
         self.cluster_radius = float(cluster_radius)
         self.cluster_meanActive = int(cluster_meanActive)
@@ -121,44 +137,37 @@ class PointGroup(InstanceNetwork):
         if not self.bg_thresh < self.fg_thresh:
             raise ValueError(f"bg_thresh ({bg_thresh}) must be below fg_thresh ({fg_thresh})")
 
-        self.linear = nn.Linear(channels, semantic_classes)
-        self.offset = nn.Sequential(nn.Linear(channels, channels, bias=True), norm_fn(channels),
-                                    nn.ReLU())
         self.fusion = bool(fusion)
         self.fusion_push = float(fusion_push)
-        offset_in = fused_width(channels) if self.fusion else channels
-        self.offset_linear = nn.Linear(offset_in, 3, bias=True)
-        if self.fusion:
-            self.region_linear = nn.Linear(offset_in, 3, bias=True)
+        if pointwise_heads == "softgroup":
+            self.build_pointwise_heads(channels, semantic_classes)
+        else:
+            self.linear = nn.Linear(channels, semantic_classes)
+            self.offset = nn.Sequential(nn.Linear(channels, channels, bias=True),
+                                        norm_fn(channels), nn.ReLU())
+            offset_in = fused_width(channels) if self.fusion else channels
+            self.offset_linear = nn.Linear(offset_in, 3, bias=True)
+            if self.fusion:
+                self.region_linear = nn.Linear(offset_in, 3, bias=True)
         if not semantic_only:
             self.score_unet = UBlock([channels, 2 * channels], block_reps=2, indice_key_id=1)
             self.score_outputlayer = spconv.SparseSequential(norm_fn(channels), nn.ReLU())
             self.score_linear = nn.Linear(channels, 1)
 
-    def forward_pointwise(self, voxel_feats: torch.Tensor, voxel_coords: torch.Tensor,
-                          spatial_shape: Sequence[int], point_to_voxel: torch.Tensor,
-                          batch_size: int = 1, xyz: torch.Tensor | None = None,
-                          batch_offsets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Backbone, semantic logits and offsets per point.
+    def semantic_logits(self, point_feats: torch.Tensor) -> torch.Tensor:
+        """(N, K) logits: ``linear`` (official layout) or SoftGroup's ``semantic_linear``."""
+        if self.pointwise_heads == "softgroup":
+            return super().semantic_logits(point_feats)
+        return self.linear(point_feats)
 
-        Arguments as :meth:`ros2_inst3d.model.softgroup.SoftGroup.forward_pointwise`
-        (``point_to_voxel`` is what PointGroup's code calls ``p2v_map``; ``xyz`` (N, 3) and
-        ``batch_offsets`` (B + 1,) are needed with ``fusion``). Returns ``voxel_feats`` (M, C),
-        ``point_feats`` (N, C), ``semantic_logits`` (N, K), ``offsets`` (N, 3) float32, metres,
-        and with ``fusion`` ``region_offsets`` (N, 3) to the semantic region centre.
-        """
-        voxel_out = self.forward_backbone(voxel_feats, voxel_coords, spatial_shape, batch_size)
-        point_feats = voxels_to_points(voxel_out, point_to_voxel)
-        logits = self.linear(point_feats)
-        instance_feats = self.offset(point_feats)
-        out = {"voxel_feats": voxel_out, "point_feats": point_feats, "semantic_logits": logits}
-        if self.fusion:
-            fused = fused_input(instance_feats, logits, xyz, batch_offsets)
-            out["offsets"] = self.offset_linear(fused)
-            out["region_offsets"] = self.region_linear(fused)
-        else:
-            out["offsets"] = self.offset_linear(instance_feats)
-        return out
+    def instance_features(self, point_feats: torch.Tensor) -> torch.Tensor:
+        """What ``offset_linear`` (and fusion) sees: the output of ``offset`` (Linear, BN, ReLU)
+        in the official layout; the point features with SoftGroup's MLP heads.
+        :meth:`PointwiseHeads.forward_pointwise` then returns ``voxel_feats``, ``point_feats``,
+        ``semantic_logits``, ``offsets`` (metres) and with ``fusion`` ``region_offsets``."""
+        if self.pointwise_heads == "softgroup":
+            return point_feats
+        return self.offset(point_feats)
 
     # ------------------------------------------------------------------------------------------
     # Dual-set grouping
@@ -366,4 +375,4 @@ class PointGroup(InstanceNetwork):
 
 
 
-__all__ = ["PointGroup"]
+__all__ = ["POINTWISE_HEADS", "PointGroup"]

@@ -53,12 +53,12 @@ from . import proposal_ops
 from .backbone import (
     MLP,
     InstanceNetwork,
+    PointwiseHeads,
     UBlock,
     norm_fn,
     single_threaded_spconv,
-    voxels_to_points,
 )
-from .fusion import fused_input, fused_width, region_offset_loss
+from .fusion import region_offset_loss
 from .proposals import Proposals
 
 log = logging.getLogger(__name__)
@@ -124,42 +124,7 @@ class InstanceTargets(NamedTuple):
     fg_index: torch.Tensor
 
 
-class _PointwiseMixin:
-    """Point-wise forward shared by SoftGroup and HAIS (same backbone, same MLP heads)."""
-
-    semantic_linear: nn.Module
-    offset_linear: nn.Module
-
-    def forward_pointwise(self, voxel_feats: torch.Tensor, voxel_coords: torch.Tensor,
-                          spatial_shape: Sequence[int], point_to_voxel: torch.Tensor,
-                          batch_size: int = 1, xyz: torch.Tensor | None = None,
-                          batch_offsets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Backbone and point-wise heads of one batch of clouds (the official ``forward_backbone``).
-
-        voxel_feats: (M, in) float32; voxel_coords: (M, 3) or (M, 4) int; spatial_shape: 3 ints
-        (see :meth:`SparseUNetBackbone.sparse_input`). point_to_voxel: (N,) int64 voxel row of
-        every point (SoftGroup's ``v2p_map``).
-
-        xyz (N, 3) / batch_offsets (B + 1,): needed only with ``fusion``.
-
-        Returns ``voxel_feats`` (M, C), ``point_feats`` (N, C), ``semantic_logits`` (N, K)
-        (pre-softmax) and ``offsets`` (N, 3) float32, metres, in the frame of the xyz features;
-        with ``fusion`` also ``region_offsets`` (N, 3) to the semantic region centre.
-        """
-        voxel_out = self.forward_backbone(voxel_feats, voxel_coords, spatial_shape, batch_size)
-        point_feats = voxels_to_points(voxel_out, point_to_voxel)
-        logits = self.semantic_linear(point_feats)
-        out = {"voxel_feats": voxel_out, "point_feats": point_feats, "semantic_logits": logits}
-        if self.fusion:
-            fused = fused_input(point_feats, logits, xyz, batch_offsets)
-            out["offsets"] = self.offset_linear(fused)
-            out["region_offsets"] = self.region_linear(fused)
-        else:
-            out["offsets"] = self.offset_linear(point_feats)
-        return out
-
-
-class SoftGroup(_PointwiseMixin, InstanceNetwork):
+class SoftGroup(PointwiseHeads, InstanceNetwork):
     """SoftGroup's network; arguments are the keys of ``config/models/softgroup_*.yaml``.
 
     in_channels: per-point features before xyz (3 = rgb, 1 = LiDAR remission); with_coords:
@@ -205,11 +170,7 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
 
         self.fusion = bool(fusion)
         self.fusion_push = float(fusion_push)
-        self.semantic_linear = MLP(channels, semantic_classes, norm=True)
-        offset_in = fused_width(channels) if self.fusion else channels
-        self.offset_linear = MLP(offset_in, 3, norm=True)
-        if self.fusion:
-            self.region_linear = MLP(offset_in, 3, norm=True)
+        self.build_pointwise_heads(channels, semantic_classes)
         if not semantic_only:
             self.tiny_unet = UBlock([channels, 2 * channels], block_reps=2, indice_key_id=11)
             self.tiny_unet_outputlayer = spconv.SparseSequential(norm_fn(channels), nn.ReLU())
@@ -604,7 +565,7 @@ class SoftGroup(_PointwiseMixin, InstanceNetwork):
         return results
 
 
-class HAIS(_PointwiseMixin, InstanceNetwork):
+class HAIS(PointwiseHeads, InstanceNetwork):
     """HAIS (ICCV 2021) network; arguments as :class:`SoftGroup` (``config/models/hais_*.yaml``).
 
     Kept for its checkpoints: ``hais_ckpt_spconv2.pth`` initialises SoftGroup's training, and the
@@ -621,8 +582,7 @@ class HAIS(_PointwiseMixin, InstanceNetwork):
         super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
                          semantic_only, with_coords, voxel_size)
 
-        self.semantic_linear = MLP(channels, semantic_classes, norm=True)
-        self.offset_linear = MLP(channels, 3, norm=True)
+        self.build_pointwise_heads(channels, semantic_classes)
         if not semantic_only:
             self.intra_ins_unet = UBlock([channels, 2 * channels], block_reps=2, indice_key_id=11)
             self.intra_ins_outputlayer = spconv.SparseSequential(norm_fn(channels), nn.ReLU())
