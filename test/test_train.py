@@ -65,6 +65,10 @@ def tiny_model(name: str) -> dict:
     # with no positives, so the per-loss trends below would compare zeros (the dual set has its
     # own test in test_softgroup.py).
     cfg.get("grouping_cfg", {}).pop("with_original", None)
+    if name == "softgroup":
+        # The radius the shipped YAML tunes for trained offsets (0.04 m, 2 cm cells) leaves the
+        # scattered offsets of a from-scratch run with too few proposals to compare loss trends.
+        cfg["grouping_cfg"].update(radius=0.06, merge_size=0.03)
     if name == "pointgroup":
         cfg["prepare_epochs"] = 5  # ScoreNet trains in epochs 6..15
     return cfg
