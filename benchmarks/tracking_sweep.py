@@ -4,7 +4,7 @@
         --set tracking.max_distance=1.5 --set tracking.class_mismatch_cost=0.1
 
 Replays each sequence through the same `StreamPipeline` as `ros2-inst3d bench --tracking`
-(`ros2_inst3d.tracking_eval.replay_sequence`) with the default parameters and then with each
+(`ros2_inst3d.tracking_eval.replay_sequences`) with the default parameters and then with each
 ``--set`` applied alone, and prints one row per setting (ID switches per 100 ground-truth
 instance-frames, MOTA, IDF1). Validation seeds, so the test sequences of the benchmark stay
 unseen by the choice.
@@ -18,7 +18,7 @@ from ros2_inst3d.bench import bench_point_model
 from ros2_inst3d.config import Config
 from ros2_inst3d.segmenter import Segmenter
 from ros2_inst3d.synthetic.scene import generate_scene, split_seed
-from ros2_inst3d.tracking_eval import MotCounts, mot_counts, replay_sequence, sequence_params
+from ros2_inst3d.tracking_eval import replay_sequences, sequence_params
 
 
 def parse_setting(text: str) -> tuple[str, float]:
@@ -49,11 +49,7 @@ def main() -> None:
         if key is not None:
             overrides[key] = value
         cfg = Config().replace(**overrides)
-        segmenter = Segmenter(cfg, point_model)
-        total = MotCounts()
-        for seq in scenes:
-            total = total + mot_counts(replay_sequence(seq, cfg, segmenter).frames)
-        row = total.to_dict()
+        row = replay_sequences(scenes, cfg, Segmenter(cfg, point_model))[0].to_dict()
         name = "defaults" if key is None else f"{key}={value:g}"
         print(f"| {name} | {row['gt']} | {row['id_switches']} | {row['id_switches_per_100']:.2f} | "
               f"{row['fragmentations']} | {row['mota']:.3f} | {row['idf1']:.3f} |", flush=True)

@@ -65,6 +65,16 @@ def _room_scans(num_points: int = SCAN_POINTS, num_scans: int = 8, seed: int = 0
     return scans
 
 
+def _scan_message(factory: Any, xyz: np.ndarray, rgb: np.ndarray, stamp_ns: int) -> Any:
+    """One benchmark scan as the PointCloud2 a sensor driver would publish: ``xyz`` (N, 3)
+    float32 in the ``sensor`` frame, ``rgb`` (N, 3) uint8, stamped ``stamp_ns``."""
+    from .cloud import encode_xyz, ns_to_stamp
+
+    header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, stamp_ns),
+                     frame_id="sensor")
+    return encode_xyz(factory, header, xyz, rgb)
+
+
 def bench_ingest(num_points: int = SCAN_POINTS, repeats: int = 15) -> dict:
     """Per-scan ingest stages on one core for ``num_points``-point x, y, z, rgb scans (20-byte
     records), ms of thread CPU time: decode, transform, accumulate (add with 2 cm dedupe into a
@@ -73,7 +83,7 @@ def bench_ingest(num_points: int = SCAN_POINTS, repeats: int = 15) -> dict:
     in a 10-scan window and after three in the default 400k-point one (see
     :func:`_window_cloud_ms`)."""
     from .accumulate import ScanAccumulator
-    from .cloud import decode, encode_xyz, ns_to_stamp
+    from .cloud import decode
     from .config import Config
     from .msgs import MessageFactory, make_typestore
     from .pipeline import StreamPipeline
@@ -81,11 +91,8 @@ def bench_ingest(num_points: int = SCAN_POINTS, repeats: int = 15) -> dict:
 
     factory = MessageFactory.for_rosbags(make_typestore("humble"))
     scans = _room_scans(num_points)
-    msgs = []
-    for k, (xyz, rgb, _) in enumerate(scans):
-        header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, (k + 1) * 10**8),
-                         frame_id="sensor")
-        msgs.append(encode_xyz(factory, header, xyz, rgb))
+    msgs = [_scan_message(factory, xyz, rgb, (k + 1) * 10**8)
+            for k, (xyz, rgb, _) in enumerate(scans)]
     poses = {(k + 1) * 10**8: pose for k, (_, _, pose) in enumerate(scans)}
     decoded = decode(msgs[0])
     fixed = apply_transform(scans[0][2], decoded.xyz)
@@ -95,7 +102,6 @@ def bench_ingest(num_points: int = SCAN_POINTS, repeats: int = 15) -> dict:
     def add() -> None:
         stamp[0] += 10**8
         acc.add(fixed, decoded.rgb, None, stamp[0])
-
 
     cfg = Config().replace(**{"input.fixed_frame": "map", "accumulate.max_points": 2_000_000})
     pipe = StreamPipeline(cfg, segmenter=None)
@@ -231,7 +237,6 @@ def bench_streaming(models: Sequence[str] = ("geometric", "softgroup"), duration
     """Stream ``input_hz`` scans of ``num_points`` points through the pipeline in real time for
     ``duration_s`` per method, with the node's thread layout (module docstring)."""
     from .bench import bench_point_model
-    from .cloud import encode_xyz, ns_to_stamp
     from .config import Config
     from .msgs import MessageFactory, make_typestore
     from .pipeline import TOPIC_INSTANCES, StreamPipeline
@@ -298,9 +303,7 @@ def bench_streaming(models: Sequence[str] = ("geometric", "softgroup"), duration
             xyz, rgb, pose = scans[sent % len(scans)]
             stamp_ns = time.time_ns()
             poses[stamp_ns] = pose
-            header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, stamp_ns),
-                             frame_id="sensor")
-            msg = encode_xyz(factory, header, xyz, rgb)
+            msg = _scan_message(factory, xyz, rgb, stamp_ns)
             with cv:
                 if "points" in mailbox:
                     superseded[0] += 1
@@ -339,7 +342,6 @@ def bench_segment_cpu(models: Sequence[str] = ("geometric", "softgroup"), result
     this thread. Thread CPU ms, medians over ``results`` results after two warm-up results, per
     method; so a figure that machine load does not move much, unlike ``bench_streaming``'s rates."""
     from .bench import bench_point_model
-    from .cloud import encode_xyz, ns_to_stamp
     from .config import Config
     from .msgs import MessageFactory, make_typestore
     from .pipeline import TOPIC_INSTANCES, StreamPipeline
@@ -360,9 +362,7 @@ def bench_segment_cpu(models: Sequence[str] = ("geometric", "softgroup"), result
                 xyz, rgb, pose = scans[sent % len(scans)]
                 sent += 1
                 poses[sent * 10**8] = pose
-                header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, sent * 10**8),
-                                 frame_id="sensor")
-                pipe.ingest("points", encode_xyz(factory, header, xyz, rgb),
+                pipe.ingest("points", _scan_message(factory, xyz, rgb, sent * 10**8),
                             lambda t, f, ns: poses[ns])
             start = time.thread_time()
             with pipe._lock:

@@ -254,6 +254,21 @@ def replay_sequence(seq: Any, cfg: Any, segmenter: Any, min_gt_points: int | Non
     return run
 
 
+def replay_sequences(sequences: Sequence[Any], cfg: Any, segmenter: Any
+                     ) -> tuple[MotCounts, list[float], list[float]]:
+    """:func:`replay_sequence` over ``sequences`` with one ``cfg`` and ``segmenter``: the summed
+    counts and every result's segment and tracking ms."""
+    total = MotCounts()
+    segment_ms: list[float] = []
+    tracking_ms: list[float] = []
+    for seq in sequences:
+        run = replay_sequence(seq, cfg, segmenter)
+        total = total + mot_counts(run.frames)
+        segment_ms += run.segment_ms
+        tracking_ms += run.tracking_ms
+    return total, segment_ms, tracking_ms
+
+
 # ---------------------------------------------------------------------------------- benchmark
 
 TRACKING_MODELS = BENCHMARK_METHODS
@@ -299,15 +314,7 @@ def bench_tracking(models: Sequence[str] = TRACKING_MODELS, sensors: Sequence[st
             cfg = Config().replace(**{"model.name": model, "model.device": "cpu",
                                       "tracking.enabled": tracking})
             point_model, weights = bench_point_model(model, "cpu")
-            segmenter = Segmenter(cfg, point_model)
-            total = MotCounts()
-            seg_ms: list[float] = []
-            trk_ms: list[float] = []
-            for seq in scenes:
-                run = replay_sequence(seq, cfg, segmenter)
-                total = total + mot_counts(run.frames)
-                seg_ms += run.segment_ms
-                trk_ms += run.tracking_ms
+            total, seg_ms, trk_ms = replay_sequences(scenes, cfg, Segmenter(cfg, point_model))
             row = {"model": model, "sensor": sensor, "weights": weights, **total.to_dict(),
                    "segment_ms": float(np.median(seg_ms)) if seg_ms else float("nan"),
                    "tracking_ms": float(np.nanmedian(trk_ms)) if trk_ms and tracking
