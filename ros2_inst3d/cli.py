@@ -508,8 +508,17 @@ def cmd_export_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_widen_weights(args: argparse.Namespace) -> int:
+    """``ros2-inst3d widen-weights CKPT OUT [--seed N]``."""
+    from .train import widen_weights
+
+    out = widen_weights(args.checkpoint_file, args.out, args.channels, seed=args.seed)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.2f} MiB, {args.channels} channels)")
+    return 0
+
+
 def add_train_commands(sub) -> None:
-    """Register ``train`` and ``export-weights`` on the CLI's sub-parsers."""
+    """Register ``train``, ``export-weights`` and ``widen-weights`` on the CLI's sub-parsers."""
     p = sub.add_parser(
         "train", help="train SoftGroup / PointGroup from a training YAML (config/train/*.yaml)",
         description="Train a model on labelled scenes; writes WORK_DIR/log.jsonl, latest.pth, "
@@ -543,6 +552,21 @@ def add_train_commands(sub) -> None:
     p.add_argument("out", type=Path, metavar="OUT", help="e.g. models/softgroup_synthetic.pth")
     p.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
     p.set_defaults(func=cmd_export_weights)
+
+    p = sub.add_parser(
+        "widen-weights", help="widen a trained network's channels, same function (Net2Net)",
+        description="Write CKPT's network with model.channels raised to --channels, computing the "
+        "same outputs (each channel becomes a run of copies; input weights split unevenly over the "
+        "run so training separates them), with the wide config embedded. Use it as train.pretrain "
+        "of a run whose model YAML has those channels: the wide run starts where the narrow one "
+        "stopped. Every U-Net level must be a multiple of the base width (the package's U-Nets are).")
+    p.add_argument("checkpoint_file", type=Path, metavar="CKPT",
+                   help="a `train` checkpoint or exported weights of this package")
+    p.add_argument("out", type=Path, metavar="OUT", help="e.g. work_dirs/wide/pretrain.pth")
+    p.add_argument("--channels", type=int, required=True,
+                   help="the wide model.channels (e.g. 24 for a 16-channel model)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weight split (default 0)")
+    p.set_defaults(func=cmd_widen_weights)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -499,6 +499,42 @@ def export_weights(ckpt: str | Path, out: str | Path, half: bool = False) -> Pat
     return out
 
 
+def widen_weights(ckpt: str | Path, out: str | Path, channels: int, seed: int = 0) -> Path:
+    """Write ``ckpt``'s network widened to ``model.channels: channels`` (every U-Net level and
+    head scales with it), computing the same function (:func:`~ros2_inst3d.model.checkpoint.widen_state_dict`), in the
+    :func:`export_weights` format, for ``train.pretrain`` of a wider run: the wide network starts
+    where the narrow one stopped instead of from scratch."""
+    import torch
+
+    from .model.checkpoint import read_checkpoint, read_checkpoint_meta, widen_state_dict
+    from .model.registry import build_network
+
+    meta = read_checkpoint_meta(ckpt)
+    config = meta.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("channels"), int):
+        raise ConfigError(f"{ckpt}: no model config with an integer 'channels' (only checkpoints "
+                          "written by `ros2-inst3d train` / `export-weights` can be widened)")
+    if channels < config["channels"]:
+        raise ConfigError(f"{ckpt} has {config['channels']} channels; widening needs at least "
+                          f"that many, got {channels}")
+    state, _ = read_checkpoint(ckpt)
+    wide_config = {**config, "channels": channels}
+    target = {k: tuple(v.shape) for k, v in build_network(wide_config, device="meta")
+              .state_dict().items()}
+    generator = torch.Generator().manual_seed(seed)
+    net = {k: v.float() if v.is_floating_point() else v
+           for k, v in widen_state_dict(state, target, generator).items()}
+    slim = {"net": net, **to_plain({k: meta.get(k) for k in EXPORT_KEYS if k != "net"}),
+            "config": to_plain(wide_config), "metrics": {}, "widened_from": str(ckpt)}
+    from .atomic import atomic_file
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out) as tmp:
+        torch.save(slim, tmp)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from ros2_inst3d.train import (
     CHECKPOINT_KEYS,
     EXPORT_KEYS,
     export_weights,
+    widen_weights,
     load_train_config,
     lr_factor,
     read_log,
@@ -227,6 +228,35 @@ def test_export_weights(trained, scene_dirs, tmp_path):
     half = torch.load(tmp_path / "half.pth", weights_only=True)
     floats = [v for v in half["net"].values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float16 for v in floats)
+
+
+@pytest.mark.parametrize("channels", [12, 16])
+def test_widen_weights_keeps_the_function(trained, scene_dirs, tmp_path, channels):
+    """Net2Net: the wide network predicts what the trained narrow one does (the U-Net's skip
+    concatenations and every head included), and its copies of a channel are not identical
+    (else training could never separate them)."""
+    name, _, result = trained
+    out = widen_weights(result.latest, tmp_path / "wide.pth", channels, seed=3)
+    wide = torch.load(out, map_location="cpu", weights_only=True)
+    assert wide["config"]["channels"] == channels
+    model = build_network(wide["config"])
+    model.load_state_dict(wide["net"], strict=True)
+    batch = val_batch(scene_dirs)
+    assert_same_predictions(predictions(result.model, batch), predictions(model, batch))
+
+    narrow = result.model.state_dict()
+    key = next(k for k, v in wide["net"].items() if v.ndim == 5 and v.shape[-1] > narrow[k].shape[-1])
+    weight = wide["net"][key][0]   # input channel 0 is wide channels 0 and 1 (12 and 16 wide)
+    assert not torch.equal(weight[..., 0], weight[..., 1])   # unequal shares
+    torch.testing.assert_close(weight[..., 0] + weight[..., 1], narrow[key][0, ..., 0])
+
+
+def test_widen_weights_refuses_narrowing(trained, tmp_path):
+    _, _, result = trained
+    with pytest.raises(ConfigError, match="widening needs at least"):
+        widen_weights(result.latest, tmp_path / "narrow.pth", 4)
+    assert main(["widen-weights", str(result.latest), str(tmp_path / "x.pth"),
+                 "--channels", "4"]) == 2
 
 
 @pytest.mark.slow

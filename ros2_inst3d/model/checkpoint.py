@@ -308,3 +308,53 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True, *,
         del fitting[key]
     model.load_state_dict(fitting, strict=report.ok)
     return report
+
+
+
+def widen_state_dict(state_dict: Mapping[str, torch.Tensor], target: Mapping[str, Shape],
+                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Net2Net widening: the state dict of a network with wider channels (``target``: the wide
+    model's key → shape) that computes the same function as ``state_dict``'s.
+
+    A dimension that grows from ``old`` to ``new`` maps wide channel ``j`` to old channel
+    ``floor(j * old / new)``: each old channel becomes a run of adjacent copies. Adjacent runs
+    (rather than appended copies) keep a U-Net's skip concatenation consistent when its parts are
+    multiples of the base width (``channels``): the wide concat maps by the same rule as each
+    part, so no layer needs to know its place in the graph. Output dimensions (dim 0 of conv and
+    linear weights, BatchNorm vectors, biases) copy each channel into its run; input dimensions
+    (a weight's last dim: spconv 2's ``[out, kx, ky, kz, in]``, linear ``[out, in]``) split each
+    weight over its run with random shares that sum to 1 (drawn from U(0.5, 1.5), normalised): the
+    run's inputs are equal, so the sum is unchanged, while unequal shares give the copies
+    different gradients (equal shares would keep them identical forever). Dimensions the wide
+    model keeps (input features, class logits, offsets, kernels) are copied.
+    """
+    missing = sorted(set(target) - set(state_dict))
+    if missing:
+        raise CheckpointError(f"cannot widen: the checkpoint lacks {len(missing)} tensor(s) of the "
+                              f"model, e.g. {missing[:3]}")
+    wide: dict[str, torch.Tensor] = {}
+    for key, shape in target.items():
+        tensor = state_dict[key]
+        old, new = tuple(tensor.shape), tuple(shape)
+        if (len(old) != len(new) or any(n < o for o, n in zip(old, new))
+                or (len(old) >= 3 and old[1:-1] != new[1:-1])):
+            raise CheckpointError(f"cannot widen {key}: {list(old)} -> {list(new)} is not a "
+                                  "widening of its channel dimensions")
+        out = tensor
+        if old and new[0] != old[0]:
+            out = out.index_select(0, _widening_map(old[0], new[0]))
+        if len(old) >= 2 and new[-1] != old[-1]:
+            runs = _widening_map(old[-1], new[-1])
+            out = out.index_select(-1, runs).double()
+            draw = torch.empty(out.shape, dtype=torch.float64)
+            draw.uniform_(0.5, 1.5, generator=generator)
+            run_sum = torch.zeros(out.shape[:-1] + (old[-1],), dtype=torch.float64)
+            run_sum.index_add_(-1, runs, draw)
+            out = (out * draw / run_sum.index_select(-1, runs)).to(tensor.dtype)
+        wide[key] = out.contiguous()
+    return wide
+
+
+def _widening_map(old: int, new: int) -> torch.Tensor:
+    """Old channel of each wide channel: ``floor(j * old / new)``, adjacent runs of copies."""
+    return torch.div(torch.arange(new) * old, new, rounding_mode="floor")
