@@ -479,15 +479,21 @@ def save_checkpoint(path: Path, model: Any, cfg: TrainConfig, class_names: list[
 
 def export_weights(ckpt: str | Path, out: str | Path, half: bool = False) -> Path:
     """Write the shipping copy of a training checkpoint: ``net`` (floating tensors as float32,
-    or float16 with ``half``), ``config``, ``class_names``, ``epoch``, ``iteration``, ``metrics``;
+    or float16 with ``half``, except tensors beyond float16's range), ``config``, ``class_names``, ``epoch``, ``iteration``, ``metrics``;
     no optimizer or scheduler state. Loadable with ``torch.load(weights_only=True)`` and by
     ``model/checkpoint.py`` (the ``net`` container)."""
     import torch
 
     source = read_training_checkpoint(ckpt)
     dtype = torch.float16 if half else torch.float32
-    net = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
-           for k, v in source["net"].items()}
+    half_max = torch.finfo(torch.float16).max
+    net = {}
+    for k, v in source["net"].items():
+        fits = not (half and v.is_floating_point() and bool((v.abs() > half_max).any()))
+        if not fits:  # e.g. a BatchNorm running_var past 65504 would load as inf
+            log.warning("export-weights: %s exceeds the float16 range; kept as float32", k)
+        net[k] = (v.to(dtype if fits else torch.float32) if v.is_floating_point()
+                  else v).contiguous()
     slim = {k: source[k] for k in EXPORT_KEYS if k != "net"}
     slim = {"net": net, **to_plain(slim)}
     from .atomic import atomic_file
