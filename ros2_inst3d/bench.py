@@ -293,3 +293,75 @@ def format_pipeline(report: dict) -> str:
 
 def print_pipeline(report: dict) -> None:
     print(format_pipeline(report))
+
+
+SPARSE_CONV_RUNS = (("spconv", 1), ("torch", 1), ("torch", 2))
+"""(backend, torch threads) of :func:`bench_sparse_conv`; the first is the baseline."""
+
+
+def bench_sparse_conv(seed: int = BENCH_SCENE_SEED, repeats: int = 5, model: str = "softgroup",
+                      runs: Sequence[tuple[str, int]] = SPARSE_CONV_RUNS) -> dict:
+    """U-Net forward (``backbone_stages``) of ``model``'s shipped network on one generated room
+    with each ``model.cpu_sparse_conv`` backend and thread count of ``runs``, interleaved: one
+    untimed warm-up of each, then ``repeats`` rounds. The kernel maps are built inside every
+    timed torch forward, as at inference.
+
+    Returns ``{model, weights, voxels, repeats, runs: [{backend, threads, wall_ms, cpu_ms,
+    wall_ratio, cpu_ratio, max_abs_diff}]}``: medians of wall time and process CPU time (all
+    threads), ratios against ``runs[0]`` (below 1: faster), and the largest difference of the
+    output features from the baseline's.
+    """
+    import torch
+
+    from .synthetic.scene import generate_scene
+
+    point_model, weights = bench_point_model(model, "cpu")
+    network = point_model.network.eval()
+    scene = generate_scene(seed)
+    batch = point_model.network_batch(scene.xyz, scene.rgb)
+    args = (batch["feats"], batch["coords"], [int(s) for s in batch["spatial_shape"]],
+            int(batch["batch_size"]))
+    previous = (torch.get_num_threads(), network.cpu_sparse_conv)
+
+    def forward(backend: str, threads: int) -> tuple[torch.Tensor, float, float]:
+        network.cpu_sparse_conv = backend
+        torch.set_num_threads(threads)
+        wall, cpu = time.perf_counter(), time.process_time()
+        with torch.no_grad():
+            out = network.backbone_stages(*args)["output_layer"]
+        return out, (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
+
+    try:
+        outputs = [forward(*run)[0] for run in runs]
+        wall: list[list[float]] = [[] for _ in runs]
+        cpu: list[list[float]] = [[] for _ in runs]
+        for _ in range(repeats):
+            for i, run in enumerate(runs):
+                _, w, c = forward(*run)
+                wall[i].append(w)
+                cpu[i].append(c)
+    finally:
+        torch.set_num_threads(previous[0])
+        network.cpu_sparse_conv = previous[1]
+    wall_ms = [statistics.median(v) for v in wall]
+    cpu_ms = [statistics.median(v) for v in cpu]
+    return {"model": model, "weights": weights, "seed": int(seed), "voxels": int(len(args[1])),
+            "repeats": int(repeats),
+            "runs": [{"backend": b, "threads": t, "wall_ms": wall_ms[i], "cpu_ms": cpu_ms[i],
+                      "wall_ratio": wall_ms[i] / wall_ms[0], "cpu_ratio": cpu_ms[i] / cpu_ms[0],
+                      "max_abs_diff": float((outputs[i] - outputs[0]).abs().max())}
+                     for i, (b, t) in enumerate(runs)]}
+
+
+def format_sparse_conv(report: dict) -> str:
+    """:func:`bench_sparse_conv`'s report as a table, one row per backend and thread count."""
+    lines = [f"sparse U-Net forward of {report['model']} ({report['weights']}) on a generated "
+             f"room (seed {report['seed']}, {report['voxels']} voxels), medians of "
+             f"{report['repeats']} interleaved runs; ratios against the first row",
+             f"{'backend':<10}{'threads':>8}{'wall ms':>10}{'ratio':>8}{'CPU ms':>10}"
+             f"{'ratio':>8}{'max |diff|':>12}"]
+    for r in report["runs"]:
+        lines.append(f"{r['backend']:<10}{r['threads']:>8}{r['wall_ms']:>10.1f}"
+                     f"{r['wall_ratio']:>8.2f}{r['cpu_ms']:>10.1f}{r['cpu_ratio']:>8.2f}"
+                     f"{r['max_abs_diff']:>12.1e}")
+    return "\n".join(lines)
