@@ -166,23 +166,16 @@ def _kernel_weights(weight: torch.Tensor) -> torch.Tensor:
     return weight.reshape(out_channels, -1, in_channels).permute(1, 2, 0).contiguous()
 
 
-def _accumulate_offsets(out: torch.Tensor, feats: torch.Tensor, w: torch.Tensor, kmap) -> None:
-    """Per kernel offset ``k``: gather ``feats`` rows ``kmap.in_rows[k]``, multiply by ``w[k]``
-    and add into ``out`` rows ``kmap.out_rows[k]`` (no row repeats within an offset, so the
-    sum is the same for any thread count)."""
-    for k in range(w.shape[0]):
-        if kmap.out_rows[k].numel():
-            out.index_add_(0, kmap.out_rows[k],
-                          torch.mm(feats.index_select(0, kmap.in_rows[k]), w[k]))
-
-
 def submanifold_conv(feats: torch.Tensor, weight: torch.Tensor, kmap: SubmanifoldMap,
                      bias: torch.Tensor | None = None) -> torch.Tensor:
     """(M, out) = 3x3x3 submanifold correlation of (M, in) ``feats`` with a ``[out, 3, 3, 3,
     in]`` weight over ``kmap``'s pairs."""
     w = _kernel_weights(weight)
     out = torch.mm(feats, w[_CENTRE_3])
-    _accumulate_offsets(out, feats, w, kmap)
+    for k in range(w.shape[0]):
+        if kmap.out_rows[k].numel():
+            out.index_add_(0, kmap.out_rows[k],
+                          torch.mm(feats.index_select(0, kmap.in_rows[k]), w[k]))
     return out if bias is None else out + bias
 
 
@@ -192,7 +185,10 @@ def down_conv(feats: torch.Tensor, weight: torch.Tensor, kmap: DownMap,
     ``[out, 2, 2, 2, in]`` weight (rows follow ``kmap.coarse_indices``)."""
     w = _kernel_weights(weight)
     out = feats.new_zeros(kmap.coarse_indices.shape[0], w.shape[2])
-    _accumulate_offsets(out, feats, w, kmap)
+    for k in range(w.shape[0]):
+        if kmap.out_rows[k].numel():
+            out.index_add_(0, kmap.out_rows[k],
+                          torch.mm(feats.index_select(0, kmap.in_rows[k]), w[k]))
     return out if bias is None else out + bias
 
 
