@@ -202,14 +202,8 @@ class ModelConfig:
         "exist.")
     device: str = param("auto", "Torch device: auto (CUDA when available), cpu, cuda, cuda:N.")
     cpu_threads: int = param(
-        0, "Torch CPU threads; 0 keeps torch's default. With cpu_sparse_conv spconv the sparse "
-        "convolutions on CPU run single-threaded (spconv's CPU kernels are racy).", low=0, high=256)
-    cpu_sparse_conv: str = param(
-        "spconv", "Sparse convolutions of the U-Net at CPU inference: spconv (single-threaded: "
-        "its CPU kernels are racy) or torch (ops/sparse_conv.py: gather/GEMM/scatter in torch "
-        "ops, deterministic with cpu_threads threads; slower than spconv on the measured rooms, "
-        "see README 'Sparse convolution on CPU'). Training always uses spconv.",
-        choices=("spconv", "torch"))
+        0, "Torch CPU threads; 0 keeps torch's default. Sparse convolution on CPU always runs "
+        "single-threaded (spconv's CPU kernels are racy).", low=0, high=256)
 
 
 @dataclass

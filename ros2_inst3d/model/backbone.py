@@ -18,10 +18,17 @@ spconv's (checked against ``shared/reference/*_pointwise.npz`` by ``test/test_ba
 
 spconv's CPU kernels give wrong, run-to-run different results with more than one torch thread
 (reference/README.md §2.4: errors up to 0.9). :func:`single_threaded_spconv` runs the sparse part
-on CPU with one thread, one call at a time. ``model.cpu_sparse_conv: torch`` instead runs the
-convolution modules (the subclasses of ``ops/sparse_conv.py``, spconv's own modules otherwise)
-through plain torch gather/GEMM/scatter kernels at CPU inference, with the torch thread count
-as it is (:func:`sparse_cpu_context`); README "Sparse convolution on CPU" has the measurements.
+on CPU with one thread, one call at a time. A pure-torch gather/GEMM/scatter implementation of
+the same convolutions (deterministic with any thread count) was measured and dropped: on 2 cores,
+for the ScanNet U-Net on 104k voxels, it took 1.2 s with 2 threads (2.2 s with 1) against 1.2 s
+for spconv with 1 thread, and 35-70 s against 2-3.5 s while other processes kept the cores busy
+(many small parallel regions stall in OpenMP barriers). Session 7 built it again (kernel maps once
+per indice key, per-offset index_select/mm/index_add_; equal to spconv to 1e-6 with 1 and 2
+threads) and measured the same: 1.03-1.18x spconv's CPU time with one thread on the shipped
+16-channel U-Net, 45-52 s per forward with two threads on a busy machine; dropped again. That
+work saw spconv 2.3.8 (CPU, one thread) return wrong values, off by up to 0.8 against a dense
+conv3d, for one 403-voxel input whose rows were sorted lexicographically, and right ones for the
+same voxels shuffled: :func:`voxelize` keeps first-occurrence order, which is not sorted.
 """
 
 from __future__ import annotations
@@ -32,7 +39,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
-import contextlib
 from contextlib import contextmanager
 
 import spconv.pytorch as spconv
@@ -42,13 +48,6 @@ from spconv.cppconstants import CPU_ONLY_BUILD as SPCONV_CPU_ONLY
 from torch import nn
 
 from ..config import ConfigError
-from ..ops.sparse_conv import (
-    BACKENDS as SPARSE_CONV_BACKENDS,
-    SparseConv3d,
-    SparseInverseConv3d,
-    SubMConv3d,
-    attach_kernel_maps,
-)
 from .fusion import fused_input, fused_width, push_from_region
 
 BN_EPS = 1e-4        # backbone, point-wise MLPs, SoftGroup's tiny U-Net (official norm_fn)
@@ -102,22 +101,6 @@ def single_threaded_spconv(device: torch.device | str) -> Iterator[None]:
             yield
         finally:
             torch.set_num_threads(previous)
-
-
-def sparse_cpu_context(x: spconv.SparseConvTensor, backend: str = "spconv"
-                       ) -> contextlib.AbstractContextManager:
-    """The block to run the sparse convolution modules on ``x`` in: with ``backend`` 'torch'
-    (``model.cpu_sparse_conv``), on CPU, with autograd off (inference; training keeps spconv,
-    whose backward the torch kernels lack), ``x`` gets kernel maps (``ops/sparse_conv.py``) and
-    the block leaves the thread count alone; otherwise :func:`single_threaded_spconv`."""
-    if backend not in SPARSE_CONV_BACKENDS:
-        raise ValueError(f"sparse convolution backend {backend!r}: choose one of "
-                         f"{', '.join(SPARSE_CONV_BACKENDS)}")
-    device = x.features.device
-    if backend == "torch" and device.type == "cpu" and not torch.is_grad_enabled():
-        attach_kernel_maps(x)
-        return contextlib.nullcontext()
-    return single_threaded_spconv(device)
 
 
 def cuda_usable() -> bool:
@@ -183,10 +166,10 @@ class ResidualBlock(spconv.SparseModule):
             self.i_branch = spconv.SparseSequential(PointwiseSparseConv(in_channels, out_channels))
         self.conv_branch = spconv.SparseSequential(
             norm_fn(in_channels), nn.ReLU(),
-            SubMConv3d(in_channels, out_channels, kernel_size=3, padding=1, bias=False,
+            spconv.SubMConv3d(in_channels, out_channels, kernel_size=3, padding=1, bias=False,
                               indice_key=indice_key),
             norm_fn(out_channels), nn.ReLU(),
-            SubMConv3d(out_channels, out_channels, kernel_size=3, padding=1, bias=False,
+            spconv.SubMConv3d(out_channels, out_channels, kernel_size=3, padding=1, bias=False,
                               indice_key=indice_key))
 
     def forward(self, x: spconv.SparseConvTensor) -> spconv.SparseConvTensor:
@@ -218,12 +201,12 @@ class UBlock(nn.Module):
             down_key = f"spconv{indice_key_id}"
             self.conv = spconv.SparseSequential(
                 norm_fn(c), nn.ReLU(),
-                SparseConv3d(c, c_next, kernel_size=2, stride=2, bias=False,
+                spconv.SparseConv3d(c, c_next, kernel_size=2, stride=2, bias=False,
                                     indice_key=down_key))
             self.u = UBlock(self.planes[1:], block_reps, indice_key_id + 1)
             self.deconv = spconv.SparseSequential(
                 norm_fn(c_next), nn.ReLU(),
-                SparseInverseConv3d(c_next, c, kernel_size=2, bias=False,
+                spconv.SparseInverseConv3d(c_next, c, kernel_size=2, bias=False,
                                            indice_key=down_key))
             self.blocks_tail = spconv.SparseSequential(OrderedDict(
                 (f"block{i}", ResidualBlock(c * (2 - min(i, 1)), c, subm_key))
@@ -308,13 +291,10 @@ class SparseUNetBackbone(nn.Module):
         self.channels = int(channels)
         self.num_blocks = int(num_blocks)
         self.input_conv = spconv.SparseSequential(
-            SubMConv3d(in_channels, channels, kernel_size=3, padding=1, bias=False,
+            spconv.SubMConv3d(in_channels, channels, kernel_size=3, padding=1, bias=False,
                               indice_key="subm1"))
         self.unet = UBlock(unet_planes(channels, num_blocks), block_reps=2, indice_key_id=1)
         self.output_layer = spconv.SparseSequential(norm_fn(channels), nn.ReLU())
-        # CPU inference backend of the sparse convolutions (``model.cpu_sparse_conv``, set by
-        # ``LearnedModel``): 'spconv' or 'torch' (see :func:`sparse_cpu_context`).
-        self.cpu_sparse_conv = "spconv"
 
     def sparse_input(self, voxel_feats: torch.Tensor, voxel_coords: torch.Tensor,
                      spatial_shape: Sequence[int], batch_size: int = 1) -> spconv.SparseConvTensor:
@@ -372,11 +352,10 @@ class SparseUNetBackbone(nn.Module):
         """(M, ·) float32 voxel features after ``input_conv``, ``unet`` and ``output_layer``.
 
         Keys are those module names; rows follow the input voxel order. See :meth:`sparse_input`
-        for the arguments. On CPU the sparse part runs under :func:`sparse_cpu_context` with
-        the backend ``self.cpu_sparse_conv`` (``model.cpu_sparse_conv``).
+        for the arguments. On CPU the sparse part runs under :func:`single_threaded_spconv`.
         """
         x = self.sparse_input(voxel_feats, voxel_coords, spatial_shape, batch_size)
-        with sparse_cpu_context(x, self.cpu_sparse_conv):
+        with single_threaded_spconv(x.features.device):
             after_input = self.input_conv(x)
             after_unet = self.unet(after_input)
             out = self.output_layer(after_unet)

@@ -216,7 +216,6 @@ class LearnedModel:
         if model_cfg.cpu_threads > 0:
             torch.set_num_threads(model_cfg.cpu_threads)
         network = build_network(net_cfg)
-        network.cpu_sparse_conv = model_cfg.cpu_sparse_conv
         try:
             load_checkpoint(network, path, strict=True)
         except CheckpointError as err:
