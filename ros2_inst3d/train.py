@@ -479,8 +479,8 @@ def save_checkpoint(path: Path, model: Any, cfg: TrainConfig, class_names: list[
 
 def export_weights(ckpt: str | Path, out: str | Path, half: bool = False) -> Path:
     """Write the shipping copy of a training checkpoint: ``net`` (floating tensors as float32,
-    or float16 with ``half``, except tensors beyond float16's range), ``config``, ``class_names``, ``epoch``, ``iteration``, ``metrics``;
-    no optimizer or scheduler state. Loadable with ``torch.load(weights_only=True)`` and by
+    or float16 with ``half``, except tensors beyond float16's range), ``config``,
+    ``class_names``, ``epoch``, ``iteration``, ``metrics``; no optimizer or scheduler state. Loadable with ``torch.load(weights_only=True)`` and by
     ``model/checkpoint.py`` (the ``net`` container)."""
     import torch
 
@@ -496,26 +496,33 @@ def export_weights(ckpt: str | Path, out: str | Path, half: bool = False) -> Pat
                   else v).contiguous()
     slim = {k: source[k] for k in EXPORT_KEYS if k != "net"}
     slim = {"net": net, **to_plain(slim)}
+    return _save_weights(slim, out)
+
+
+def _save_weights(weights: dict[str, Any], out: str | Path) -> Path:
+    """Write a shipping weights dict to ``out`` atomically (folders created)."""
+    import torch
+
     from .atomic import atomic_file
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(out) as tmp:
-        torch.save(slim, tmp)
+        torch.save(weights, tmp)
     return out
 
 
 def widen_weights(ckpt: str | Path, out: str | Path, channels: int, seed: int = 0) -> Path:
     """Write ``ckpt``'s network widened to ``model.channels: channels`` (every U-Net level and
-    head scales with it), computing the same function (:func:`~ros2_inst3d.model.checkpoint.widen_state_dict`), in the
-    :func:`export_weights` format, for ``train.pretrain`` of a wider run: the wide network starts
+    head scales with it), computing the same function
+    (:func:`~ros2_inst3d.model.checkpoint.widen_state_dict`), in the :func:`export_weights` format, for ``train.pretrain`` of a wider run: the wide network starts
     where the narrow one stopped instead of from scratch."""
     import torch
 
-    from .model.checkpoint import read_checkpoint, read_checkpoint_meta, widen_state_dict
+    from .model.checkpoint import read_checkpoint_with_meta, widen_state_dict
     from .model.registry import build_network
 
-    meta = read_checkpoint_meta(ckpt)
+    state, meta = read_checkpoint_with_meta(ckpt)
     config = meta.get("config")
     if not isinstance(config, dict) or not isinstance(config.get("channels"), int):
         raise ConfigError(f"{ckpt}: no model config with an integer 'channels' (only checkpoints "
@@ -523,7 +530,6 @@ def widen_weights(ckpt: str | Path, out: str | Path, channels: int, seed: int = 
     if channels < config["channels"]:
         raise ConfigError(f"{ckpt} has {config['channels']} channels; widening needs at least "
                           f"that many, got {channels}")
-    state, _ = read_checkpoint(ckpt)
     wide_config = {**config, "channels": channels}
     target = {k: tuple(v.shape) for k, v in build_network(wide_config, device="meta")
               .state_dict().items()}
@@ -532,13 +538,7 @@ def widen_weights(ckpt: str | Path, out: str | Path, channels: int, seed: int = 
            for k, v in widen_state_dict(state, target, generator).items()}
     slim = {"net": net, **to_plain({k: meta.get(k) for k in EXPORT_KEYS if k != "net"}),
             "config": to_plain(wide_config), "metrics": {}, "widened_from": str(ckpt)}
-    from .atomic import atomic_file
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out) as tmp:
-        torch.save(slim, tmp)
-    return out
+    return _save_weights(slim, out)
 
 
 # --------------------------------------------------------------------------------------------

@@ -156,7 +156,18 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False
 def read_checkpoint_meta(path: str | Path, trust_pickle: bool = False) -> dict[str, Any]:
     """Everything in a checkpoint dict but its state dict (ros2_inst3d's training checkpoints
     carry ``config``, ``class_names``, ``epoch``, ``metrics``, ...); {} for a bare state dict."""
+    return _meta(_load_file(path, trust_pickle))
+
+
+def read_checkpoint_with_meta(path: str | Path, trust_pickle: bool = False
+                              ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """:func:`read_checkpoint`'s state dict and :func:`read_checkpoint_meta`'s rest, from one
+    read of the file."""
     obj = _load_file(path, trust_pickle)
+    return _unwrap(obj, str(path))[0], _meta(obj)
+
+
+def _meta(obj: Any) -> dict[str, Any]:
     if _is_state_dict(obj) or not isinstance(obj, Mapping):
         return {}
     return {k: v for k, v in obj.items() if k not in CONTAINER_KEYS}
