@@ -499,10 +499,11 @@ def _train_process(cfg, resume: Path | None, device: str | None, quiet: bool) ->
 
 
 def cmd_export_weights(args: argparse.Namespace) -> int:
-    """``ros2-inst3d export-weights CKPT OUT [--half]``."""
+    """``ros2-inst3d export-weights CKPT OUT [--half] [--model-config YAML]``."""
     from .train import export_weights
 
-    out = export_weights(args.checkpoint_file, args.out, half=args.half)
+    out = export_weights(args.checkpoint_file, args.out, half=args.half,
+                         model_config=args.model_config)
     size = out.stat().st_size / 2**20
     print(f"wrote {out} ({size:.2f} MiB, {'float16' if args.half else 'float32'} weights)")
     return 0
@@ -551,6 +552,9 @@ def add_train_commands(sub) -> None:
     p.add_argument("checkpoint_file", type=Path, metavar="CKPT", help="best.pth or latest.pth")
     p.add_argument("out", type=Path, metavar="OUT", help="e.g. models/softgroup_synthetic.pth")
     p.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
+    p.add_argument("--model-config", type=Path, metavar="YAML",
+                   help="embed this model YAML instead of the trained config: post-processing "
+                   "settings calibrated after training (the network must be the same)")
     p.set_defaults(func=cmd_export_weights)
 
     p = sub.add_parser(

@@ -477,14 +477,21 @@ def save_checkpoint(path: Path, model: Any, cfg: TrainConfig, class_names: list[
     return path
 
 
-def export_weights(ckpt: str | Path, out: str | Path, half: bool = False) -> Path:
+def export_weights(ckpt: str | Path, out: str | Path, half: bool = False,
+                   model_config: str | Path | None = None) -> Path:
     """Write the shipping copy of a training checkpoint: ``net`` (floating tensors as float32,
     or float16 with ``half``, except tensors beyond float16's range), ``config``,
     ``class_names``, ``epoch``, ``iteration``, ``metrics``; no optimizer or scheduler state. Loadable with ``torch.load(weights_only=True)`` and by
-    ``model/checkpoint.py`` (the ``net`` container)."""
+    ``model/checkpoint.py`` (the ``net`` container).
+
+    model_config: a model YAML whose ``model:`` mapping replaces the trained one, for
+    post-processing settings calibrated after training (bandwidths, thresholds); the network it
+    builds must hold exactly the trained tensors, with their shapes, or nothing is written."""
     import torch
 
     source = read_training_checkpoint(ckpt)
+    if model_config is not None:
+        source["config"] = _replacement_config(source, model_config, ckpt)
     dtype = torch.float16 if half else torch.float32
     half_max = torch.finfo(torch.float16).max
     net = {}
@@ -497,6 +504,28 @@ def export_weights(ckpt: str | Path, out: str | Path, half: bool = False) -> Pat
     slim = {k: source[k] for k in EXPORT_KEYS if k != "net"}
     slim = {"net": net, **to_plain(slim)}
     return _save_weights(slim, out)
+
+
+def _replacement_config(source: Mapping[str, Any], model_config: str | Path,
+                        ckpt: str | Path) -> dict[str, Any]:
+    """``model_config``'s ``model:`` mapping, checked to build a network of the same method whose
+    tensors are exactly ``source["net"]``'s (names and shapes)."""
+    from .model.registry import build_network, load_model_config
+
+    config = load_model_config(model_config)
+    trained = source.get("config") or {}
+    if config.get("name") != trained.get("name"):
+        raise ConfigError(f"{model_config} is a {config.get('name')!r} model, {ckpt} holds "
+                          f"{trained.get('name')!r}")
+    expected = {k: tuple(v.shape) for k, v in build_network(config, device="meta")
+                .state_dict().items()}
+    held = {k: tuple(v.shape) for k, v in source["net"].items()}
+    if expected != held:
+        differ = sorted(set(expected.items()) ^ set(held.items()))
+        raise ConfigError(f"{model_config} builds another network than {ckpt} holds "
+                          f"({len(differ)} tensors differ, e.g. {differ[0][0]}); only settings "
+                          "that leave the tensors alone can replace the trained config")
+    return config
 
 
 def _save_weights(weights: dict[str, Any], out: str | Path) -> Path:

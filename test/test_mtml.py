@@ -24,7 +24,7 @@ def tiny(seed: int = 0, **overrides) -> MTML:
 
 def test_synthetic_config_builds():
     model = build_network(load_model_config(REPO / "config" / "models" / "mtml_synthetic.yaml"))
-    assert isinstance(model, MTML) and model.bandwidths == [0.5, 0.75, 1.0]
+    assert isinstance(model, MTML) and model.bandwidths == [1.0, 1.5] and model.split_radius == 0.3
 
 
 def test_bad_margins_are_refused():
@@ -70,8 +70,24 @@ def test_score_clusters_by_direction_consistency_and_coherence():
     assert score.tolist() == pytest.approx([1.0, 1.0])
 
 
-def test_predict_returns_valid_deterministic_proposals():
-    model = tiny(bandwidths=[4.0, 8.0], score_thresh=-1.0).eval()
+def test_split_clusters_proposes_the_spatial_parts_of_a_cluster():
+    model = tiny(split_radius=0.2)
+    # Cluster 0 holds two groups 2 m apart (one embedding mode, two objects); cluster 1 is one
+    # connected group; row 6 belongs to no cluster and stays out.
+    xyz = torch.tensor([[0.0, 0, 0], [0.1, 0, 0], [2.0, 0, 0], [2.1, 0, 0],
+                        [5.0, 0, 0], [5.15, 0, 0], [5.05, 0, 0]])
+    cluster = torch.tensor([0, 0, 0, 0, 1, 1, -1])
+    (parts,) = model.split_clusters([cluster], xyz)
+    assert parts.tolist() == [0, 0, 1, 1, 2, 2, -1]
+    # A clustering whose clusters are all connected proposes nothing new.
+    assert model.split_clusters([torch.tensor([0, 0, 1, 1, 2, 2, -1])], xyz) == []
+    with pytest.raises(ValueError, match="split_radius"):
+        tiny(split_radius=-1.0)
+
+
+@pytest.mark.parametrize("split_radius", [0.0, 0.1])
+def test_predict_returns_valid_deterministic_proposals(split_radius):
+    model = tiny(bandwidths=[4.0, 8.0], score_thresh=-1.0, split_radius=split_radius).eval()
     batch = collate([box_scene(0), box_scene(1)], VOXEL)
     with torch.no_grad():
         model.semantic_linear[-1].bias[4] += 20.0  # every voxel a chair: all are clustered

@@ -246,6 +246,30 @@ def test_export_weights_half_keeps_out_of_range_tensors_float32(trained, tmp_pat
     assert others and all(v.dtype == torch.float16 for v in others)
 
 
+def test_export_weights_with_a_calibrated_model_config(trained, tmp_path, capsys):
+    """Post-processing settings chosen after training replace the trained config; a YAML that
+    builds another network (or method) is refused and nothing is written."""
+    name, data, result = trained
+    calibrated = {**data["model"], "ignore_label": -99}
+    (tmp_path / "calibrated.yaml").write_text(yaml.safe_dump({"model": calibrated}))
+    out = export_weights(result.latest, tmp_path / "slim.pth",
+                         model_config=tmp_path / "calibrated.yaml")
+    slim = torch.load(out, map_location="cpu", weights_only=True)
+    assert slim["config"] == calibrated
+    build_network(slim["config"]).load_state_dict(slim["net"], strict=True)
+
+    (tmp_path / "wide.yaml").write_text(yaml.safe_dump(
+        {"model": {**data["model"], "channels": data["model"]["channels"] + 4}}))
+    with pytest.raises(ConfigError, match="builds another network"):
+        export_weights(result.latest, tmp_path / "wide.pth", model_config=tmp_path / "wide.yaml")
+    other = "pointgroup" if name == "softgroup" else "softgroup"
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({"model": {**data["model"], "name": other}}))
+    assert main(["export-weights", str(result.latest), str(tmp_path / "other.pth"),
+                 "--model-config", str(tmp_path / "other.yaml")]) != 0
+    assert f"holds '{name}'" in capsys.readouterr().err
+    assert not (tmp_path / "wide.pth").exists() and not (tmp_path / "other.pth").exists()
+
+
 @pytest.mark.parametrize("channels", [12, 16])
 def test_widen_weights_keeps_the_function(trained, scene_dirs, tmp_path, channels):
     """Net2Net: the wide network predicts what the trained narrow one does (the U-Net's skip

@@ -18,8 +18,12 @@ voxels predicted as thing classes, once per bandwidth of ``bandwidths``; every c
 proposal, scored by its direction consistency (mean cosine between the predicted directions and
 the vectors to the cluster's centre, clamped at 0) times its embedding coherence (fraction of
 its embeddings within ``delta_v`` of their mean); class = the most frequent predicted semantic
-class among its voxels; class-agnostic greedy mask NMS at ``nms_iou``. Not reproduced: the
-connected-component split proposals and the object-size prior of the paper's final score.
+class among its voxels; class-agnostic greedy mask NMS at ``nms_iou``. The paper's "connected
+components for suggested splitting": every cluster that falls apart in space (voxels linked
+within ``split_radius``) also proposes its parts, scored the same way, so NMS keeps whichever
+the direction and embedding scores prefer. The embedding alone does not know where a voxel is:
+two distant chairs can share a mode, and bandwidths wide enough to keep one chair whole merge
+them. Not reproduced: the object-size prior of the paper's final score.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ class MTML(InstanceNetwork):
     0.001, 0.5, 1). bandwidths: mean-shift bandwidths, each giving one proposal set (embedding
     units). max_seeds / mean_shift_iters: mean-shift cost caps. min_points: smallest instance,
     points. nms_iou: mask NMS threshold. score_thresh: proposals scoring at most this are
-    dropped.
+    dropped. split_radius: metres; voxels of one cluster closer than this are connected, and a
+    cluster with several connected parts also proposes each part (0 = no split proposals).
     """
 
     name = "mtml"
@@ -62,7 +67,8 @@ class MTML(InstanceNetwork):
                  delta_d: float = 1.5, gamma_reg: float = 0.001, alpha_fe: float = 0.5,
                  alpha_dir: float = 1.0, bandwidths: Sequence[float] = (0.5, 0.75, 1.0),
                  max_seeds: int = 256, mean_shift_iters: int = 15, min_points: int = 40,
-                 nms_iou: float = 0.3, score_thresh: float = 0.05) -> None:
+                 nms_iou: float = 0.3, score_thresh: float = 0.05,
+                 split_radius: float = 0.0) -> None:
         super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
                          semantic_only, with_coords, voxel_size)
         if not 0 < instance_classes <= semantic_classes:
@@ -83,6 +89,9 @@ class MTML(InstanceNetwork):
         self.min_points = int(min_points)
         self.nms_iou = float(nms_iou)
         self.score_thresh = float(score_thresh)
+        if split_radius < 0:
+            raise ValueError(f"split_radius must be >= 0 metres, got {split_radius}")
+        self.split_radius = float(split_radius)
         self.semantic_linear = MLP(channels, semantic_classes, norm=True)
         if not semantic_only:
             self.embedding_linear = MLP(channels, self.embedding_dim, norm=True)
@@ -180,6 +189,25 @@ class MTML(InstanceNetwork):
         votes.index_put_((cid, cls), torch.ones_like(cosine), accumulate=True)
         return consistency * coherence, votes.argmax(1)
 
+    def split_clusters(self, clusters: Sequence[torch.Tensor], xyz: torch.Tensor
+                       ) -> list[torch.Tensor]:
+        """The spatial parts of ``clusters`` (each (V,) ids, -1 none) over voxels at ``xyz``
+        (V, 3) metres: one clustering per input whose clusters fall apart into more parts
+        (voxels of one cluster closer than ``split_radius`` are connected).
+
+        Spatial only: also splitting by predicted class (tried, session 8) cut objects along
+        semantic noise, and those fragments outscored the whole objects (6 validation rooms:
+        51 against 58 of 150 objects found at IoU 0.5)."""
+        parts = []
+        for cluster in clusters:
+            if cluster.numel() == 0 or int(cluster.max()) < 0:
+                continue
+            split = ops.cluster_points(xyz.float().contiguous(), cluster, self.split_radius,
+                                       min_size=1, max_neighbors=64)
+            if int(split.max()) > int(cluster.max()):
+                parts.append(split)
+        return parts
+
     @torch.no_grad()
     def predict(self, batch: dict[str, Any]) -> list[Proposals]:
         """Instances of every cloud of ``batch`` (eval mode): per item, mean-shift proposals of
@@ -210,6 +238,8 @@ class MTML(InstanceNetwork):
             emb = out["embedding"][rows].float().contiguous()
             clusters = [ops.mean_shift(emb, bw, max_iters=self.mean_shift_iters,
                                        max_seeds=self.max_seeds) for bw in self.bandwidths]
+            if self.split_radius > 0:
+                clusters += self.split_clusters(clusters, out["voxel_xyz"][rows])
             timing["grouping"] += clock.lap()
             # Voxel → item point masks: point p of the item is in cluster c when its voxel is.
             voxel_slot = torch.full((v1 - v0,), -1, dtype=torch.int64, device=device)
