@@ -112,3 +112,22 @@ def test_mtml_learns_a_box_scene():
     assert last["var_loss"] + last["dist_loss"] < 0.5 * (first["var_loss"] + first["dist_loss"])
     assert last["dir_loss"] < first["dir_loss"] - 0.2
     assert last["semantic_loss"] < 0.75 * first["semantic_loss"]
+
+
+def test_calibration_settings_parse_and_refuse_unknown_keys():
+    """benchmarks/mtml_calibrate.py: each --set names post-processing attributes that exist on
+    MTML, so a typo cannot silently calibrate nothing."""
+    import argparse
+    import importlib.util
+
+    script = REPO / "benchmarks" / "mtml_calibrate.py"
+    spec = importlib.util.spec_from_file_location("mtml_calibrate_under_test", script)
+    calibrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibrate)
+    assert calibrate.parse_setting("bandwidths=1.0 1.5,split_radius=0.3,min_points=300") == {
+        "bandwidths": [1.0, 1.5], "split_radius": 0.3, "min_points": 300}
+    model = tiny()
+    assert all(hasattr(model, key) for key in calibrate.SETTINGS)
+    for bad in ("split_radious=0.3", "min_points=many", "nms_iou"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            calibrate.parse_setting(bad)
