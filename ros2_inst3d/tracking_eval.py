@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -202,14 +202,11 @@ class SequenceRun:
     tracking_ms: list[float] = field(default_factory=list)
 
 
-def replay_sequence(seq: Any, cfg: Any, segmenter: Any, min_gt_points: int | None = None
-                    ) -> SequenceRun:
-    """Replay ``seq`` (a ``ScanSequence``) through a fresh pipeline, segmenting after every scan.
-
-    ``cfg``: the pipeline config (its fixed frame is replaced by the sequence's, the trigger by
-    every scan); ``segmenter``: a :class:`~ros2_inst3d.segmenter.Segmenter` (reused across
-    sequences). min_gt_points: presence threshold, default ``cfg.segment.min_points``.
-    """
+def _stream_results(seq: Any, cfg: Any, segmenter: Any
+                    ) -> Iterator[tuple[Any, int, np.ndarray]]:
+    """Replay ``seq`` through a fresh pipeline configured by ``cfg``, segmenting after every scan;
+    yields each result's ``Instances``, its newest scan's stamp and the ground-truth instance of
+    each of its cloud's points (negative: none)."""
     from scipy.spatial import cKDTree
 
     from .cloud import encode_xyz, ns_to_stamp
@@ -218,9 +215,6 @@ def replay_sequence(seq: Any, cfg: Any, segmenter: Any, min_gt_points: int | Non
     from .pipeline import StreamPipeline
     from .transforms import apply_transform
 
-    cfg = cfg.replace(**{"input.fixed_frame": seq.fixed_frame, "segment.rate_hz": 0.0,
-                         "segment.every_n_scans": 1})
-    min_gt = cfg.segment.min_points if min_gt_points is None else int(min_gt_points)
     segmenter.cfg = cfg
     pipe = StreamPipeline(cfg, segmenter)
     factory = MessageFactory.for_rosbags(make_typestore("humble"))
@@ -234,7 +228,6 @@ def replay_sequence(seq: Any, cfg: Any, segmenter: Any, min_gt_points: int | Non
     room = np.concatenate([apply_transform(seq.poses[s], seq.scan(s)[0])
                            for s in range(seq.num_scans)]) if seq.num_scans else np.zeros((0, 3))
     tree = cKDTree(room)
-    run = SequenceRun()
     for s in range(seq.num_scans):
         xyz, rgb, stamp_ns, _ = seq.scan(s)
         header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, stamp_ns),
@@ -247,11 +240,63 @@ def replay_sequence(seq: Any, cfg: Any, segmenter: Any, min_gt_points: int | Non
             continue
         inst = result.instances
         dist, nearest = tree.query(inst.xyz, k=1)
-        gt = np.where(dist <= GT_LOOKUP_TOLERANCE_M, seq.instance[nearest], -1)
+        yield inst, result.newest_stamp_ns, np.where(dist <= GT_LOOKUP_TOLERANCE_M,
+                                                     seq.instance[nearest], -1)
+
+
+def _sequence_cfg(seq: Any, cfg: Any, **overrides: Any) -> Any:
+    return cfg.replace(**{"input.fixed_frame": seq.fixed_frame, "segment.rate_hz": 0.0,
+                          "segment.every_n_scans": 1, **overrides})
+
+
+def replay_sequence(seq: Any, cfg: Any, segmenter: Any, min_gt_points: int | None = None
+                    ) -> SequenceRun:
+    """Replay ``seq`` (a ``ScanSequence``) through a fresh pipeline, segmenting after every scan.
+
+    ``cfg``: the pipeline config (its fixed frame is replaced by the sequence's, the trigger by
+    every scan); ``segmenter``: a :class:`~ros2_inst3d.segmenter.Segmenter` (reused across
+    sequences). min_gt_points: presence threshold, default ``cfg.segment.min_points``.
+    """
+    cfg = _sequence_cfg(seq, cfg)
+    min_gt = cfg.segment.min_points if min_gt_points is None else int(min_gt_points)
+    run = SequenceRun()
+    for inst, _, gt in _stream_results(seq, cfg, segmenter):
         run.frames.append(frame_of(gt, inst.ids, inst.indices, min_gt))
         run.segment_ms.append(inst.timing_ms.get("total", float("nan")))
         run.tracking_ms.append(inst.timing_ms.get("tracking", float("nan")))
     return run
+
+
+@dataclass
+class RecordedResult:
+    """One untracked result of :func:`record_sequence`: what the tracker would have received."""
+
+    instances: Any          # Instances, ids per result
+    stamp_ns: int           # the newest scan's stamp, the tracker's clock
+    gt: np.ndarray          # (N,) ground-truth instance per point of the result's cloud
+    min_gt_points: int
+
+
+def record_sequence(seq: Any, cfg: Any, segmenter: Any) -> list[RecordedResult]:
+    """:func:`replay_sequence` with tracking off, keeping every result, so that
+    :func:`track_recorded` can score many tracking settings on one segmentation pass (the
+    tracker only sees the results and their stamps: the same frames as a pipeline that tracks)."""
+    cfg = _sequence_cfg(seq, cfg, **{"tracking.enabled": False})
+    return [RecordedResult(inst, stamp_ns, gt, cfg.segment.min_points)
+            for inst, stamp_ns, gt in _stream_results(seq, cfg, segmenter)]
+
+
+def track_recorded(results: Sequence[RecordedResult], tracking_cfg: Any) -> list[Frame]:
+    """The frames a pipeline with ``tracking_cfg`` (a ``TrackingConfig``) produces from
+    ``results``."""
+    from .tracking import Tracker
+
+    tracker = Tracker(tracking_cfg)
+    frames = []
+    for rec in results:
+        inst = tracker.update(rec.instances, rec.stamp_ns).instances
+        frames.append(frame_of(rec.gt, inst.ids, inst.indices, rec.min_gt_points))
+    return frames
 
 
 def replay_sequences(sequences: Sequence[Any], cfg: Any, segmenter: Any
