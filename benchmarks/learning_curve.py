@@ -63,14 +63,19 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for run in dict.fromkeys(row["run"] for row in rows):
+        colours = plt.get_cmap("tab10" if len(set(r["run"] for r in rows)) <= 10 else "tab20")
+        for i, run in enumerate(dict.fromkeys(row["run"] for row in rows)):
             mine = [row for row in rows if row["run"] == run]
             hours = [row["cpu_hours"] for row in mine]
-            for ax, keys in zip(axes, (("mIoU", "offset_within"), ("AP50", "agnostic_AP50"))):
-                for key in keys:
+            # A stage-2 run's point-wise metrics are its frozen stage 1's: plot its AP only.
+            stage2 = all("AP50" in row for row in mine)
+            panels = ((axes[1], ("AP50", "agnostic_AP50")),) if stage2 else \
+                ((axes[0], ("mIoU", "offset_within")),)
+            for ax, keys in panels:
+                for key, style in zip(keys, ("-", "--")):
                     if all(key in row for row in mine):
-                        ax.plot(hours, [row[key] for row in mine], marker="o",
-                                label=f"{run}: {key}")
+                        ax.plot(hours, [row[key] for row in mine], style, marker="o",
+                                color=colours(i % colours.N), label=f"{run}: {key}")
         for ax, title in zip(axes, ("stage 1: point-wise", "stage 2: instances")):
             ax.set_xlabel("CPU-hours of the run")
             ax.set_title(title)
