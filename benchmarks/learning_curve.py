@@ -63,8 +63,9 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        colours = plt.get_cmap("tab10" if len(set(r["run"] for r in rows)) <= 10 else "tab20")
-        for i, run in enumerate(dict.fromkeys(row["run"] for row in rows)):
+        runs = list(dict.fromkeys(row["run"] for row in rows))
+        colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
+        for i, run in enumerate(runs):
             mine = [row for row in rows if row["run"] == run]
             hours = [row["cpu_hours"] for row in mine]
             # A stage-2 run's point-wise metrics are its frozen stage 1's: plot its AP only.

@@ -14,27 +14,27 @@ Validation seeds, so the test sequences of the benchmark stay unseen by the choi
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
+import yaml
 from tqdm import tqdm
 
 from ros2_inst3d.bench import bench_point_model
 from ros2_inst3d.config import Config
+from ros2_inst3d.errors import ConfigError
 from ros2_inst3d.segmenter import Segmenter
 from ros2_inst3d.synthetic.scene import generate_scene, split_seed
 from ros2_inst3d.tracking_eval import (MotCounts, mot_counts, record_sequence, sequence_params,
                                        track_recorded)
 
 
-def parse_setting(text: str) -> tuple[str, float]:
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``tracking.<name>=<value>``; the value is read as YAML (3, 120.0, false), as in a parameter
+    file, and checked against the schema by ``Config.replace``."""
     key, sep, value = text.partition("=")
     if not sep or not key.startswith("tracking."):
-        raise argparse.ArgumentTypeError(f"expected tracking.<name>=<number>, got {text!r}")
-    for kind in (int, float):     # int first: tracking.min_hits is an integer parameter
-        try:
-            return key, kind(value)
-        except ValueError:
-            pass
-    raise argparse.ArgumentTypeError(f"{key}: {value!r} is not a number")
+        raise argparse.ArgumentTypeError(f"expected tracking.<name>=<value>, got {text!r}")
+    return key, yaml.safe_load(value)
 
 
 def main() -> None:
@@ -43,12 +43,15 @@ def main() -> None:
     parser.add_argument("--model", default="softgroup")
     parser.add_argument("--sequences", type=int, default=6)
     parser.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[],
-                        help="tracking.<name>=<number>, tried alone against the defaults")
+                        help="tracking.<name>=<value>, tried alone against the defaults")
     args = parser.parse_args()
     base = Config().replace(**{"model.name": args.model, "model.device": "cpu"})
     configs = [("defaults", base)]
     for key, value in args.settings:
-        configs.append((f"{key}={value:g}", base.replace(**{key: value})))   # validates now
+        try:
+            configs.append((f"{key}={value}", base.replace(**{key: value})))
+        except ConfigError as exc:     # before any segmentation
+            parser.error(str(exc))
     params = sequence_params(args.sensor)
     seeds = [split_seed("val", i) for i in range(args.sequences)]
     segmenter = Segmenter(base, bench_point_model(args.model, "cpu")[0])

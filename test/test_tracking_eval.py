@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import REPO
+
 from ros2_inst3d.tracking_eval import (Frame, bench_tracking, format_tracking, frame_of,
                                        mot_counts, record_sequence, replay_sequence,
                                        sequence_params, track_recorded)
@@ -108,3 +110,20 @@ def test_recorded_results_retracked_offline_equal_the_tracking_pipeline():
     # Another setting changes the frames (min_hits 4 publishes fewer tracks after warm-up).
     fewer = track_recorded(recorded, cfg.replace(**{"tracking.min_hits": 4}).tracking)
     assert sum(len(f.hyp_ids) for f in fewer) < sum(len(f.hyp_ids) for f in offline)
+
+
+def test_sweep_settings_are_read_as_yaml_values_of_tracking_parameters():
+    import argparse
+    import importlib.util
+
+    script = REPO / "benchmarks" / "tracking_sweep.py"
+    spec = importlib.util.spec_from_file_location("tracking_sweep_under_test", script)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    assert sweep.parse_setting("tracking.min_hits=3") == ("tracking.min_hits", 3)
+    assert sweep.parse_setting("tracking.max_age_s=120.5") == ("tracking.max_age_s", 120.5)
+    assert sweep.parse_setting("tracking.publish_remembered=false") == \
+        ("tracking.publish_remembered", False)
+    for bad in ("segment.min_points=10", "tracking.min_hits"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            sweep.parse_setting(bad)
