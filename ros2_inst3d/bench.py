@@ -137,7 +137,7 @@ def default_devices() -> list[str]:
     return ["cpu"] + (["cuda"] if cuda_usable() else [])
 
 
-def bench_point_model(name: str, device: str = "cpu") -> tuple[Any, str]:
+def bench_point_model(name: str, device: str = "cpu", cpu_threads: int = 0) -> tuple[Any, str]:
     """The model ``name`` for the pipeline benchmark and a description of its weights.
 
     A model-free method needs none. A learned model uses its shipped demo weights when this installation
@@ -158,12 +158,15 @@ def bench_point_model(name: str, device: str = "cpu") -> tuple[Any, str]:
 
     weights = shipped_weights(name)
     if weights is not None:
-        return (LearnedModel.from_config(ModelConfig(name=name, device=device)),
+        return (LearnedModel.from_config(ModelConfig(name=name, device=device,
+                                                     cpu_threads=cpu_threads)),
                 f"shipped {weights.name}")
     import torch
 
     from .model.registry import build_network, load_model_config
 
+    if cpu_threads > 0:
+        torch.set_num_threads(cpu_threads)
     yaml_path = shipped_model_config(name)
     torch.manual_seed(0)
     network = build_network(load_model_config(yaml_path))
@@ -176,17 +179,21 @@ def bench_point_model(name: str, device: str = "cpu") -> tuple[Any, str]:
 
 
 def bench_pipeline(seed: int = BENCH_SCENE_SEED, repeats: int = 3, model: str = "geometric",
-                   device: str = "cpu", scene: Any = None) -> dict:
+                   device: str = "cpu", scene: Any = None, cpu_threads: int | None = None
+                   ) -> dict:
     """Per-stage time of the node's path on one generated room, as one scan.
 
     Stages (:data:`PIPELINE_STAGES`): decode (PointCloud2 → Scan), accumulate (add + cloud()
     with dedupe), the segmenter's own (crop, the model's stages, fusion) and encode (labelled
     PointCloud2 + InstanceArray). One untimed warm-up run, then medians of wall time over
-    ``repeats`` runs; each stage's share is its median over the sum of the medians.
+    ``repeats`` runs; each stage's share is its median over the sum of the medians. ``cpu_ms``
+    is the median CPU time of the whole process (all its threads) per run: threads that wait
+    for a core they share with other processes show there.
 
-    scene: a generated ``Scene`` to reuse (default ``generate_scene(seed)``). Returns ``{model,
-    device, weights, points, accumulated_points, instances, total_ms, stages: {name: {ms,
-    share}}}`` with only the stages the model has, in table order.
+    scene: a generated ``Scene`` to reuse (default ``generate_scene(seed)``). cpu_threads: the
+    learned model's ``model.cpu_threads`` (default: the config default). Returns ``{model,
+    device, cpu_threads, weights, points, accumulated_points, instances, total_ms, cpu_ms,
+    stages: {name: {ms, share}}}`` with only the stages the model has, in table order.
     """
     from .cloud import decode, encode_xyz, ns_to_stamp
     from .config import Config
@@ -201,7 +208,9 @@ def bench_pipeline(seed: int = BENCH_SCENE_SEED, repeats: int = 3, model: str = 
     header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, 1), frame_id="map")
     msg = encode_xyz(factory, header, scene.xyz, scene.rgb)
     cfg = Config().replace(**{"model.name": model, "model.device": device})
-    point_model, weights = bench_point_model(model, device)
+    if cpu_threads is not None:
+        cfg = cfg.replace(**{"model.cpu_threads": int(cpu_threads)})
+    point_model, weights = bench_point_model(model, device, cfg.model.cpu_threads)
     segmenter = Segmenter(cfg, point_model)
     stages: dict[str, list[float]] = {}
 
@@ -210,8 +219,10 @@ def bench_pipeline(seed: int = BENCH_SCENE_SEED, repeats: int = 3, model: str = 
         stages.setdefault(name, []).append((now - since) * 1e3)
         return now
 
+    cpu_ms: list[float] = []
     for _ in range(repeats + 1):
         pipe = StreamPipeline(cfg, segmenter)
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         scan = decode(msg)
         t0 = record("decode", t0)
@@ -226,35 +237,44 @@ def bench_pipeline(seed: int = BENCH_SCENE_SEED, repeats: int = 3, model: str = 
         labelled_cloud(factory, inst, header)
         instance_array(factory, inst, header, 1, model)
         record("encode", t0)
+        cpu_ms.append((time.process_time() - cpu0) * 1e3)
     # The first run (lazy imports, allocator and kernel warm-up) is not timed.
     medians = {name: statistics.median(v[1:]) for name, v in stages.items()}
     order = [s for s in PIPELINE_STAGES if s in medians] + sorted(set(medians) - set(PIPELINE_STAGES))
     total = sum(medians.values())
     return {"model": model, "device": device if model != "geometric" else "cpu",
+            "cpu_threads": int(cfg.model.cpu_threads),
             "weights": weights, "points": len(scene.xyz),
             "accumulated_points": len(cloud.xyz), "instances": int(inst.num_instances),
-            "total_ms": total,
+            "total_ms": total, "cpu_ms": statistics.median(cpu_ms[1:]),
             "stages": {name: {"ms": medians[name], "share": medians[name] / total}
                        for name in order}}
 
 
 def bench_methods(models: Sequence[str] = PIPELINE_MODELS, devices: Sequence[str] = ("cpu",),
-                  repeats: int = 3, seed: int = BENCH_SCENE_SEED, progress: bool = False
-                  ) -> dict:
+                  repeats: int = 3, seed: int = BENCH_SCENE_SEED, progress: bool = False,
+                  cpu_threads: Sequence[int] | None = None) -> dict:
     """:func:`bench_pipeline` of every model on every device, on one generated room.
 
     The geometric baseline is numpy-only and runs once (on CPU) whatever ``devices`` says.
-    Returns ``{scene: {seed, points}, stages: PIPELINE_STAGES, runs: [bench_pipeline ...]}``.
+    cpu_threads: torch CPU thread counts to time each learned model on (``model.cpu_threads``;
+    default: the config default only). Returns ``{scene: {seed, points}, stages:
+    PIPELINE_STAGES, runs: [bench_pipeline ...]}``.
     """
     from .synthetic.scene import generate_scene
 
     scene = generate_scene(seed)
     runs = []
+    thread_counts = list(cpu_threads) if cpu_threads else [None]
     for model in models:
         for device in (["cpu"] if model == "geometric" else devices):
-            if progress:
-                print(f"pipeline: {model} on {device} ...", flush=True)
-            runs.append(bench_pipeline(seed, repeats, model, device, scene=scene))
+            for threads in ([None] if model == "geometric" or device != "cpu"
+                            else thread_counts):
+                if progress:
+                    extra = "" if threads is None else f" with {threads} torch thread(s)"
+                    print(f"pipeline: {model} on {device}{extra} ...", flush=True)
+                runs.append(bench_pipeline(seed, repeats, model, device, scene=scene,
+                                           cpu_threads=threads))
     return {"scene": {"seed": int(seed), "points": len(scene.xyz)},
             "stages": list(PIPELINE_STAGES), "repeats": int(repeats), "runs": runs}
 
@@ -263,7 +283,10 @@ def format_pipeline(report: dict) -> str:
     """The pipeline report as a table: one row per stage, ms and share per model/device ('-'
     where a method has no such stage), then the total and each run's weights."""
     runs = report["runs"]
-    heads = [f"{r['model']}/{r['device']}" for r in runs]
+    several = len({(r["model"], r["device"]) for r in runs}) < len(runs)
+    heads = [f"{r['model']}/{r['device']}"
+             + (f"/{r['cpu_threads']}t" if several and r["model"] != "geometric" else "")
+             for r in runs]
     width = max([16, *(len(h) + 2 for h in heads)])
     desc = max(len(d) for d in STAGE_DESCRIPTIONS.values())
     first = runs[0] if runs else {"points": report["scene"]["points"], "accumulated_points": 0}
@@ -285,6 +308,8 @@ def format_pipeline(report: dict) -> str:
         lines.append(f"{name:<12}{STAGE_DESCRIPTIONS.get(name, ''):<{desc + 2}}" + "".join(cells))
     lines.append(f"{'total':<12}{'':<{desc + 2}}"
                  + "".join(f"{r['total_ms']:>{width - 8}.1f}{1:>8.0%}" for r in runs))
+    lines.append(f"{'cpu':<12}{'process CPU time per run':<{desc + 2}}"
+                 + "".join(f"{r['cpu_ms']:>{width - 8}.1f}{'':8}" for r in runs))
     lines.append(f"{'instances':<12}{'':<{desc + 2}}"
                  + "".join(f"{r['instances']:>{width}}" for r in runs))
     lines += [f"weights of {h}: {r['weights']}" for h, r in zip(heads, runs)]

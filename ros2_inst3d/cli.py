@@ -216,6 +216,8 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
 
         report["stream"] = run_stream_benchmarks(args)
         return report
+    if any(n < 1 for n in getattr(args, "cpu_threads", None) or ()):
+        raise ValueError(f"--cpu-threads takes thread counts >= 1, got {args.cpu_threads}")
     pipeline_only = getattr(args, "pipeline", False)
     if not pipeline_only:
         report["decode"] = []
@@ -237,7 +239,7 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
             devices=getattr(args, "devices", None) or default_devices(),
             repeats=args.repeats,
             seed=BENCH_SCENE_SEED if getattr(args, "seed", None) is None else args.seed,
-            progress=True)
+            progress=True, cpu_threads=getattr(args, "cpu_threads", None))
         print_pipeline(report["pipeline"])
     if not (getattr(args, "decode", False) or pipeline_only):
         from .ops.bench import bench_ops, format_bench
@@ -366,6 +368,7 @@ def cmd_check_checkpoint(args: argparse.Namespace) -> int:
 
 def add_gen_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``ros2-inst3d gen-data``."""
+    from .synthetic.layout import ROOM_KINDS
     from .synthetic.scene import SPLITS, SceneParams
 
     parser.add_argument("outdir", type=Path, help="output folder (created if missing)")
@@ -387,6 +390,13 @@ def add_gen_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"output resolution in metres (default {SceneParams.voxel_size})")
     parser.add_argument("--small", action="store_true",
                         help="cheap small scenes (3-5 m rooms, coarse camera) for smoke tests")
+    parser.add_argument("--room-kind", choices=ROOM_KINDS, default=None,
+                        help="every room of this kind (default: drawn from the room's size); "
+                        "rare classes (toilet, bathtub, sink, counter, refrigerator) live in "
+                        "bathrooms and kitchens")
+    parser.add_argument("--room-size", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
+                        help="side lengths of the room's bounding rectangle, metres (default "
+                        f"{SceneParams.room_size[0]:g} {SceneParams.room_size[1]:g})")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -409,6 +419,10 @@ def cmd_gen_data(args: argparse.Namespace) -> int:
         changes["sensor"] = "lidar"
     if args.voxel_size is not None:
         changes["voxel_size"] = float(args.voxel_size)
+    if args.room_kind is not None:
+        changes["room_kind"] = args.room_kind
+    if args.room_size is not None:
+        changes["room_size"] = tuple(float(v) for v in args.room_size)
     if changes:
         params = dataclasses.replace(params, **changes)
     t0 = time.perf_counter()
@@ -619,6 +633,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generated room of the pipeline benchmark (default: a ~100k-point one)")
     p.add_argument("--repeats", type=int, default=5,
                    help="timed runs per measurement (default 5)")
+    p.add_argument("--cpu-threads", type=int, nargs="+", metavar="N",
+                   help="time each learned model on CPU with each of these torch thread counts "
+                   "(model.cpu_threads; default: the config's)")
     p.add_argument("--tracking", action="store_true",
                    help="only the tracking benchmark: ID switches, MOTA, IDF1 on generated "
                    "sequences (README: Tracking)")

@@ -202,8 +202,11 @@ class ModelConfig:
         "exist.")
     device: str = param("auto", "Torch device: auto (CUDA when available), cpu, cuda, cuda:N.")
     cpu_threads: int = param(
-        0, "Torch CPU threads; 0 keeps torch's default. Sparse convolution on CPU always runs "
-        "single-threaded (spconv's CPU kernels are racy).", low=0, high=256)
+        1, "Torch CPU threads; 0 keeps torch's default (one per core). 1 because a robot's CPU "
+        "is shared: with other processes busy, torch's threads wait for each other on every "
+        "small grouping op (SoftGroup 13.5 s instead of 0.77 s per 108k-point scan on a loaded "
+        "2-core machine, `bench --pipeline --cpu-threads 1 2`). Sparse convolution on CPU "
+        "always runs single-threaded (spconv's CPU kernels are racy).", low=0, high=256)
 
 
 @dataclass

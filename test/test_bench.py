@@ -15,7 +15,7 @@ from ros2_inst3d.cli import main
 def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     code = main(["bench", "--pipeline", "--models", "geometric", "softgroup", "--devices", "cpu",
-                 "--repeats", "1", "--json", str(out)])
+                 "--cpu-threads", "1", "2", "--repeats", "1", "--json", str(out)])
     return code, json.loads(out.read_text())
 
 
@@ -30,7 +30,12 @@ def test_bench_json_has_one_run_per_method_with_shares_summing_to_one(bench_run)
     assert pipeline["stages"] == list(PIPELINE_STAGES)
     runs = {r["model"]: r for r in pipeline["runs"]}
     assert set(runs) == {"geometric", "softgroup"}
-    for run in runs.values():
+    # one learned run per thread count, the same instances whatever the count
+    learned = [r for r in pipeline["runs"] if r["model"] == "softgroup"]
+    assert [r["cpu_threads"] for r in learned] == [1, 2]
+    assert learned[0]["instances"] == learned[1]["instances"]
+    for run in pipeline["runs"]:
+        assert run["cpu_ms"] > 0.0
         assert run["device"] == "cpu"
         assert run["points"] == pipeline["scene"]["points"]
         assert 0 < run["accumulated_points"] <= run["points"]
@@ -51,10 +56,11 @@ def test_bench_table_marks_stages_a_method_lacks(bench_run):
     _, report = bench_run
     lines = format_pipeline(report["pipeline"]).splitlines()
     rows = {line.split()[0]: line for line in lines if line.split()}
-    assert "geometric/cpu" in lines[1] and "softgroup/cpu" in lines[1]
+    assert lines[1].split()[1:] == ["geometric/cpu", "softgroup/cpu/1t", "softgroup/cpu/2t"]
     planes = rows["planes"].split()
-    assert planes[-1] == "-" and planes[-2].endswith("%")  # geometric has it, softgroup not
+    assert planes[-2:] == ["-", "-"] and planes[-3].endswith("%")  # geometric has it, softgroup not
     backbone = rows["backbone"].split()
-    assert backbone[-1].endswith("%") and backbone[-3] == "-"
+    assert backbone[-1].endswith("%") and backbone[-5] == "-"
+    assert len(rows["cpu"].split()) == len("cpu process CPU time per run".split()) + 3
     assert rows["total"].split()[-1] == "100%"
     assert any("random init" in line or "shipped" in line for line in lines)

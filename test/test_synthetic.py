@@ -340,6 +340,20 @@ def test_gen_data_command(tmp_path, capsys):
     assert "wrote 2 scenes" in capsys.readouterr().out
 
 
+def test_gen_data_room_kind_makes_the_rooms_that_hold_the_rare_classes(tmp_path, capsys):
+    assert main(["gen-data", str(tmp_path / "bath"), "--scenes", "2", "--small", "--quiet",
+                 "--room-kind", "bathroom", "--room-size", "2.5", "4"]) == 0
+    for path in sorted((tmp_path / "bath").glob("*.npz")):
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+        assert meta["room"]["kind"] == "bathroom"
+        assert meta["params"]["room_size"] == [2.5, 4.0]
+        assert "toilet" in {o["class_name"] for o in meta["instances"]}
+    capsys.readouterr()
+    assert main(["gen-data", str(tmp_path / "bad"), "--room-size", "1", "2"]) != 0
+    assert "room_size" in capsys.readouterr().err
+
+
 def test_parallel_generation_writes_the_same_files(tmp_path):
     serial = generate_dataset(tmp_path / "a", 2, seed=20, progress=False, params=SMALL)
     parallel = generate_dataset(tmp_path / "b", 2, seed=20, progress=False, params=SMALL,
