@@ -9,8 +9,8 @@
 #   source scripts/ros_env_setup.sh    # then: segment_node --ros-args --params-file ...
 #
 # Cached: rebuilt only when the pins, msg/, the vendored .msg files, CMakeLists.txt, package.xml,
-# this script or the interpreter change (hash stamp in the venv). The venv sees the system
-# site-packages (torch, numpy, spconv...) and keeps the wheels' bootstrapper .pth, which re-executes
+# this script or the interpreter (or the venv it runs in) change (hash stamp in the venv). The venv
+# sees the site-packages of the Python that built it, a venv's included (torch, numpy, spconv...), and keeps the wheels' bootstrapper .pth, which re-executes
 # every interpreter started from it with LD_LIBRARY_PATH set: never install these wheels into the
 # system Python. The generated ros2_inst3d/msg and *.so are linked into the checkout (gitignored) and
 # the venv's ros2_inst3d is a link to the checkout, so edits to the sources need no rebuild.
@@ -23,7 +23,7 @@ STAMP="$VENV/.inst3d_ros_env_stamp"
 
 stamp() {
   {
-    "$PYTHON" -c 'import sys; print(sys.version)'
+    "$PYTHON" -c 'import sys; print(sys.version, sys.prefix)'
     cat scripts/ros_env.sh scripts/ros_requirements.txt CMakeLists.txt package.xml \
       msg/*.msg ros2_inst3d/interfaces/vision_msgs/*.msg
   } | sha256sum | cut -d' ' -f1
@@ -54,6 +54,12 @@ done
 PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/pip" install -q -r scripts/ros_requirements.txt 2>&1 \
   | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+# --system-site-packages reaches the base interpreter's packages only; when $PYTHON is itself a
+# venv (torch, spconv installed there), its site-packages join through a .pth file.
+"$PYTHON" -c 'import sys, sysconfig
+if sys.prefix != sys.base_prefix:
+    paths = sysconfig.get_paths()
+    print("\n".join(dict.fromkeys([paths["purelib"], paths["platlib"]])))' > "$SITE/inst3d_invoking_env.pth"
 
 # The wheels' exported CMake targets name the include folders of the container that built them.
 py_include="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
