@@ -137,9 +137,11 @@ def default_devices() -> list[str]:
     return ["cpu"] + (["cuda"] if cuda_usable() else [])
 
 
-def bench_point_model(name: str, device: str = "cpu", cpu_threads: int = 0) -> tuple[Any, str]:
+def bench_point_model(name: str, device: str = "cpu", cpu_threads: int | None = None
+                      ) -> tuple[Any, str]:
     """The model ``name`` for the pipeline benchmark and a description of its weights.
 
+    cpu_threads: ``model.cpu_threads`` (default: the config default, as the node runs).
     A model-free method needs none. A learned model uses its shipped demo weights when this installation
     has them (``models/<name>_synthetic.pth``), else weights freshly initialised (torch seed 0)
     from ``config/models/<name>_synthetic.yaml``: the same network and cost per point, but its
@@ -154,19 +156,20 @@ def bench_point_model(name: str, device: str = "cpu", cpu_threads: int = 0) -> t
         return build_point_model(Config().replace(**{"model.name": name})), "none needed"
     from .classes import SCANNET20_CLASSES
     from .model.backbone import resolve_device
-    from .model.inference import LearnedModel, shipped_model_config, shipped_weights
+    from .model.inference import (LearnedModel, apply_cpu_threads, shipped_model_config,
+                                  shipped_weights)
 
+    model_cfg = ModelConfig(name=name, device=device)
+    if cpu_threads is not None:
+        model_cfg = ModelConfig(name=name, device=device, cpu_threads=cpu_threads)
     weights = shipped_weights(name)
     if weights is not None:
-        return (LearnedModel.from_config(ModelConfig(name=name, device=device,
-                                                     cpu_threads=cpu_threads)),
-                f"shipped {weights.name}")
+        return LearnedModel.from_config(model_cfg), f"shipped {weights.name}"
     import torch
 
     from .model.registry import build_network, load_model_config
 
-    if cpu_threads > 0:
-        torch.set_num_threads(cpu_threads)
+    apply_cpu_threads(model_cfg.cpu_threads)
     yaml_path = shipped_model_config(name)
     torch.manual_seed(0)
     network = build_network(load_model_config(yaml_path))

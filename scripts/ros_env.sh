@@ -9,11 +9,12 @@
 #   source scripts/ros_env_setup.sh    # then: segment_node --ros-args --params-file ...
 #
 # Cached: rebuilt only when the pins, msg/, the vendored .msg files, CMakeLists.txt, package.xml,
-# this script or the interpreter (or the venv it runs in) change (hash stamp in the venv). The venv
-# sees the site-packages of the Python that built it, a venv's included (torch, numpy, spconv...), and keeps the wheels' bootstrapper .pth, which re-executes
-# every interpreter started from it with LD_LIBRARY_PATH set: never install these wheels into the
-# system Python. The generated ros2_inst3d/msg and *.so are linked into the checkout (gitignored) and
-# the venv's ros2_inst3d is a link to the checkout, so edits to the sources need no rebuild.
+# this script or the interpreter (or the venv it runs in) change (hash stamp in the venv). The
+# venv sees the site-packages of the Python that built it, a venv's included (torch, numpy,
+# spconv...), and keeps the wheels' bootstrapper .pth, which re-executes every interpreter
+# started from it with LD_LIBRARY_PATH set: never install these wheels into the system Python.
+# The generated ros2_inst3d/msg and *.so are linked into the checkout (gitignored) and the venv's
+# ros2_inst3d is a link to the checkout, so edits to the sources need no rebuild.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"

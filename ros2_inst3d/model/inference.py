@@ -136,6 +136,15 @@ def network_config_for_checkpoint(model_cfg: ModelConfig, meta: Mapping[str, Any
     return load_model_config(path), str(path)
 
 
+def apply_cpu_threads(count: int) -> None:
+    """Set torch's CPU threads to ``model.cpu_threads`` (0 keeps torch's default). Process-wide:
+    every learned model built afterwards in this process shares it."""
+    import torch
+
+    if count > 0:
+        torch.set_num_threads(count)
+
+
 def _is_cuda_oom(err: BaseException) -> bool:
     import torch
 
@@ -213,8 +222,7 @@ class LearnedModel:
         from .backbone import resolve_device
 
         device = resolve_device(model_cfg.device)
-        if model_cfg.cpu_threads > 0:
-            torch.set_num_threads(model_cfg.cpu_threads)
+        apply_cpu_threads(model_cfg.cpu_threads)
         network = build_network(net_cfg)
         try:
             load_checkpoint(network, path, strict=True)
