@@ -21,7 +21,9 @@ Checkpoints (``latest.pth``, ``best.pth`` by validation AP, ``epoch_XXX.pth`` wh
 ``{'net', 'config', 'class_names', 'epoch', 'iteration', 'optimizer', 'scheduler',
 'train_config', 'metrics'}`` holding only tensors and plain Python values, so
 ``torch.load(weights_only=True)`` reads them. ``epoch`` is the number of finished epochs (the
-epoch a ``--resume`` continues with), ``iteration`` the number of finished optimizer steps.
+epoch a ``--resume`` continues with), ``iteration`` the number of finished optimizer steps; a
+checkpoint written inside an epoch (``save_every_iters``) also holds ``rng``, the global random
+states, and its ``iteration`` is past the start of epoch ``epoch``.
 :func:`export_weights` (``ros2-inst3d export-weights``) writes the slim shipping copy.
 ``metrics`` holds ``train`` (the last epoch's mean losses), ``val`` (the last validation: AP,
 AP50, AP25, RC50, mCov, mPrec50, mRec50, num_scenes, per-class AP/AP50/num_gt/num_pred) and
@@ -34,15 +36,18 @@ or ``resume``; ``iter`` per optimizer step (``epoch`` 1-based, ``iteration`` = s
 ``num_points``, ``num_voxels``); ``epoch`` (mean parts); ``val`` (the metrics above); ``end``.
 
 Determinism: every random draw derives from ``train.seed`` and the epoch (augmentation per scene
-and epoch, the shuffle order, torch's global generator), and only finished epochs are
-checkpointed, so a resumed run repeats the iterations an uninterrupted run would have done
-(on CPU, where spconv runs single-threaded, bit for bit).
+and epoch, the shuffle order, torch's global generator), so a resumed run repeats the iterations
+an uninterrupted run would have done (on CPU, where spconv runs single-threaded, bit for bit).
+A resume from inside an epoch takes that epoch's shuffle order from the step after the
+checkpoint (the batches before it are not loaded again) and the global random states the
+checkpoint saved.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import math
@@ -160,6 +165,14 @@ class OptimConfig:
         low=0)
     save_every: int = param(1,
         "Write latest.pth every N epochs (and always after the last one).", low=1)
+    val_every_iters: int = param(0,
+        "Also validate every N optimizer steps inside an epoch (0: at epoch ends only, as "
+        "val_every says). For long epochs: 4287 rooms at 2 per step are 2143 steps (~45 min on "
+        "one core) between two epoch-end validations.", low=0)
+    save_every_iters: int = param(0,
+        "Also write latest.pth every N optimizer steps inside an epoch (0: at epoch ends only); "
+        "--resume from it continues with the step after it, as the uninterrupted run would.",
+        low=0)
     keep_epoch_checkpoints: bool = param(False,
         "Also keep epoch_XXX.pth (XXX = finished epochs) at every save.")
     num_workers: int = param(0,
@@ -361,6 +374,30 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def random_states() -> dict[str, Any]:
+    """The global random states (torch CPU, numpy's legacy generator, python's ``random``) as
+    values ``torch.load(weights_only=True)`` reads back: what a step draws from besides the
+    seeded data pipeline (e.g. proposal sampling)."""
+    import torch
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                      float(cached)],
+            "python": random.getstate()}
+
+
+def set_random_states(states: Mapping[str, Any]) -> None:
+    """Restore what :func:`random_states` returned."""
+    import torch
+
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
 def freeze_modules(model: Any) -> list[Any]:
     """Freeze ``model.fixed_modules`` (top-level module names): ``requires_grad`` off. Returns the
     modules, which the trainer also keeps in eval mode (BatchNorm statistics frozen too)."""
@@ -455,8 +492,9 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def save_checkpoint(path: Path, model: Any, cfg: TrainConfig, class_names: list[str],
                     epoch: int, iteration: int, optimizer: Any, scheduler: Any,
-                    metrics: Mapping[str, Any]) -> Path:
-    """Write a training checkpoint atomically (a crash never leaves half a ``latest.pth``)."""
+                    metrics: Mapping[str, Any], rng: Mapping[str, Any] | None = None) -> Path:
+    """Write a training checkpoint atomically (a crash never leaves half a ``latest.pth``);
+    ``rng`` (:func:`random_states`) for one written inside an epoch."""
     import torch
 
     ckpt = {
@@ -470,6 +508,8 @@ def save_checkpoint(path: Path, model: Any, cfg: TrainConfig, class_names: list[
         "train_config": cfg.to_dict(),
         "metrics": to_plain(dict(metrics)),
     }
+    if rng is not None:
+        ckpt["rng"] = dict(rng)
     from .atomic import atomic_file
 
     with atomic_file(path) as tmp:
@@ -725,6 +765,20 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
+class _SkipFirst:
+    """A sampler's order without its first ``count`` indices (iterating skips them, it does not
+    load them)."""
+
+    def __init__(self, sampler: Any, count: int):
+        self.sampler, self.count = sampler, count
+
+    def __iter__(self) -> Any:
+        return itertools.islice(iter(self.sampler), self.count, None)
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.count, 0)
+
+
 def _check_batch_size(dataset_len: int, batch: int) -> tuple[int, bool]:
     """(iterations per epoch, drop_last): the official loader drops the last partial batch."""
     if dataset_len >= batch:
@@ -794,6 +848,7 @@ class Trainer:
         self._build_data()
         self._build_optimiser()
         self.start_epoch, self.iteration = 0, 0
+        self.resume_rng: dict[str, Any] | None = None  # a mid-epoch checkpoint's random states
         self.best_score, self.best_epoch = -math.inf, None
         self.metrics: dict[str, Any] = {}
         if resume is not None:
@@ -877,6 +932,15 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.start_epoch, self.iteration = int(ckpt["epoch"]), int(ckpt["iteration"])
+        if "rng" in ckpt:  # written inside an epoch (save_every_iters)
+            into_epoch = self.iteration - self.start_epoch * self.iters_per_epoch
+            if not 0 < into_epoch < self.iters_per_epoch:
+                raise ConfigError(
+                    f"{resume} was written {into_epoch} iterations into epoch "
+                    f"{self.start_epoch + 1}, which does not fit this run's "
+                    f"{self.iters_per_epoch} iterations per epoch: resume with the training "
+                    "scenes and data.scenes_per_batch it was trained with")
+            self.resume_rng = ckpt["rng"]
         self.metrics = dict(ckpt["metrics"] or {})
         best = self.metrics.get("best") or {}
         best_score = best.get("score", best.get("AP"))
@@ -905,8 +969,10 @@ class Trainer:
                 self.run_epoch(epoch)
                 done = epoch + 1
                 last = done >= self.num_epochs or self.iteration >= self.total_iters
-                improved = self.validate_epoch(done, last)
-                self.save(done, last, improved)
+                opt = self.opt
+                improved = self.validate_epoch(
+                    done, due=last or (opt.val_every > 0 and done % opt.val_every == 0))
+                self.save(done, latest=last or done % opt.save_every == 0, improved=improved)
             self.jlog.write({"type": "end", "epoch": done, "iteration": self.iteration,
                              "best": self.metrics.get("best")})
         finally:
@@ -939,8 +1005,9 @@ class Trainer:
                  "writing %s", cfg.model["name"], dev, len(self.train_set),
                  self.iters_per_epoch, self.num_epochs, self.total_iters, self.work_dir)
 
-    def _loader(self, epoch: int) -> Any:
-        """The epoch's DataLoader: every draw seeded from ``train.seed`` and the epoch."""
+    def _loader(self, epoch: int, skip_batches: int = 0) -> Any:
+        """The epoch's DataLoader: every draw seeded from ``train.seed`` and the epoch; the
+        epoch's first ``skip_batches`` batches are left out (a resume from inside the epoch)."""
         import torch
 
         epoch_seed = _epoch_seed(self.opt.seed, epoch)
@@ -948,19 +1015,23 @@ class Trainer:
         random.seed(epoch_seed)
         np.random.seed(epoch_seed % 2**32)
         self.train_set.set_epoch(epoch)
-        sampler = None
         if self.group.parallel:  # same permutation on every rank, a disjoint share each
             sampler = torch.utils.data.DistributedSampler(
                 self.train_set, self.group.world_size, self.group.rank, shuffle=True,
                 seed=epoch_seed, drop_last=True)
+        else:  # its own generator: the order does not depend on what the loader draws
+            sampler = torch.utils.data.RandomSampler(
+                self.train_set, generator=torch.Generator().manual_seed(epoch_seed))
+        if skip_batches:
+            sampler = _SkipFirst(sampler, skip_batches * self.cfg.data.scenes_per_batch)
         from .data.batching import collate
 
         collate_fn = functools.partial(collate, voxel_size=self.cfg.data.voxel_size,
                                        with_coords=self.model.with_coords,
                                        in_channels=self.model.raw_in_channels)
         return torch.utils.data.DataLoader(
-            self.train_set, batch_size=self.cfg.data.scenes_per_batch, shuffle=sampler is None,
-            sampler=sampler, drop_last=self.drop_last, collate_fn=collate_fn,
+            self.train_set, batch_size=self.cfg.data.scenes_per_batch, sampler=sampler,
+            drop_last=self.drop_last, collate_fn=collate_fn,
             num_workers=self.opt.num_workers,
             generator=torch.Generator().manual_seed(epoch_seed), worker_init_fn=_seed_worker,
             pin_memory=self.dev.type == "cuda")
@@ -970,14 +1041,17 @@ class Trainer:
         step, then the ``epoch`` record; returns the epoch's mean losses."""
         from tqdm import tqdm
 
-        loader = self._loader(epoch)
-        self.model.train()
-        for module in self.frozen:
-            module.eval()
+        epoch_end = min((epoch + 1) * self.iters_per_epoch, self.total_iters)
+        skip = self.iteration - epoch * self.iters_per_epoch if self.resume_rng else 0
+        loader = self._loader(epoch, skip)
+        if self.resume_rng:  # after _loader, which reseeds them for the epoch's start
+            set_random_states(self.resume_rng)
+            self.resume_rng = None
+        self.train_mode()
         sums: dict[str, float] = {}
         steps = 0
         epoch_start = time.perf_counter()
-        steps_left = min(self.iters_per_epoch, self.total_iters - self.iteration)
+        steps_left = epoch_end - self.iteration
         bar = tqdm(total=steps_left, desc=f"epoch {epoch + 1}/{self.num_epochs}", unit="it",
                    disable=self.quiet or not self.group.is_main, leave=False,
                    dynamic_ncols=True)
@@ -999,6 +1073,8 @@ class Trainer:
                              "num_voxels": int(batch["coords"].shape[0])})
             bar.update(1)
             bar.set_postfix(_running_postfix(sums, steps, lr), refresh=False)
+            if self.iteration < epoch_end:  # the epoch's end is run()'s
+                self.within_epoch(epoch)
             tick, cpu_tick = time.perf_counter(), time.process_time()
         bar.close()
         done = epoch + 1
@@ -1011,6 +1087,24 @@ class Trainer:
                  elapsed / max(steps, 1))
         self.metrics["train"] = {"epoch": done, **means}
         return means
+
+    def train_mode(self) -> None:
+        """Training mode, but the frozen modules keep their BatchNorm statistics."""
+        self.model.train()
+        for module in self.frozen:
+            module.eval()
+
+    def within_epoch(self, epoch: int) -> None:
+        """After a step inside 0-based ``epoch``: validate (``val_every_iters``) and write
+        ``latest.pth`` with the random states (``save_every_iters``) when due."""
+        opt = self.opt
+        val_due = opt.val_every_iters > 0 and self.iteration % opt.val_every_iters == 0
+        save_due = opt.save_every_iters > 0 and self.iteration % opt.save_every_iters == 0
+        if not (val_due or save_due):
+            return
+        improved = self.validate_epoch(epoch, due=val_due)
+        self.save(epoch, latest=save_due, improved=improved, rng=random_states())
+        self.train_mode()
 
     def step(self, batch: dict[str, Any], epoch: int
              ) -> tuple[dict[str, float], float | None, float, dict[str, Any]]:
@@ -1052,13 +1146,10 @@ class Trainer:
         values = {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}
         return values, grad_norm, lr, batch
 
-    def validate_epoch(self, done: int, last: bool) -> bool:
-        """Validate after ``done`` epochs when due (rank 0, every ``val_every`` and the last);
-        writes the ``val`` record; True when the score beat the best so far."""
-        opt = self.opt
-        due = self.group.is_main and self.val_set is not None and (
-            last or (opt.val_every > 0 and done % opt.val_every == 0))
-        if not due:
+    def validate_epoch(self, done: int, due: bool) -> bool:
+        """Validate when ``due`` (on rank 0, with a validation set) after ``done`` finished
+        epochs; writes the ``val`` record; True when the score beat the best so far."""
+        if not (due and self.group.is_main and self.val_set is not None):
             return False
         t0 = time.perf_counter()
         result = validate(self.model, self.val_set, self.dev, self.class_names,
@@ -1066,8 +1157,8 @@ class Trainer:
         summary = _val_summary(result)
         self.jlog.write({"type": "val", "epoch": done, "iteration": self.iteration,
                          "time_s": round(time.perf_counter() - t0, 2), **summary})
-        log.info("validation after epoch %d: %s", done, "  ".join(
-            f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float)))
+        log.info("validation at iteration %d (%d epochs done): %s", self.iteration, done,
+                 "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float)))
         self.metrics["val"] = {"epoch": done, "iteration": self.iteration, **summary}
         score = result.score
         if not (math.isfinite(score) and score > self.best_score):
@@ -1079,16 +1170,18 @@ class Trainer:
                                    if k in summary}}
         return True
 
-    def save(self, done: int, last: bool, improved: bool) -> None:
-        """``latest.pth`` (and ``epoch_XXX.pth``) when due, ``best.pth`` when ``improved``; the
-        other ranks wait meanwhile."""
+    def save(self, done: int, latest: bool, improved: bool,
+             rng: Mapping[str, Any] | None = None) -> None:
+        """After ``done`` finished epochs: ``latest.pth`` when ``latest`` (``epoch_XXX.pth`` too
+        at an epoch's end, when kept), ``best.pth`` when ``improved``; ``rng`` marks a
+        checkpoint inside an epoch. The other ranks wait meanwhile."""
         from .parallel import barrier
 
         args = (self.model, self.cfg, self.class_names, done, self.iteration, self.optimizer,
-                self.scheduler, self.metrics)
-        if self.group.is_main and (last or done % self.opt.save_every == 0):
+                self.scheduler, self.metrics, rng)
+        if self.group.is_main and latest:
             self.latest = save_checkpoint(self.work_dir / LATEST, *args)
-            if self.opt.keep_epoch_checkpoints:
+            if self.opt.keep_epoch_checkpoints and rng is None:
                 save_checkpoint(self.work_dir / f"epoch_{done:03d}.pth", *args)
         if improved:
             self.best_path = save_checkpoint(self.work_dir / BEST, *args)

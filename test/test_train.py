@@ -319,6 +319,62 @@ def test_resume_repeats_the_uninterrupted_run(trained, tmp_path):
     assert (ckpt["epoch"], ckpt["iteration"]) == (EPOCHS, 2 * EPOCHS)
 
 
+class Interrupted(Exception):
+    """Stands for the process being killed (Ctrl-C, a lost machine) during a training step."""
+
+
+@pytest.mark.slow
+def test_resume_inside_an_epoch_repeats_the_uninterrupted_run(trained, tmp_path, monkeypatch):
+    """save_every_iters writes latest.pth inside an epoch (iteration 13 = one step into epoch
+    7 of 2-step epochs); a run killed right after it and resumed from it repeats the
+    uninterrupted run's iterations 14..30 (the same lrs and, on CPU, the same losses), without
+    reloading the epoch's first batch; val_every_iters validates there too."""
+    from ros2_inst3d.train import Trainer
+
+    _, data, result = trained
+    data = copy.deepcopy(data)
+    data["work_dir"] = str(tmp_path / "killed")
+    data["train"].update(save_every_iters=13, val_every_iters=13)
+    step = Trainer.step
+
+    def step_then_kill(self, batch, epoch):
+        if self.iteration == 13:
+            raise Interrupted
+        return step(self, batch, epoch)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "step", step_then_kill)
+        with pytest.raises(Interrupted):
+            train(train_config_from_dict(copy.deepcopy(data)), quiet=True)
+    killed = tmp_path / "killed"
+    ckpt = torch.load(killed / "latest.pth", weights_only=True)
+    assert (ckpt["epoch"], ckpt["iteration"]) == (6, 13) and "rng" in ckpt
+    vals = [r for r in read_log(killed / "log.jsonl") if r["type"] == "val"]
+    assert [(r["epoch"], r["iteration"]) for r in vals] == [(5, 10), (6, 13)]
+
+    loaded = []
+    scene = SceneDataset.scene
+
+    def counting_scene(self, index):
+        loaded.append(index)
+        return scene(self, index)
+
+    monkeypatch.setattr(SceneDataset, "scene", counting_scene)
+    resumed = train(train_config_from_dict(data), resume=killed / "latest.pth", quiet=True)
+    assert (resumed.epoch, resumed.iteration) == (EPOCHS, 2 * EPOCHS)
+    before = {r["iteration"]: r for r in iter_records(result.work_dir)}
+    after = [r for r in iter_records(killed) if r["iteration"] > 13]
+    assert [r["iteration"] for r in after] == list(range(14, 2 * EPOCHS + 1))
+    for r in after:
+        assert r["lr"] == pytest.approx(before[r["iteration"]]["lr"], rel=1e-12)
+        assert r["loss"] == pytest.approx(before[r["iteration"]]["loss"], rel=1e-4, abs=1e-5)
+    # Scenes loaded: the first training scene for its class table, then 1 for the rest of
+    # epoch 7 and 2 per later epoch; the validation scene once per validation (epochs 10, 15).
+    validations = len([r for r in read_log(killed / "log.jsonl")
+                       if r["type"] == "val" and r["iteration"] > 13])
+    assert len(loaded) == 1 + 1 + 2 * (EPOCHS - 7) + validations
+
+
 # ---------------------------------------------------------------------------------------------
 # Configs
 
