@@ -159,9 +159,8 @@ def bench_point_model(name: str, device: str = "cpu", cpu_threads: int | None = 
     from .model.inference import (LearnedModel, apply_cpu_threads, shipped_model_config,
                                   shipped_weights)
 
-    model_cfg = ModelConfig(name=name, device=device)
-    if cpu_threads is not None:
-        model_cfg = ModelConfig(name=name, device=device, cpu_threads=cpu_threads)
+    threads = {} if cpu_threads is None else {"cpu_threads": cpu_threads}
+    model_cfg = ModelConfig(name=name, device=device, **threads)
     weights = shipped_weights(name)
     if weights is not None:
         return LearnedModel.from_config(model_cfg), f"shipped {weights.name}"
