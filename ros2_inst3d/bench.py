@@ -255,17 +255,27 @@ def bench_pipeline(seed: int = BENCH_SCENE_SEED, repeats: int = 3, model: str = 
 
 def bench_methods(models: Sequence[str] = PIPELINE_MODELS, devices: Sequence[str] = ("cpu",),
                   repeats: int = 3, seed: int = BENCH_SCENE_SEED, progress: bool = False,
-                  cpu_threads: Sequence[int] | None = None) -> dict:
+                  cpu_threads: Sequence[int] | None = None,
+                  scene_file: str | Path | None = None) -> dict:
     """:func:`bench_pipeline` of every model on every device, on one generated room.
 
     The geometric baseline is numpy-only and runs once (on CPU) whatever ``devices`` says.
     cpu_threads: torch CPU thread counts to time each learned model on (``model.cpu_threads``;
-    default: the config default only). Returns ``{scene: {seed, points}, stages:
-    PIPELINE_STAGES, runs: [bench_pipeline ...]}``.
+    default: the config default only). scene_file: a saved room (any file ``read_scene`` reads,
+    e.g. ``samples/demo_room.npz``) instead of generating one: generating needs open3d, which a
+    GPU host may lack. Returns ``{scene: {seed, file, points}, stages: PIPELINE_STAGES, runs:
+    [bench_pipeline ...]}`` (seed None with a file, file None without).
     """
-    from .synthetic.scene import generate_scene
+    if scene_file is not None:
+        from .data.datasets import read_scene
 
-    scene = generate_scene(seed)
+        scene = read_scene(scene_file)
+        if scene.rgb is None:
+            raise ValueError(f"{scene_file}: the pipeline benchmark needs a room with colour")
+    else:
+        from .synthetic.scene import generate_scene
+
+        scene = generate_scene(seed)
     runs = []
     thread_counts = list(cpu_threads) if cpu_threads else [None]
     for model in models:
@@ -277,7 +287,9 @@ def bench_methods(models: Sequence[str] = PIPELINE_MODELS, devices: Sequence[str
                     print(f"pipeline: {model} on {device}{extra} ...", flush=True)
                 runs.append(bench_pipeline(seed, repeats, model, device, scene=scene,
                                            cpu_threads=threads))
-    return {"scene": {"seed": int(seed), "points": len(scene.xyz)},
+    return {"scene": {"seed": None if scene_file is not None else int(seed),
+                      "file": None if scene_file is None else str(scene_file),
+                      "points": len(scene.xyz)},
             "stages": list(PIPELINE_STAGES), "repeats": int(repeats), "runs": runs}
 
 
@@ -292,8 +304,11 @@ def format_pipeline(report: dict) -> str:
     width = max([16, *(len(h) + 2 for h in heads)])
     desc = max(len(d) for d in STAGE_DESCRIPTIONS.values())
     first = runs[0] if runs else {"points": report["scene"]["points"], "accumulated_points": 0}
-    lines = [(f"pipeline: one {first['points']}-point generated room (seed "
-              f"{report['scene']['seed']}, {first['accumulated_points']} points after dedupe), "
+    origin = (f"room {report['scene']['file']}" if report["scene"].get("file")
+              else f"generated room (seed {report['scene']['seed']}")
+    lines = [(f"pipeline: one {first['points']}-point {origin}"
+              f"{'' if report['scene'].get('file') else ')'}, "
+              f"{first['accumulated_points']} points after dedupe, "
               f"median wall time of {report['repeats']} runs after a warm-up")]
     lines.append(f"{'stage':<12}{'':<{desc + 2}}" + "".join(f"{h:>{width}}" for h in heads))
     lines.append(f"{'':<12}{'':<{desc + 2}}" + "".join(f"{'ms    share':>{width}}" for _ in heads))

@@ -216,6 +216,8 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
 
         report["stream"] = run_stream_benchmarks(args)
         return report
+    if getattr(args, "seed", None) is not None and getattr(args, "scene", None) is not None:
+        raise ValueError("--seed picks a generated room and --scene a saved one: give one")
     if any(n < 1 for n in getattr(args, "cpu_threads", None) or ()):
         raise ValueError(f"--cpu-threads takes thread counts >= 1, got {args.cpu_threads}")
     pipeline_only = getattr(args, "pipeline", False)
@@ -239,7 +241,8 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
             devices=getattr(args, "devices", None) or default_devices(),
             repeats=args.repeats,
             seed=BENCH_SCENE_SEED if getattr(args, "seed", None) is None else args.seed,
-            progress=True, cpu_threads=getattr(args, "cpu_threads", None))
+            progress=True, cpu_threads=getattr(args, "cpu_threads", None),
+            scene_file=getattr(args, "scene", None))
         print_pipeline(report["pipeline"])
     if not (getattr(args, "decode", False) or pipeline_only):
         from .ops.bench import bench_ops, format_bench
@@ -631,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="devices of the learned models (default: cpu, and cuda when available)")
     p.add_argument("--seed", type=int,
                    help="generated room of the pipeline benchmark (default: a ~100k-point one)")
+    p.add_argument("--scene", type=Path,
+                   help="a saved room for the pipeline benchmark instead of a generated one (e.g. "
+                   "samples/demo_room.npz; needs no open3d)")
     p.add_argument("--repeats", type=int, default=5,
                    help="timed runs per measurement (default 5)")
     p.add_argument("--cpu-threads", type=int, nargs="+", metavar="N",

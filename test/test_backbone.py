@@ -109,29 +109,32 @@ def load_fixture(name: str) -> tuple[dict, torch.nn.Module, dict]:
     return arrays, model.eval(), meta
 
 
-def run_fixture(arrays: dict, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Our outputs under the fixture's key names (``out/...`` without the prefix)."""
-    feats = torch.from_numpy(arrays["out/voxel_feats_in"])
-    coords = torch.from_numpy(arrays["in/voxel_coords"])
+def run_fixture(arrays: dict, model: torch.nn.Module,
+                device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Our outputs under the fixture's key names (``out/...`` without the prefix), on CPU; the
+    inputs go to ``device``, where the model must already be."""
+    def tensor(key: str) -> torch.Tensor:
+        return torch.from_numpy(arrays[key]).to(device)
+
+    feats = tensor("out/voxel_feats_in")
+    coords = tensor("in/voxel_coords")
     shape = arrays["in/spatial_shape"].tolist()
     with torch.no_grad():
         stages = model.backbone_stages(feats, coords, shape)
         out = {"voxel_input_conv": stages["input_conv"], "voxel_unet": stages["unet"],
                "voxel_output_layer": stages["output_layer"]}
         if model.name == "isbnet":
-            heads = model.forward_pointwise(feats, coords, shape,
-                                            torch.from_numpy(arrays["out/voxel_coords_float"]))
+            heads = model.forward_pointwise(feats, coords, shape, tensor("out/voxel_coords_float"))
             out.update({"voxel_semantic_logits": heads["semantic_logits"],
                         "voxel_centroid_offset": heads["centroid_offset"],
                         "voxel_corners_offset": heads["corners_offset"],
                         "voxel_box_conf": heads["box_conf"],
                         "voxel_box_preds": heads["box_preds"]})
         else:
-            heads = model.forward_pointwise(feats, coords, shape,
-                                            torch.from_numpy(arrays["in/point_to_voxel"]))
+            heads = model.forward_pointwise(feats, coords, shape, tensor("in/point_to_voxel"))
             out.update({k: heads[k] for k in ("point_feats", "semantic_logits", "offsets")})
         assert torch.equal(heads["voxel_feats"], stages["output_layer"])
-    return out
+    return {key: value.cpu() for key, value in out.items()}
 
 
 @pytest.mark.parametrize("name", FIXTURES)
@@ -366,6 +369,25 @@ def test_three_column_coords_mean_batch_zero_and_order_is_kept():
         shuffled = model.forward_backbone(feats[perm], coords4[perm, 1:], shape)
     assert torch.equal(reference, three)
     torch.testing.assert_close(shuffled, reference[perm], atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_runs_convolutions_the_cuda_build_gave_implicit_gemm():
+    # spconv's CUDA build constructs every convolution with an implicit-GEMM algorithm, which
+    # asserts on CPU tensors: the first GPU check's CPU baselines all failed so. Set here by hand,
+    # as that build would, the CPU forward must still run and give the official outputs.
+    from spconv.core import ConvAlgo
+    from spconv.pytorch.conv import SparseConvolution
+
+    arrays, model, _ = load_fixture("softgroup_small")
+    convolutions = [m for m in model.modules() if isinstance(m, SparseConvolution)]
+    for module in convolutions:
+        module.algo = ConvAlgo.MaskImplicitGemm
+    out = run_fixture(arrays, model)
+    torch.testing.assert_close(out["voxel_output_layer"],
+                               torch.from_numpy(arrays["out/voxel_output_layer"]),
+                               atol=1e-5, rtol=1e-5)
+    assert {m.algo for m in convolutions} == {ConvAlgo.Native}
+    assert {m.cuda_algo for m in convolutions} == {ConvAlgo.MaskImplicitGemm}  # kept for CUDA
 
 
 def test_bad_inputs_are_refused_with_reasons():

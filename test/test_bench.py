@@ -10,6 +10,8 @@ import pytest
 from ros2_inst3d.bench import BENCH_SCENE_SEED, PIPELINE_STAGES
 from ros2_inst3d.cli import main
 
+from conftest import REPO
+
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
@@ -64,3 +66,24 @@ def test_bench_table_marks_stages_a_method_lacks(bench_run):
     assert len(rows["cpu"].split()) == len("cpu process CPU time per run".split()) + 3
     assert rows["total"].split()[-1] == "100%"
     assert any("random init" in line or "shipped" in line for line in lines)
+
+
+def test_bench_runs_on_a_saved_room_and_names_it(tmp_path, capsys):
+    from ros2_inst3d.data.datasets import read_scene
+
+    room = REPO / "samples" / "demo_room.npz"
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--pipeline", "--models", "geometric", "--scene", str(room),
+                 "--repeats", "1", "--json", str(out)]) == 0
+    pipeline = json.loads(out.read_text())["pipeline"]
+    assert pipeline["scene"] == {"seed": None, "file": str(room),
+                                 "points": read_scene(room).num_points}
+    assert pipeline["runs"][0]["points"] == pipeline["scene"]["points"]
+    assert f"room {room}" in capsys.readouterr().out
+
+
+def test_bench_refuses_a_seed_and_a_saved_room_together(capsys):
+    code = main(["bench", "--pipeline", "--models", "geometric", "--seed", "3",
+                 "--scene", str(REPO / "samples" / "demo_room.npz")])
+    assert code != 0
+    assert "give one" in capsys.readouterr().err

@@ -44,7 +44,9 @@ from contextlib import contextmanager
 import spconv.pytorch as spconv
 import spconv.pytorch.ops as _spconv_ops
 import torch
+from spconv.core import ConvAlgo
 from spconv.cppconstants import CPU_ONLY_BUILD as SPCONV_CPU_ONLY
+from spconv.pytorch.conv import SparseConvolution
 from torch import nn
 
 from ..config import ConfigError
@@ -101,6 +103,21 @@ def single_threaded_spconv(device: torch.device | str) -> Iterator[None]:
             yield
         finally:
             torch.set_num_threads(previous)
+
+
+def match_conv_algorithm(network: nn.Module, device: torch.device) -> None:
+    """Give every sparse convolution of ``network`` the algorithm that runs on ``device``.
+
+    spconv's CUDA build gives each convolution an implicit-GEMM algorithm, which asserts on CPU
+    tensors; its CPU-only build gives them all the native one. Both read the same weight layout,
+    so the algorithm can follow the device: the one chosen at construction on CUDA, native on
+    CPU. Without this, a CUDA install could not run a model on CPU (``model.device: cpu``, the
+    benchmark's CPU baseline), as the first GPU check found.
+    """
+    for module in network.modules():
+        if isinstance(module, SparseConvolution):
+            cuda_algo = module.__dict__.setdefault("cuda_algo", module.algo)
+            module.algo = cuda_algo if device.type == "cuda" else ConvAlgo.Native
 
 
 def cuda_usable() -> bool:
@@ -306,6 +323,9 @@ class SparseUNetBackbone(nn.Module):
         strided convolutions drop, so pass the value the input contract computed.
         """
         device = self.input_conv[0].weight.device
+        if device.type != self.__dict__.get("conv_algorithm_device"):
+            match_conv_algorithm(self, device)
+            self.conv_algorithm_device = device.type
         feats = torch.as_tensor(voxel_feats)
         coords = _as_tensor_coords(voxel_coords, batch_size)
         if feats.ndim != 2 or feats.shape[1] != self.in_channels:
