@@ -169,6 +169,27 @@ def test_clustering_with_nothing_to_group_is_empty(batch2):
 # Targets and losses against slow loops
 
 
+def test_clustering_adds_the_pieces_of_a_row_of_touching_units():
+    # Three touching 1 m boxes of class 9 in a row (x), a separate 0.5 m one of class 4: with
+    # class_length 1 m for class 9, the row's cluster (in both sets) also comes cut in three.
+    row = np.concatenate([box_points((0.5 + i, 0.0, 0.5), (1.0, 0.4, 1.0)) for i in range(3)])
+    chair = box_points((1.5, 2.0, 0.25), (0.5, 0.5, 0.5))
+    xyz = torch.as_tensor(np.concatenate([row, chair]), dtype=torch.float32)
+    semantic = torch.cat([torch.full((len(row),), 9), torch.full((len(chair),), 4)])
+    lengths = [-1.0] * 20
+    lengths[9], lengths[4] = 1.0, 0.6
+    bounds = torch.tensor([0, len(xyz)])
+    args = (semantic, torch.zeros_like(xyz), xyz, bounds)
+    plain = tiny_model().clustering(*args)
+    split = tiny_model(split_factor=1.5, class_length=lengths).clustering(*args)
+    assert plain.num_masks == 4  # row and chair, once per set
+    assert split.num_masks == 4 + 2 * 3
+    sizes = proposal_ops.mask_sizes(split)[4:]
+    assert sizes.sum() == 2 * len(row) and sizes.min() > 0.8 * len(row) / 3
+    with pytest.raises(ValueError, match="class_length"):
+        tiny_model(split_factor=1.5)
+
+
 def test_soft_score_targets_match_the_paper_loop():
     max_iou = torch.linspace(0, 1, 41)
     fast = proposal_ops.soft_score_target(max_iou, 0.75, 0.25)

@@ -192,6 +192,59 @@ def test_grouping_with_original_appends_the_unshifted_set():
     assert boxes <= set(unshifted) and not boxes & set(single)
 
 
+def touching_units(units: int = 4, length: float = 1.0, yaw: float = 0.6, per_unit: int = 400,
+                   seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """A row of ``units`` touching 1 x 0.4 x 1 m boxes (surface-like random points), rotated by
+    ``yaw``: (points, unit index per point)."""
+    rng = np.random.default_rng(seed)
+    unit = np.repeat(np.arange(units), per_unit)
+    local = rng.uniform([0.0, 0.0, 0.0], [length, 0.4, 1.0], (unit.size, 3))
+    local[:, 0] += unit * length
+    c, s = np.cos(yaw), np.sin(yaw)
+    xyz = local @ np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]]) + [2.0, -1.0, 0.0]
+    return torch.as_tensor(xyz, dtype=torch.float32), unit
+
+
+def test_split_long_masks_cuts_a_row_of_touching_units_into_one_piece_each():
+    from ros2_inst3d.model.proposal_ops import split_long_masks
+
+    xyz, unit = touching_units()
+    n = xyz.shape[0]
+    row = SparseMasks(torch.zeros(n, dtype=torch.int64), torch.arange(n), 1)
+    lengths = [-1.0] * NUM_SEMANTIC
+    lengths[9] = 1.0
+    pieces = split_long_masks(row, torch.tensor([9]), xyz, lengths, factor=1.5)
+    assert pieces.num_masks == 4
+    ious = sorted(max(len(set(p) & set(np.flatnonzero(unit == u))) /
+                      len(set(p) | set(np.flatnonzero(unit == u))) for u in range(4))
+                  for p in point_sets(pieces))
+    assert ious[0] > 0.9, ious
+    sets = point_sets(pieces)
+    assert sum(map(len, sets)) == n and frozenset().union(*sets) == set(range(n))  # a partition
+    # A typical length 3x longer: the row is one object's length; no length: never split.
+    for length in (3.0, -1.0):
+        lengths[9] = length
+        assert split_long_masks(row, torch.tensor([9]), xyz, lengths, factor=1.5).num_masks == 0
+    lengths[9] = 1.0  # pieces of about 400 points: none reaches 800
+    assert split_long_masks(row, torch.tensor([9]), xyz, lengths, 1.5, min_points=800).num_masks == 0
+
+
+def test_grouping_appends_the_pieces_of_long_proposals_after_the_proposals():
+    xyz, unit = touching_units(units=3)
+    n = xyz.shape[0]
+    probs = torch.full((n, NUM_SEMANTIC), 0.001)
+    probs[:, 9] = 0.9
+    lengths = [-1.0] * NUM_SEMANTIC
+    lengths[9] = 1.0
+    bounds = torch.tensor([0, n])
+    linked = {"radius": 0.3}  # points fill the boxes ~0.1 m apart
+    plain = point_sets(tiny(grouping=linked).grouping(probs, torch.zeros(n, 3), xyz, bounds))
+    split = point_sets(tiny(grouping={**linked, "split_factor": 1.5, "class_length": lengths}
+                            ).grouping(probs, torch.zeros(n, 3), xyz, bounds))
+    assert plain == [frozenset(range(n))]  # the touching row links into one proposal
+    assert split[:1] == plain and len(split) == 4
+
+
 def test_class_min_sizes_follow_the_official_bound():
     model = tiny(grouping={"npoint_thr": 0.05,
                            "class_numpoint_mean": [-1.0, 2000.0, 3917.0] + [10.0] * 17})

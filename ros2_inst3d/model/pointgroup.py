@@ -31,6 +31,7 @@ Deliberate differences from the official code:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import spconv.pytorch as spconv
@@ -78,6 +79,10 @@ class PointGroup(PointwiseHeads, InstanceNetwork):
     cluster_merge_size (ours, metres, 0 = official): merge same-class points per cell of this
     side before the radius search (``ops.cluster_points``' ``merge_size``, SoftGroup++'s pyramid);
     keeps grouping near-linear once the offsets pile instances onto their centres.
+    split_factor / class_length (ours, 0 = official): the clusters longer than ``split_factor``
+    typical objects of their class (``class_length``, metres per semantic class) also enter
+    ScoreNet cut into pieces (:func:`proposal_ops.split_long_masks`; SoftGroup's
+    ``grouping_cfg`` keys of the same names).
     fusion (ours, default off = official): SSAIFF (``model/fusion.py``): the offset head sees
     ``[semantic-pooled F, F, xyz]`` (F = ``offset``'s output), a ``region_linear`` head predicts
     the offset to the semantic region centre, and grouping shifts points by the offset pushed
@@ -104,6 +109,7 @@ class PointGroup(PointwiseHeads, InstanceNetwork):
                  TEST_NMS_THRESH: float = 0.3, TEST_SCORE_THRESH: float = 0.09,
                  TEST_NPOINT_THRESH: int = 100, test_seed: int = 567,
                  cluster_merge_size: float = 0.0,
+                 split_factor: float = 0.0, class_length: Sequence[float] | None = None,
                  fusion: bool = False, fusion_push: float = 0.05,
                  pointwise_heads: str = "pointgroup") -> None:
         super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
@@ -128,6 +134,11 @@ class PointGroup(PointwiseHeads, InstanceNetwork):
         self.TEST_NPOINT_THRESH = int(TEST_NPOINT_THRESH)
         self.test_seed = int(test_seed)
         self.cluster_merge_size = float(cluster_merge_size)
+        self.split_factor = float(split_factor)
+        self.class_length = [float(v) for v in class_length or []]
+        if self.split_factor > 0 and len(self.class_length) != semantic_classes:
+            raise ValueError(f"split_factor needs class_length: one length per semantic class "
+                             f"({semantic_classes}), got {len(self.class_length)}")
         if self.score_mode != 4:
             raise ValueError(f"score_mode {score_mode} is not supported: only 4 (mean of the "
                              "points' features per voxel, the official setting) is implemented")
@@ -209,7 +220,15 @@ class PointGroup(PointwiseHeads, InstanceNetwork):
         a mask's first entry is its smallest point index (the official BFS seed).
         """
         original, shifted = self.cluster_sets(semantic_pred, offsets, xyz, batch_offsets)
-        return proposal_ops.concat_masks([original, shifted], device=xyz.device)
+        masks = proposal_ops.concat_masks([original, shifted], device=xyz.device)
+        if self.split_factor > 0 and masks.num_masks:
+            # A cluster holds one class (label-constrained), so its first point names it.
+            first = masks.point_idx[proposal_ops.mask_offsets(masks)[:-1]]
+            pieces = proposal_ops.split_long_masks(
+                masks, semantic_pred.long()[first], xyz, self.class_length, self.split_factor,
+                min_points=self.cluster_npoint_thre)
+            masks = proposal_ops.concat_masks([masks, pieces], device=xyz.device)
+        return masks
 
     # ------------------------------------------------------------------------------------------
     # ScoreNet

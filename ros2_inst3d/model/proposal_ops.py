@@ -51,6 +51,86 @@ def concat_masks(parts: Sequence[SparseMasks], device: torch.device | str | None
     return SparseMasks(torch.cat(mask_idx), torch.cat(point_idx), base)
 
 
+def horizontal_extent(xyz: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+    """Where points lie along their main horizontal axis: (position of each point along it,
+    1st percentile, 99th percentile), metres. The length of an object is ``high - low``; the
+    percentiles keep a few stray points from counting."""
+    xy = xyz[:, :2].double()
+    xy = xy - xy.mean(0)
+    axis = torch.linalg.eigh(xy.T @ xy).eigenvectors[:, -1]
+    along = xy @ axis
+    low, high = torch.quantile(along, torch.tensor([0.01, 0.99], dtype=along.dtype,
+                                                   device=along.device)).tolist()
+    return along, low, high
+
+
+def typical_class_lengths(scene_files: Sequence[str], num_classes: int, quantile: float = 0.9,
+                          min_points: int = 30) -> list[float]:
+    """``grouping_cfg.class_length`` from labelled scenes: per semantic class, the ``quantile``
+    of its ground-truth instances' lengths (:func:`horizontal_extent`), -1 for the stuff classes
+    and classes without instances. Instances under ``min_points`` are skipped."""
+    from ..classes import STUFF_CLASSES
+    from ..data.datasets import read_scene
+
+    lengths: list[list[float]] = [[] for _ in range(num_classes)]
+    for path in scene_files:
+        scene = read_scene(path)
+        for inst in np.unique(scene.instance[scene.instance >= 0]):
+            members = scene.instance == inst
+            cls = int(np.bincount(scene.semantic[members]).argmax())
+            if cls not in STUFF_CLASSES and members.sum() >= min_points:
+                _, low, high = horizontal_extent(torch.from_numpy(scene.xyz[members]))
+                lengths[cls].append(high - low)
+    return [round(float(np.quantile(v, quantile)), 2) if v else -1.0 for v in lengths]
+
+
+def split_long_masks(masks: SparseMasks, mask_class: torch.Tensor, xyz: torch.Tensor,
+                     class_length: Sequence[float], factor: float, min_points: int = 1
+                     ) -> SparseMasks:
+    """Pieces of the masks too long to be one object of their class, as extra masks.
+
+    A mask's length is the spread of its points along their main horizontal axis (1st to 99th
+    percentile, so a few stray points do not count). A mask of class c longer than ``factor *
+    class_length[c]`` metres (``class_length[c] <= 0``: never split) is cut across that axis
+    into ``round(length / class_length[c])`` equally long pieces: a row of touching cabinets or
+    bookshelves, which the predicted offsets do not pull apart, becomes one piece per unit.
+    Pieces with fewer than ``min_points`` points are dropped. The input masks are not changed;
+    the caller appends the pieces, and the refinement scores pieces and whole rows alike.
+
+    masks: entries sorted by mask id (as grouping makes them). mask_class: (K,) semantic class
+    per mask. xyz: (N, 3) metres. Returns the pieces, numbered from 0, entries sorted by piece
+    then point.
+    """
+    device = masks.mask_idx.device
+    point_idx = masks.point_idx.long()
+    bounds = mask_offsets(masks).tolist()  # host lists: no device sync per mask
+    units = [float(class_length[c]) for c in mask_class.tolist()]
+    piece_masks, piece_points, count = [], [], 0
+    for k, unit in enumerate(units):
+        start, end = bounds[k], bounds[k + 1]
+        if unit <= 0.0 or end - start < 2 * max(1, min_points):
+            continue
+        points = point_idx[start:end]
+        along, low, high = horizontal_extent(xyz[points])
+        length = high - low
+        if length <= factor * unit:
+            continue
+        pieces = int(round(length / unit))
+        if pieces < 2:  # a factor under 1.5 lets a mask through that is still one unit long
+            continue
+        piece = ((along - low) / (length / pieces)).floor().clamp(0, pieces - 1).long()
+        for b in range(pieces):
+            members = points[piece == b]
+            if members.numel() >= min_points:
+                piece_masks.append(torch.full_like(members, count))
+                piece_points.append(members)
+                count += 1
+    if not count:
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        return SparseMasks(empty, empty.clone(), 0)
+    return SparseMasks(torch.cat(piece_masks), torch.cat(piece_points), count)
+
+
 def select_masks(masks: SparseMasks, keep: torch.Tensor) -> SparseMasks:
     """The masks ``keep[0], keep[1], ...`` ((K',) distinct indices, any order) renumbered
     0..K'-1 in that order; entries sorted by new id, then point."""
