@@ -85,6 +85,26 @@ def test_split_clusters_proposes_the_spatial_parts_of_a_cluster():
         tiny(split_radius=-1.0)
 
 
+def test_split_long_clusters_proposes_object_sized_pieces_of_a_row():
+    lengths = [-1.0] * 20
+    lengths[9] = 1.0
+    model = tiny(split_factor=1.5, class_length=lengths)
+    # Cluster 0: voxels every 0.1 m along a 3 m row of class 9; cluster 1: a 3 m row of class 4,
+    # which has no typical length (never split); the last voxel is in no cluster.
+    row = torch.arange(0.0, 3.0, 0.1)
+    xyz = torch.stack([torch.cat([row, row, torch.tensor([9.0])]),
+                       torch.cat([torch.zeros(30), torch.full((30,), 2.0), torch.zeros(1)]),
+                       torch.zeros(61)], dim=1)
+    cluster = torch.cat([torch.zeros(30), torch.ones(30), torch.tensor([-1.0])]).long()
+    semantic = torch.cat([torch.full((30,), 9), torch.full((30,), 4), torch.tensor([9])])
+    (pieces,) = model.split_long_clusters([cluster], semantic, xyz)
+    assert pieces[:30].tolist() == [0] * 10 + [1] * 10 + [2] * 10
+    assert (pieces[30:] == -1).all()
+    assert model.split_long_clusters([torch.where(cluster == 0, -1, cluster)], semantic, xyz) == []
+    with pytest.raises(ValueError, match="class_length"):
+        tiny(split_factor=1.5)
+
+
 @pytest.mark.parametrize("split_radius", [0.0, 0.1])
 def test_predict_returns_valid_deterministic_proposals(split_radius):
     model = tiny(bandwidths=[4.0, 8.0], score_thresh=-1.0, split_radius=split_radius).eval()

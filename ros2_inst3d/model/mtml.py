@@ -56,6 +56,9 @@ class MTML(InstanceNetwork):
     points. nms_iou: mask NMS threshold. score_thresh: proposals scoring at most this are
     dropped. split_radius: metres; voxels of one cluster closer than this are connected, and a
     cluster with several connected parts also proposes each part (0 = no split proposals).
+    split_factor / class_length (ours, 0 = off): clusters longer than ``split_factor`` typical
+    objects of their class also propose their object-sized pieces (SoftGroup's ``grouping_cfg``
+    keys of the same names; :meth:`split_long_clusters`).
     """
 
     name = "mtml"
@@ -68,7 +71,8 @@ class MTML(InstanceNetwork):
                  alpha_dir: float = 1.0, bandwidths: Sequence[float] = (0.5, 0.75, 1.0),
                  max_seeds: int = 256, mean_shift_iters: int = 15, min_points: int = 40,
                  nms_iou: float = 0.3, score_thresh: float = 0.05,
-                 split_radius: float = 0.0) -> None:
+                 split_radius: float = 0.0, split_factor: float = 0.0,
+                 class_length: Sequence[float] | None = None) -> None:
         super().__init__(in_channels, channels, num_blocks, semantic_classes, instance_classes,
                          semantic_only, with_coords, voxel_size)
         if not 0 < instance_classes <= semantic_classes:
@@ -92,6 +96,9 @@ class MTML(InstanceNetwork):
         if split_radius < 0:
             raise ValueError(f"split_radius must be >= 0 metres, got {split_radius}")
         self.split_radius = float(split_radius)
+        self.split_factor = float(split_factor)
+        self.class_length = proposal_ops.class_lengths(split_factor, class_length,
+                                                       semantic_classes)
         self.semantic_linear = MLP(channels, semantic_classes, norm=True)
         if not semantic_only:
             self.embedding_linear = MLP(channels, self.embedding_dim, norm=True)
@@ -208,6 +215,28 @@ class MTML(InstanceNetwork):
                 parts.append(split)
         return parts
 
+    def split_long_clusters(self, clusters: Sequence[torch.Tensor], semantic: torch.Tensor,
+                            xyz: torch.Tensor) -> list[torch.Tensor]:
+        """The pieces of the clusters too long for one object of their class (each cluster's
+        class: its voxels' commonest ``semantic``), one clustering per input that has any
+        (:func:`proposal_ops.split_long_masks` at ``split_factor`` / ``class_length``)."""
+        parts = []
+        for cluster in clusters:
+            if cluster.numel() == 0 or int(cluster.max()) < 0:
+                continue
+            masks = proposal_ops.clusters_to_masks(cluster)
+            votes = torch.zeros(masks.num_masks, self.semantic_classes, device=cluster.device)
+            votes.index_put_((masks.mask_idx.long(), semantic[masks.point_idx.long()]),
+                             torch.ones(masks.point_idx.numel(), device=cluster.device),
+                             accumulate=True)
+            pieces = proposal_ops.split_long_masks(masks, votes.argmax(1), xyz,
+                                                   self.class_length, self.split_factor)
+            if pieces.num_masks:
+                labels = torch.full_like(cluster, -1)
+                labels[pieces.point_idx] = pieces.mask_idx.to(labels.dtype)
+                parts.append(labels)
+        return parts
+
     @torch.no_grad()
     def predict(self, batch: dict[str, Any]) -> list[Proposals]:
         """Instances of every cloud of ``batch`` (eval mode): per item, mean-shift proposals of
@@ -240,6 +269,9 @@ class MTML(InstanceNetwork):
                                        max_seeds=self.max_seeds) for bw in self.bandwidths]
             if self.split_radius > 0:
                 clusters += self.split_clusters(clusters, out["voxel_xyz"][rows])
+            if self.split_factor > 0:
+                clusters += self.split_long_clusters(clusters, semantic[rows],
+                                                     out["voxel_xyz"][rows])
             timing["grouping"] += clock.lap()
             # Voxel → item point masks: point p of the item is in cluster c when its voxel is.
             voxel_slot = torch.full((v1 - v0,), -1, dtype=torch.int64, device=device)

@@ -135,10 +135,8 @@ class PointGroup(PointwiseHeads, InstanceNetwork):
         self.test_seed = int(test_seed)
         self.cluster_merge_size = float(cluster_merge_size)
         self.split_factor = float(split_factor)
-        self.class_length = [float(v) for v in class_length or []]
-        if self.split_factor > 0 and len(self.class_length) != semantic_classes:
-            raise ValueError(f"split_factor needs class_length: one length per semantic class "
-                             f"({semantic_classes}), got {len(self.class_length)}")
+        self.class_length = proposal_ops.class_lengths(split_factor, class_length,
+                                                       semantic_classes)
         if self.score_mode != 4:
             raise ValueError(f"score_mode {score_mode} is not supported: only 4 (mean of the "
                              "points' features per voxel, the official setting) is implemented")

@@ -84,6 +84,19 @@ def typical_class_lengths(scene_files: Sequence[str], num_classes: int, quantile
     return [round(float(np.quantile(v, quantile)), 2) if v else -1.0 for v in lengths]
 
 
+def class_lengths(split_factor: float, class_length: Sequence[float] | None,
+                  semantic_classes: int) -> list[float]:
+    """The checked ``class_length`` of a model with ``split_factor`` (see
+    :func:`split_long_masks`): one length per semantic class when splitting is on."""
+    lengths = [float(v) for v in class_length or []]
+    if float(split_factor) < 0:
+        raise ValueError(f"split_factor must be >= 0 (0: off), got {split_factor}")
+    if float(split_factor) > 0 and len(lengths) != semantic_classes:
+        raise ValueError(f"split_factor needs class_length: one length per semantic class "
+                         f"({semantic_classes}), got {len(lengths)}")
+    return lengths
+
+
 def split_long_masks(masks: SparseMasks, mask_class: torch.Tensor, xyz: torch.Tensor,
                      class_length: Sequence[float], factor: float, min_points: int = 1
                      ) -> SparseMasks:

@@ -157,6 +157,8 @@ class SoftGroup(PointwiseHeads, InstanceNetwork):
         self.ignore_label = int(ignore_label)
         self.semantic_weight = None if not semantic_weight else [float(w) for w in semantic_weight]
         self.grouping_cfg = _cfg(grouping_cfg, DEFAULT_GROUPING_CFG)
+        proposal_ops.class_lengths(self.grouping_cfg.get("split_factor", 0.0),  # fail early
+                                   self.grouping_cfg.get("class_length"), semantic_classes)
         self.instance_voxel_cfg = _cfg(instance_voxel_cfg, DEFAULT_INSTANCE_VOXEL_CFG)
         self.train_cfg = _cfg(train_cfg, DEFAULT_TRAIN_CFG)
         self.test_cfg = _cfg(test_cfg, DEFAULT_TEST_CFG)
