@@ -12,7 +12,7 @@ PointGroup's ``get_segmented_scores``. All are plain torch (CPU and CUDA alike).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,17 +64,16 @@ def horizontal_extent(xyz: torch.Tensor) -> tuple[torch.Tensor, float, float]:
     return along, low, high
 
 
-def typical_class_lengths(scene_files: Sequence[str], num_classes: int, quantile: float = 0.9,
+def typical_class_lengths(scenes: Iterable[Any], num_classes: int, quantile: float = 0.9,
                           min_points: int = 30) -> list[float]:
-    """``grouping_cfg.class_length`` from labelled scenes: per semantic class, the ``quantile``
-    of its ground-truth instances' lengths (:func:`horizontal_extent`), -1 for the stuff classes
-    and classes without instances. Instances under ``min_points`` are skipped."""
+    """``grouping_cfg.class_length`` from labelled scenes (anything with ``xyz``, ``semantic``
+    and ``instance`` arrays, e.g. ``data.datasets.read_scene`` results): per semantic class, the
+    ``quantile`` of its ground-truth instances' lengths (:func:`horizontal_extent`), -1 for the
+    stuff classes and classes without instances. Instances under ``min_points`` are skipped."""
     from ..classes import STUFF_CLASSES
-    from ..data.datasets import read_scene
 
     lengths: list[list[float]] = [[] for _ in range(num_classes)]
-    for path in scene_files:
-        scene = read_scene(path)
+    for scene in scenes:
         for inst in np.unique(scene.instance[scene.instance >= 0]):
             members = scene.instance == inst
             cls = int(np.bincount(scene.semantic[members]).argmax())
