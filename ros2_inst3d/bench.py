@@ -305,9 +305,8 @@ def format_pipeline(report: dict) -> str:
     desc = max(len(d) for d in STAGE_DESCRIPTIONS.values())
     first = runs[0] if runs else {"points": report["scene"]["points"], "accumulated_points": 0}
     origin = (f"room {report['scene']['file']}" if report["scene"].get("file")
-              else f"generated room (seed {report['scene']['seed']}")
-    lines = [(f"pipeline: one {first['points']}-point {origin}"
-              f"{'' if report['scene'].get('file') else ')'}, "
+              else f"generated room (seed {report['scene']['seed']})")
+    lines = [(f"pipeline: one {first['points']}-point {origin}, "
               f"{first['accumulated_points']} points after dedupe, "
               f"median wall time of {report['repeats']} runs after a warm-up")]
     lines.append(f"{'stage':<12}{'':<{desc + 2}}" + "".join(f"{h:>{width}}" for h in heads))

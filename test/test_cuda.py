@@ -39,19 +39,21 @@ def test_cuda_backbone_matches_the_official_outputs(name, record_property):
     record_property("max_abs_diff", worst)
 
 
-def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = np.intersect1d(a, b, assume_unique=True).size
-    return inter / (a.size + b.size - inter)
-
-
 def _matched_fraction(found, wanted, min_iou: float = 0.9) -> float:
     """Share of ``wanted`` proposals (indices, class) with a same-class proposal in ``found`` that
     overlaps it at IoU >= min_iou."""
+    from test_ops import sparse_masks
+
+    from ros2_inst3d import ops
+
     if not wanted:
         return 1.0
-    hits = sum(any(c == fc and _mask_iou(ix, fix) >= min_iou for fix, fc in found)
-               for ix, c in wanted)
-    return hits / len(wanted)
+    if not found:
+        return 0.0
+    iou = ops.mask_iou(sparse_masks([set(ix.tolist()) for ix, _ in wanted], "cpu"),
+                       sparse_masks([set(ix.tolist()) for ix, _ in found], "cpu"))
+    same_class = torch.tensor([[c == fc for _, fc in found] for _, c in wanted])
+    return float(((iou >= min_iou) & same_class).any(dim=1).float().mean())
 
 
 @pytest.mark.parametrize("method", SHIPPED)
