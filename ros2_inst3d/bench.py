@@ -137,11 +137,12 @@ def default_devices() -> list[str]:
     return ["cpu"] + (["cuda"] if cuda_usable() else [])
 
 
-def bench_point_model(name: str, device: str = "cpu", cpu_threads: int | None = None
-                      ) -> tuple[Any, str]:
+def bench_point_model(name: str, device: str = "cpu", cpu_threads: int | None = None,
+                      augmented_views: int | None = None) -> tuple[Any, str]:
     """The model ``name`` for the pipeline benchmark and a description of its weights.
 
-    cpu_threads: ``model.cpu_threads`` (default: the config default, as the node runs).
+    cpu_threads / augmented_views: ``model.cpu_threads`` / ``model.augmented_views`` (default:
+    the config defaults, as the node runs).
     A model-free method needs none. A learned model uses its shipped demo weights when this installation
     has them (``models/<name>_synthetic.pth``), else weights freshly initialised (torch seed 0)
     from ``config/models/<name>_synthetic.yaml``: the same network and cost per point, but its
@@ -159,8 +160,10 @@ def bench_point_model(name: str, device: str = "cpu", cpu_threads: int | None = 
     from .model.inference import (LearnedModel, apply_cpu_threads, shipped_model_config,
                                   shipped_weights)
 
-    threads = {} if cpu_threads is None else {"cpu_threads": cpu_threads}
-    model_cfg = ModelConfig(name=name, device=device, **threads)
+    settings = {key: value for key, value in (("cpu_threads", cpu_threads),
+                                              ("augmented_views", augmented_views))
+                if value is not None}
+    model_cfg = ModelConfig(name=name, device=device, **settings)
     weights = shipped_weights(name)
     if weights is not None:
         return LearnedModel.from_config(model_cfg), f"shipped {weights.name}"
@@ -174,15 +177,16 @@ def bench_point_model(name: str, device: str = "cpu", cpu_threads: int | None = 
     network = build_network(load_model_config(yaml_path))
     classes = (SCANNET20_CLASSES if network.semantic_classes == len(SCANNET20_CLASSES)
                else tuple(f"class{i}" for i in range(network.semantic_classes)))
-    model = LearnedModel(network, classes, resolve_device(device), source="random init")
+    model = LearnedModel(network, classes, resolve_device(device), source="random init",
+                         augmented_views=model_cfg.augmented_views)
     return model, (f"random init from {yaml_path.name} (timing only: no {name} weights are "
                    "shipped, and an untrained network's proposals, hence the grouping and "
                    "refinement work, differ from a trained one's)")
 
 
 def bench_pipeline(seed: int = BENCH_SCENE_SEED, repeats: int = 3, model: str = "geometric",
-                   device: str = "cpu", scene: Any = None, cpu_threads: int | None = None
-                   ) -> dict:
+                   device: str = "cpu", scene: Any = None, cpu_threads: int | None = None,
+                   augmented_views: int | None = None) -> dict:
     """Per-stage time of the node's path on one generated room, as one scan.
 
     Stages (:data:`PIPELINE_STAGES`): decode (PointCloud2 → Scan), accumulate (add + cloud()
@@ -193,9 +197,10 @@ def bench_pipeline(seed: int = BENCH_SCENE_SEED, repeats: int = 3, model: str = 
     for a core they share with other processes show there.
 
     scene: a generated ``Scene`` to reuse (default ``generate_scene(seed)``). cpu_threads: the
-    learned model's ``model.cpu_threads`` (default: the config default). Returns ``{model,
-    device, cpu_threads, weights, points, accumulated_points, instances, total_ms, cpu_ms,
-    stages: {name: {ms, share}}}`` with only the stages the model has, in table order.
+    learned model's ``model.cpu_threads`` (default: the config default). augmented_views: its
+    ``model.augmented_views`` (default: the config default). Returns ``{model, device,
+    cpu_threads, augmented_views, weights, points, accumulated_points, instances, total_ms,
+    cpu_ms, stages: {name: {ms, share}}}`` with only the stages the model has, in table order.
     """
     from .cloud import decode, encode_xyz, ns_to_stamp
     from .config import Config
@@ -212,7 +217,10 @@ def bench_pipeline(seed: int = BENCH_SCENE_SEED, repeats: int = 3, model: str = 
     cfg = Config().replace(**{"model.name": model, "model.device": device})
     if cpu_threads is not None:
         cfg = cfg.replace(**{"model.cpu_threads": int(cpu_threads)})
-    point_model, weights = bench_point_model(model, device, cfg.model.cpu_threads)
+    if augmented_views is not None:
+        cfg = cfg.replace(**{"model.augmented_views": int(augmented_views)})
+    point_model, weights = bench_point_model(model, device, cfg.model.cpu_threads,
+                                             cfg.model.augmented_views)
     segmenter = Segmenter(cfg, point_model)
     stages: dict[str, list[float]] = {}
 
@@ -246,6 +254,7 @@ def bench_pipeline(seed: int = BENCH_SCENE_SEED, repeats: int = 3, model: str = 
     total = sum(medians.values())
     return {"model": model, "device": device if model != "geometric" else "cpu",
             "cpu_threads": int(cfg.model.cpu_threads),
+            "augmented_views": int(cfg.model.augmented_views),
             "weights": weights, "points": len(scene.xyz),
             "accumulated_points": len(cloud.xyz), "instances": int(inst.num_instances),
             "total_ms": total, "cpu_ms": statistics.median(cpu_ms[1:]),
@@ -256,12 +265,14 @@ def bench_pipeline(seed: int = BENCH_SCENE_SEED, repeats: int = 3, model: str = 
 def bench_methods(models: Sequence[str] = PIPELINE_MODELS, devices: Sequence[str] = ("cpu",),
                   repeats: int = 3, seed: int = BENCH_SCENE_SEED, progress: bool = False,
                   cpu_threads: Sequence[int] | None = None,
-                  scene_file: str | Path | None = None) -> dict:
+                  scene_file: str | Path | None = None,
+                  augmented_views: Sequence[int] | None = None) -> dict:
     """:func:`bench_pipeline` of every model on every device, on one generated room.
 
     The geometric baseline is numpy-only and runs once (on CPU) whatever ``devices`` says.
     cpu_threads: torch CPU thread counts to time each learned model on (``model.cpu_threads``;
-    default: the config default only). scene_file: a saved room (any file ``read_scene`` reads,
+    default: the config default only). augmented_views: view counts to time each model that
+    averages test-time views on (``model.augmented_views``; default: the config's). scene_file: a saved room (any file ``read_scene`` reads,
     e.g. ``samples/demo_room.npz``) instead of generating one: generating needs open3d, which a
     GPU host may lack. Returns ``{scene: {seed, file, points}, stages: PIPELINE_STAGES, runs:
     [bench_pipeline ...]}`` (seed None with a file, file None without).
@@ -276,17 +287,25 @@ def bench_methods(models: Sequence[str] = PIPELINE_MODELS, devices: Sequence[str
         from .synthetic.scene import generate_scene
 
         scene = generate_scene(seed)
+    from .model.registry import method, resolve_network
+
     runs = []
     thread_counts = list(cpu_threads) if cpu_threads else [None]
     for model in models:
+        network = method(model).network
+        averages_views = network is not None and getattr(resolve_network(network),
+                                                         "averages_views", False)
+        view_counts = list(augmented_views) if augmented_views and averages_views else [None]
         for device in (["cpu"] if model == "geometric" else devices):
             for threads in ([None] if model == "geometric" or device != "cpu"
                             else thread_counts):
-                if progress:
-                    extra = "" if threads is None else f" with {threads} torch thread(s)"
-                    print(f"pipeline: {model} on {device}{extra} ...", flush=True)
-                runs.append(bench_pipeline(seed, repeats, model, device, scene=scene,
-                                           cpu_threads=threads))
+                for views in view_counts:
+                    if progress:
+                        extra = ("" if threads is None else f" with {threads} torch thread(s)")
+                        extra += "" if views is None else f", {views} view(s)"
+                        print(f"pipeline: {model} on {device}{extra} ...", flush=True)
+                    runs.append(bench_pipeline(seed, repeats, model, device, scene=scene,
+                                               cpu_threads=threads, augmented_views=views))
     return {"scene": {"seed": None if scene_file is not None else int(seed),
                       "file": None if scene_file is None else str(scene_file),
                       "points": len(scene.xyz)},
@@ -297,9 +316,12 @@ def format_pipeline(report: dict) -> str:
     """The pipeline report as a table: one row per stage, ms and share per model/device ('-'
     where a method has no such stage), then the total and each run's weights."""
     runs = report["runs"]
-    several = len({(r["model"], r["device"]) for r in runs}) < len(runs)
+    learned = [r for r in runs if r["model"] != "geometric"]
+    several_threads = len({r["cpu_threads"] for r in learned}) > 1
+    several_views = len({r.get("augmented_views", 1) for r in learned}) > 1
     heads = [f"{r['model']}/{r['device']}"
-             + (f"/{r['cpu_threads']}t" if several and r["model"] != "geometric" else "")
+             + (f"/{r['cpu_threads']}t" if several_threads and r in learned else "")
+             + (f"/{r.get('augmented_views', 1)}v" if several_views and r in learned else "")
              for r in runs]
     width = max([16, *(len(h) + 2 for h in heads)])
     desc = max(len(d) for d in STAGE_DESCRIPTIONS.values())

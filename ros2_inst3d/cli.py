@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .data.inputs import VIEW_COUNTS
 from .model.registry import BENCHMARK_METHODS, METHOD_NAMES
 
 log = logging.getLogger("ros2_inst3d")
@@ -242,7 +243,8 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
             repeats=args.repeats,
             seed=BENCH_SCENE_SEED if getattr(args, "seed", None) is None else args.seed,
             progress=True, cpu_threads=getattr(args, "cpu_threads", None),
-            scene_file=getattr(args, "scene", None))
+            scene_file=getattr(args, "scene", None),
+            augmented_views=getattr(args, "augmented_views", None))
         print_pipeline(report["pipeline"])
     if not (getattr(args, "decode", False) or pipeline_only):
         from .ops.bench import bench_ops, format_bench
@@ -642,6 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-threads", type=int, nargs="+", metavar="N",
                    help="time each learned model on CPU with each of these torch thread counts "
                    "(model.cpu_threads; default: the config's)")
+    p.add_argument("--augmented-views", type=int, nargs="+", metavar="N", choices=VIEW_COUNTS,
+                   help="time softgroup and pointgroup with each of these test-time view counts "
+                   "(model.augmented_views; default: the config's)")
     p.add_argument("--tracking", action="store_true",
                    help="only the tracking benchmark: ID switches, MOTA, IDF1 on generated "
                    "sequences (README: Tracking)")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .data.inputs import VIEW_COUNTS
 from .errors import ConfigError
 from .model.registry import METHOD_NAMES, methods_doc
 from .schema import build_section, load_yaml_mapping, named_errors, param
@@ -207,6 +208,16 @@ class ModelConfig:
         "small grouping op (SoftGroup 13.5 s instead of 0.77 s per 108k-point scan on a loaded "
         "2-core machine, `bench --pipeline --cpu-threads 1 2`). Sparse convolution on CPU "
         "always runs single-threaded (spconv's CPU kernels are racy).", low=0, high=256)
+    # Off by default: each view is one more U-Net pass, and the node has a sensor rate to keep.
+    # On the 50 validation rooms (threshold 0.2) 4 views gave SoftGroup AP 0.390 -> 0.411 and
+    # PointGroup 0.293 -> 0.328 (README: Accuracy on generated scenes, session 13).
+    augmented_views: int = param(
+        1, "Test-time augmentation of softgroup and pointgroup: the network sees the cloud in "
+        "this many poses of its training augmentation (1: as is; 2: also mirrored in x; 4: "
+        "turned by 0, 90, 180 and 270 degrees about z; 8: the four turns, each also mirrored) "
+        "and averages each point's semantic probabilities and centroid offsets over them; "
+        "grouping and refinement run once. Each view costs one more U-Net pass.",
+        choices=VIEW_COUNTS)
 
 
 @dataclass

@@ -87,3 +87,19 @@ def test_bench_refuses_a_seed_and_a_saved_room_together(capsys):
                  "--scene", str(REPO / "samples" / "demo_room.npz")])
     assert code != 0
     assert "give one" in capsys.readouterr().err
+
+
+def test_bench_times_each_view_count_of_the_models_that_average_views(tmp_path, capsys):
+    """--augmented-views runs softgroup once per view count; the geometric baseline and ISBNet
+    (which do not average views) once, and the table names the view count of each column."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--pipeline", "--models", "geometric", "isbnet", "softgroup",
+                 "--devices", "cpu", "--scene", str(REPO / "samples" / "demo_room.npz"),
+                 "--augmented-views", "1", "2", "--repeats", "1", "--json", str(out)]) == 0
+    runs = json.loads(out.read_text())["pipeline"]["runs"]
+    assert [(r["model"], r["augmented_views"]) for r in runs] == [
+        ("geometric", 1), ("isbnet", 1), ("softgroup", 1), ("softgroup", 2)]
+    header = next(line for line in capsys.readouterr().out.splitlines()
+                  if line.startswith("stage"))
+    assert header.split()[1:] == ["geometric/cpu", "isbnet/cpu/1v", "softgroup/cpu/1v",
+                                  "softgroup/cpu/2v"]

@@ -290,6 +290,59 @@ def test_the_network_sees_what_training_feeds_it(learned, scene, tmp_path):
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=1e-5, msg=key)
 
 
+@pytest.mark.parametrize("count", [1, 2, 4, 8])
+def test_view_matrices_are_distinct_rigid_poses_starting_with_the_identity(count):
+    from ros2_inst3d.data.inputs import view_matrices
+
+    views = view_matrices(count)
+    assert len(views) == count
+    np.testing.assert_array_equal(views[0], np.eye(3))
+    for m in views:
+        np.testing.assert_allclose(m @ m.T, np.eye(3), atol=1e-12)
+        np.testing.assert_allclose(m[2], [0.0, 0.0, 1.0], atol=1e-12)  # z stays up
+    assert len({tuple(np.round(m, 6).ravel()) for m in views}) == count
+    with pytest.raises(ValueError, match="one of"):
+        view_matrices(3)
+
+
+@pytest.mark.parametrize("name", ["softgroup", "pointgroup"])
+def test_augmented_views_average_probabilities_and_turned_back_offsets(name, scene):
+    """With 4 views the network's point-wise output is the mean over the 4 turned clouds, each
+    run alone: softmax probabilities averaged, offsets turned back into the cloud's frame."""
+    from ros2_inst3d.data.inputs import view_matrices
+
+    network = tiny_network(name)
+    single = LearnedModel(network, device="cpu")
+    averaged = LearnedModel(network, device="cpu", augmented_views=4)
+    with torch.no_grad():
+        got = network.forward_batch(averaged.network_batch(scene.xyz, scene.rgb))
+        runs = [network.forward_batch(single.network_batch(scene.xyz @ m, scene.rgb))
+                for m in view_matrices(4)]
+    probs = torch.stack([r["semantic_logits"].softmax(-1) for r in runs]).mean(0)
+    offsets = torch.stack([r["offsets"] @ torch.as_tensor(m.T, dtype=torch.float32)
+                           for r, m in zip(runs, view_matrices(4))]).mean(0)
+    torch.testing.assert_close(got["semantic_logits"].softmax(-1), probs, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got["offsets"], offsets, atol=1e-5, rtol=1e-4)
+    # The views differ (10 cm voxels of a turned cloud are other voxels), so this is an average
+    # of different predictions, not four copies of one.
+    assert not torch.allclose(runs[0]["offsets"], runs[1]["offsets"] @ torch.as_tensor(
+        view_matrices(4)[1].T, dtype=torch.float32), atol=1e-4)
+    torch.testing.assert_close(got["point_feats"], runs[0]["point_feats"])
+
+
+def test_augmented_views_reach_the_proposals_and_are_refused_where_not_averaged(checkpoint,
+                                                                                scene):
+    name, path = checkpoint
+    cfg = learned_config(name, path, **{"model.augmented_views": 4})
+    if name not in ("softgroup", "pointgroup"):
+        with pytest.raises(ConfigError, match="augmented_views"):
+            build_point_model(cfg)
+        return
+    model = build_point_model(cfg)
+    assert len(model.views) == 3
+    assert_valid_proposals(model.predict_points(scene.xyz, scene.rgb), scene.num_points)
+
+
 XYZ_ONLY = {**TINY_CONFIGS["softgroup"], "in_channels": 1}
 
 

@@ -46,6 +46,24 @@ def yaw_matrix(yaw: float) -> np.ndarray:
     return np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
+VIEW_COUNTS = (1, 2, 4, 8)
+"""The view counts of test-time augmentation (``model.augmented_views``)."""
+
+
+def view_matrices(count: int) -> list[np.ndarray]:
+    """The (3, 3) float64 matrices ``M`` (``xyz @ M``) of ``count`` test-time views, the
+    identity first: 2 = as is and mirrored in x; 4 = turned by 0, 90, 180 and 270 degrees about
+    z; 8 = those four, each also mirrored. They are poses the training augmentation produces
+    (random yaw, x mirror), so the network has seen clouds in every one of them."""
+    if count not in VIEW_COUNTS:
+        raise ValueError(f"the number of views must be one of {VIEW_COUNTS}, got {count}")
+    mirror = np.diag([-1.0, 1.0, 1.0])
+    turns = [yaw_matrix(k * math.pi / 2) for k in range(4 if count >= 4 else 1)]
+    if count in (2, 8):
+        return [m for turn in turns for m in (turn, mirror @ turn)]
+    return turns
+
+
 @dataclass
 class NetworkInput:
     """Everything the backbone needs for one cloud, and how to map results back.

@@ -424,10 +424,36 @@ class InstanceNetwork(SparseUNetBackbone):
 
         return self.raw_in_channels == COLOR_CHANNELS
 
+    # Whether ``predict`` reads the point-wise outputs of ``forward_batch``, so that the
+    # test-time views of a batch (``batch["views"]``, ``model.augmented_views``) reach its
+    # grouping. ISBNet and MTML group from their own per-voxel heads.
+    averages_views = False
+
     def forward_batch(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``forward_pointwise`` of a batch from ``data.batching.collate``: ``point_feats``,
         ``semantic_logits`` (N, K) and ``offsets`` (N, 3) metres, per point of the batch. Models
-        with SSAIFF ``fusion`` also get the points' xyz and batch offsets (per-cloud pooling)."""
+        with SSAIFF ``fusion`` also get the points' xyz and batch offsets (per-cloud pooling).
+
+        With ``batch["views"]`` (inference only: ``(view batch, (3, 3) back-rotation)`` pairs
+        of the same points in other poses, ``LearnedModel.network_batch``), the semantic
+        logits are the log of the mean softmax over the batch and its views and the offsets
+        the mean of the offsets turned back; the features stay those of the batch itself."""
+        out = self._forward_one_view(batch)
+        views = batch.get("views")
+        if not views:
+            return out
+        probs = out["semantic_logits"].softmax(-1)
+        turned = {k: out[k].clone() for k in ("offsets", "region_offsets") if k in out}
+        for view, back in views:
+            view_out = self._forward_one_view(view)
+            probs += view_out["semantic_logits"].softmax(-1)
+            for key, total in turned.items():
+                total += view_out[key] @ back
+        count = len(views) + 1
+        return {**out, "semantic_logits": (probs / count).log(),
+                **{key: total / count for key, total in turned.items()}}
+
+    def _forward_one_view(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         fusion_inputs = ({"xyz": batch["xyz"], "batch_offsets": batch["batch_offsets"]}
                          if getattr(self, "fusion", False) else {})
         return self.forward_pointwise(batch["feats"], batch["coords"],

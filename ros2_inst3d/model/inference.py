@@ -157,19 +157,27 @@ class LearnedModel:
 
     network: the model (``registry.build_network``), weights loaded. class_names: its semantic
     class table (``network.semantic_classes`` entries). device: where it runs. source: a short
-    description of the weights, for logs.
+    description of the weights, for logs. augmented_views: ``model.augmented_views``, the
+    test-time views (``data.inputs.view_matrices``) whose point-wise outputs the network
+    averages; ConfigError for a network that does not (``averages_views`` false).
 
     Build one from the node's configuration with :meth:`from_config`; the constructor takes an
     already built network (benchmarks use it with freshly initialised weights).
     """
 
     def __init__(self, network: Any, class_names: Sequence[str] = SCANNET20_CLASSES,
-                 device: Any = "cpu", source: str = "") -> None:
+                 device: Any = "cpu", source: str = "", augmented_views: int = 1) -> None:
         import torch
+
+        from ..data.inputs import view_matrices
 
         if not hasattr(network, "predict"):
             raise ConfigError(f"model '{getattr(network, 'name', type(network).__name__)}' has no "
                               "inference path (predict) in this version")
+        if augmented_views > 1 and not getattr(network, "averages_views", False):
+            raise ConfigError(
+                f"model.augmented_views {augmented_views}: test-time views are averaged by "
+                f"softgroup and pointgroup only, not by '{network.name}'; set it to 1")
         class_names = tuple(str(c) for c in class_names)
         if len(class_names) != network.semantic_classes:
             raise ConfigError(
@@ -189,6 +197,9 @@ class LearnedModel:
         # Whether rgb is an input; the xyz-only models (in_channels 1) ignore it.
         self.needs_color: bool = bool(network.needs_color)
         self.source = source
+        # Back-rotations (xyz @ M, then offsets @ M.T) of the extra test-time views.
+        self.views = [(m, torch.as_tensor(m.T, dtype=torch.float32, device=self.device))
+                      for m in view_matrices(augmented_views)[1:]]
 
     @classmethod
     def from_config(cls, model_cfg: ModelConfig, *, models_dir: str | Path | None = None
@@ -234,21 +245,33 @@ class LearnedModel:
                 and all(isinstance(c, str) for c in class_names)):
             raise ConfigError(f"{path}: the class table embedded in the checkpoint must be a list "
                               f"of names, got {str(class_names)[:100]!r}")
-        model = cls(network, class_names, device, source=str(path))
-        log.info("%s: weights %s, config from %s, %d classes, on %s", name, path, cfg_source,
-                 len(model.class_names), device)
+        model = cls(network, class_names, device, source=str(path),
+                    augmented_views=model_cfg.augmented_views)
+        log.info("%s: weights %s, config from %s, %d classes, on %s%s", name, path, cfg_source,
+                 len(model.class_names), device,
+                 f", {model_cfg.augmented_views} views" if model.views else "")
         return model
 
     def network_batch(self, xyz: np.ndarray, rgb: np.ndarray | None) -> dict[str, Any]:
         """The collated one-cloud batch (on the model's device) the network sees for ``xyz``
         (N, 3) float, metres, and ``rgb`` (N, 3) in 0..255 units (None or ignored for the
-        xyz-only models); xyz centred on their mean."""
+        xyz-only models); xyz centred on their mean. With ``model.augmented_views`` > 1 it
+        carries ``views``: the batches of the cloud turned by each view, with their
+        back-rotations (``InstanceNetwork.forward_batch``)."""
         from ..data.batching import batch_to_device, centred_sample, collate
 
-        batch = collate([centred_sample("cloud", xyz, rgb if self.needs_color else None)],
-                        self.voxel_size, with_coords=self.with_coords,
-                        in_channels=self.in_channels)
-        return batch_to_device(batch, self.device)
+        colors = rgb if self.needs_color else None
+
+        def one(points: np.ndarray) -> dict[str, Any]:
+            batch = collate([centred_sample("cloud", points, colors)], self.voxel_size,
+                            with_coords=self.with_coords, in_channels=self.in_channels)
+            return batch_to_device(batch, self.device)
+
+        batch = one(xyz)
+        if self.views:
+            points = np.asarray(xyz, np.float64)
+            batch["views"] = [(one(points @ m), back) for m, back in self.views]
+        return batch
 
     def predict_points(self, xyz: np.ndarray, rgb: np.ndarray | None) -> Proposals:
         """Instance proposals of one cloud: ``xyz`` (N, 3) float32, metres, z up; ``rgb`` (N, 3)

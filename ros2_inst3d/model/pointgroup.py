@@ -97,6 +97,7 @@ class PointGroup(PointwiseHeads, InstanceNetwork):
     """
 
     name = "pointgroup"
+    averages_views = True
 
     def __init__(self, in_channels: int = 3, channels: int = 16, num_blocks: int = 7,
                  semantic_classes: int = 20, instance_classes: int = 18,

@@ -140,6 +140,7 @@ class SoftGroup(PointwiseHeads, InstanceNetwork):
     """
 
     name = "softgroup"
+    averages_views = True
 
     def __init__(self, in_channels: int = 3, channels: int = 32, num_blocks: int = 7,
                  semantic_classes: int = 20, instance_classes: int = 18,
