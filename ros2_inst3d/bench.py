@@ -287,15 +287,13 @@ def bench_methods(models: Sequence[str] = PIPELINE_MODELS, devices: Sequence[str
         from .synthetic.scene import generate_scene
 
         scene = generate_scene(seed)
-    from .model.registry import method, resolve_network
+    from .model.registry import averages_views
 
     runs = []
     thread_counts = list(cpu_threads) if cpu_threads else [None]
     for model in models:
-        network = method(model).network
-        averages_views = network is not None and getattr(resolve_network(network),
-                                                         "averages_views", False)
-        view_counts = list(augmented_views) if augmented_views and averages_views else [None]
+        view_counts = (list(augmented_views) if augmented_views and averages_views(model)
+                       else [None])
         for device in (["cpu"] if model == "geometric" else devices):
             for threads in ([None] if model == "geometric" or device != "cpu"
                             else thread_counts):

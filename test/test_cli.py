@@ -20,6 +20,7 @@ from ros2_inst3d.resources import data_file
 def test_demo_writes_every_result_file_and_finds_objects(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    assert "(4 test-time views)" in out  # the demo's offline setting for softgroup
     files = {p.name for p in tmp_path.iterdir()}
     assert files == {"demo_room.instances.ply", "demo_room.instances.json",
                      "demo_room.labels.npz", "demo_room.instances.png"}
@@ -39,6 +40,18 @@ def test_demo_writes_every_result_file_and_finds_objects(tmp_path, capsys):
         gt = gt[gt >= 0]
         pure += bool(len(gt)) and np.bincount(gt).max() / len(gt) > 0.8
     assert pure >= summary["num_instances"] / 2
+
+
+@pytest.mark.slow
+def test_demo_views_follow_the_method_and_the_flag(tmp_path, capsys):
+    """The demo's 4 views apply only to methods that average views (ISBNet refuses views, so
+    forcing them would fail); --views overrides them."""
+    assert main(["demo", "--model", "isbnet", "-o", str(tmp_path / "isbnet")]) == 0
+    assert "test-time views" not in capsys.readouterr().out
+    assert main(["demo", "--views", "2", "-o", str(tmp_path / "two")]) == 0
+    assert "(2 test-time views)" in capsys.readouterr().out
+    assert main(["demo", "--model", "isbnet", "--views", "4", "-o", str(tmp_path / "x")]) == 2
+    assert "augmented_views" in capsys.readouterr().err
 
 
 def test_segment_reads_a_pcd_and_reports_the_stages(tmp_path, capsys):

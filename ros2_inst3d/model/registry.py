@@ -131,6 +131,14 @@ def resolve_network(name: str) -> NetworkBuilder:
     return _import_path(entry) if isinstance(entry, str) else entry
 
 
+def averages_views(name: str) -> bool:
+    """Whether method ``name`` averages test-time views (``model.augmented_views``): its network
+    class says so (``averages_views``); model-free methods do not."""
+    network = method(name).network
+    return network is not None and bool(getattr(resolve_network(network), "averages_views",
+                                                False))
+
+
 def method(name: str) -> Method:
     """The :class:`Method` registered as ``name``; ConfigError naming the choices otherwise."""
     try:
