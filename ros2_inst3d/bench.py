@@ -272,10 +272,11 @@ def bench_methods(models: Sequence[str] = PIPELINE_MODELS, devices: Sequence[str
     The geometric baseline is numpy-only and runs once (on CPU) whatever ``devices`` says.
     cpu_threads: torch CPU thread counts to time each learned model on (``model.cpu_threads``;
     default: the config default only). augmented_views: view counts to time each model that
-    averages test-time views on (``model.augmented_views``; default: the config's). scene_file: a saved room (any file ``read_scene`` reads,
-    e.g. ``samples/demo_room.npz``) instead of generating one: generating needs open3d, which a
-    GPU host may lack. Returns ``{scene: {seed, file, points}, stages: PIPELINE_STAGES, runs:
-    [bench_pipeline ...]}`` (seed None with a file, file None without).
+    averages test-time views on (``model.augmented_views``; default: the config's).
+    scene_file: a saved room (any file ``read_scene`` reads, e.g. ``samples/demo_room.npz``)
+    instead of generating one: generating needs open3d, which a GPU host may lack. Returns
+    ``{scene: {seed, file, points}, stages: PIPELINE_STAGES, runs: [bench_pipeline ...]}``
+    (seed None with a file, file None without).
     """
     if scene_file is not None:
         from .data.datasets import read_scene
@@ -299,7 +300,7 @@ def bench_methods(models: Sequence[str] = PIPELINE_MODELS, devices: Sequence[str
                             else thread_counts):
                 for views in view_counts:
                     if progress:
-                        extra = ("" if threads is None else f" with {threads} torch thread(s)")
+                        extra = "" if threads is None else f" with {threads} torch thread(s)"
                         extra += "" if views is None else f", {views} view(s)"
                         print(f"pipeline: {model} on {device}{extra} ...", flush=True)
                     runs.append(bench_pipeline(seed, repeats, model, device, scene=scene,

@@ -184,13 +184,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .resources import data_file
 
     cfg = _load_config(args)
-    if args.views is None and averages_views(cfg.model.name):
+    with_views = averages_views(cfg.model.name)
+    if args.views is None and with_views:
         cfg = cfg.replace(**{"model.augmented_views": DEMO_VIEWS})
     scene = data_file("samples", "demo_room.npz")
     views = cfg.model.augmented_views
     print(f"demo: segmenting the bundled scene {scene.name} with model '{cfg.model.name}'"
-          + (f" ({views} test-time views)" if views > 1 and averages_views(cfg.model.name)
-             else ""))
+          + (f" ({views} test-time views)" if views > 1 and with_views else ""))
     segment_file(scene, cfg, args.outdir, render=True)
     return 0
 
