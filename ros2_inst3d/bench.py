@@ -318,10 +318,15 @@ def format_pipeline(report: dict) -> str:
     learned = [r for r in runs if r["model"] != "geometric"]
     several_threads = len({r["cpu_threads"] for r in learned}) > 1
     several_views = len({r.get("augmented_views", 1) for r in learned}) > 1
-    heads = [f"{r['model']}/{r['device']}"
-             + (f"/{r['cpu_threads']}t" if several_threads and r in learned else "")
-             + (f"/{r.get('augmented_views', 1)}v" if several_views and r in learned else "")
-             for r in runs]
+
+    def head(run: dict) -> str:
+        name = f"{run['model']}/{run['device']}"
+        if run["model"] == "geometric":
+            return name
+        return (name + (f"/{run['cpu_threads']}t" if several_threads else "")
+                + (f"/{run.get('augmented_views', 1)}v" if several_views else ""))
+
+    heads = [head(r) for r in runs]
     width = max([16, *(len(h) + 2 for h in heads)])
     desc = max(len(d) for d in STAGE_DESCRIPTIONS.values())
     first = runs[0] if runs else {"points": report["scene"]["points"], "accumulated_points": 0}

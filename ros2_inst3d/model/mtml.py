@@ -191,10 +191,19 @@ class MTML(InstanceNetwork):
         mean_emb = ops.segment_reduce(embedding[keep], cid, k, "mean")
         inside = ((embedding[keep] - mean_emb[cid]).norm(dim=1) < self.delta_v).float()
         coherence = ops.segment_reduce(inside, cid, k, "mean")
-        cls = (semantic[keep] - self.num_stuff_classes).clamp(0, self.instance_classes - 1)
-        votes = torch.zeros(k, self.instance_classes, device=device)
-        votes.index_put_((cid, cls), torch.ones_like(cosine), accumulate=True)
-        return consistency * coherence, votes.argmax(1)
+        cls = (self.cluster_classes(cluster, semantic) - self.num_stuff_classes).clamp(
+            0, self.instance_classes - 1)
+        return consistency * coherence, cls
+
+    def cluster_classes(self, cluster: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
+        """(K,) the most frequent ``semantic`` class (V,) among the rows of each cluster
+        0..K-1 of ``cluster`` (V,) (-1 none); ties: the lower class."""
+        keep = cluster >= 0
+        k = int(cluster.max()) + 1 if keep.any() else 0
+        votes = torch.zeros(k, self.semantic_classes, device=cluster.device)
+        votes.index_put_((cluster[keep].long(), semantic[keep].long()),
+                         torch.ones(int(keep.sum()), device=cluster.device), accumulate=True)
+        return votes.argmax(1)
 
     def split_clusters(self, clusters: Sequence[torch.Tensor], xyz: torch.Tensor
                        ) -> list[torch.Tensor]:
@@ -218,19 +227,15 @@ class MTML(InstanceNetwork):
     def split_long_clusters(self, clusters: Sequence[torch.Tensor], semantic: torch.Tensor,
                             xyz: torch.Tensor) -> list[torch.Tensor]:
         """The pieces of the clusters too long for one object of their class (each cluster's
-        class: its voxels' commonest ``semantic``), one clustering per input that has any
+        class: :meth:`cluster_classes`), one clustering per input that has any
         (:func:`proposal_ops.split_long_masks` at ``split_factor`` / ``class_length``)."""
         parts = []
         for cluster in clusters:
             if cluster.numel() == 0 or int(cluster.max()) < 0:
                 continue
             masks = proposal_ops.clusters_to_masks(cluster)
-            votes = torch.zeros(masks.num_masks, self.semantic_classes, device=cluster.device)
-            votes.index_put_((masks.mask_idx.long(), semantic[masks.point_idx.long()]),
-                             torch.ones(masks.point_idx.numel(), device=cluster.device),
-                             accumulate=True)
-            pieces = proposal_ops.split_long_masks(masks, votes.argmax(1), xyz,
-                                                   self.class_length, self.split_factor)
+            pieces = proposal_ops.split_long_masks(masks, self.cluster_classes(cluster, semantic),
+                                                   xyz, self.class_length, self.split_factor)
             if pieces.num_masks:
                 labels = torch.full_like(cluster, -1)
                 labels[pieces.point_idx] = pieces.mask_idx.to(labels.dtype)
