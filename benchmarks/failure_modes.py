@@ -24,6 +24,8 @@ import torch
 from ros2_inst3d.classes import SCANNET20_CLASSES, STUFF_CLASSES
 from ros2_inst3d.config import Config
 from ros2_inst3d.data.datasets import find_scene_files, read_scene
+from ros2_inst3d.model import proposal_ops
+from ros2_inst3d.ops import SparseMasks, mask_iou
 from ros2_inst3d.segmenter import build_point_model
 
 MODES = ("found", "merged with same-class neighbours", "semantic wrong",
@@ -31,22 +33,33 @@ MODES = ("found", "merged with same-class neighbours", "semantic wrong",
          "mask IoU < 0.5")
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = np.intersect1d(a, b, assume_unique=True).size
-    return inter / (a.size + b.size - inter)
+def overlaps(instance: np.ndarray, indices) -> tuple[np.ndarray, np.ndarray]:
+    """(I, K) IoU and (I, K) share of each ground-truth instance 0..I-1 of ``instance`` (per point,
+    -1 none) held by each proposal of ``indices`` (K point-index arrays), from ``ops.mask_iou``
+    (intersection = IoU (|a| + |b|) / (1 + IoU), rounded: it counts points)."""
+    gt = proposal_ops.clusters_to_masks(torch.from_numpy(instance.astype(np.int64)))
+    sizes = [len(ix) for ix in indices]
+    pred = SparseMasks(torch.repeat_interleave(torch.arange(len(indices)), torch.tensor(sizes)),
+                       torch.from_numpy(np.concatenate(indices).astype(np.int64)) if indices
+                       else torch.zeros(0, dtype=torch.int64), len(indices))
+    iou = mask_iou(gt, pred).double().numpy()
+    gt_size = np.bincount(instance[instance >= 0], minlength=iou.shape[0])[:, None]
+    inter = np.rint(iou * (gt_size + np.asarray(sizes)[None, :]) / (1 + iou))
+    return iou, inter / np.maximum(gt_size, 1)
 
 
-def failure_mode(gt: np.ndarray, cls: int, proposals, point_class: np.ndarray,
-                 instance: np.ndarray, semantic: np.ndarray, threshold: float) -> str:
-    if any(c == cls and s >= threshold and iou(gt, ix) >= 0.5 for ix, c, s in proposals):
+def failure_mode(gt: np.ndarray, cls: int, proposals, iou: np.ndarray, share: np.ndarray,
+                 point_class: np.ndarray, instance: np.ndarray, semantic: np.ndarray,
+                 threshold: float) -> str:
+    """The failure mode of the instance at points ``gt`` of class ``cls``, given ``proposals``
+    ((indices, class, score) each) and its (K,) ``iou`` with them and ``share`` held by them."""
+    if any(c == cls and s >= threshold and o >= 0.5 for (_, c, s), o in zip(proposals, iou)):
         return "found"
     if np.mean(point_class[gt] == cls) < 0.5:
         return "semantic wrong"
-    cover = [(np.intersect1d(gt, ix, assume_unique=True).size / gt.size, ix, c, s)
-             for ix, c, s in proposals]
-    share, ix, c, s = max(cover, key=lambda t: t[0], default=(0.0, None, None, None))
-    if share < 0.5:
+    if not proposals or share.max() < 0.5:
         return "fragmented / not proposed"
+    ix, c, s = proposals[int(share.argmax())]
     others = instance[ix] != instance[gt[0]]
     same_class = others & (instance[ix] >= 0) & (semantic[ix] == cls)
     if same_class.mean() >= 0.3:
@@ -77,13 +90,14 @@ def main() -> None:
         room = read_scene(path)
         pred = model.predict_points(room.xyz, room.rgb)
         proposals = list(zip(pred.indices, pred.class_ids, pred.scores))
+        iou, share = overlaps(room.instance, list(pred.indices))
         for inst in np.unique(room.instance[room.instance >= 0]):
             gt = np.flatnonzero(room.instance == inst)
             cls = int(np.bincount(room.semantic[gt]).argmax())
             if cls in STUFF_CLASSES:
                 continue
-            mode = failure_mode(gt, cls, proposals, pred.point_class, room.instance,
-                                room.semantic, args.score_threshold)
+            mode = failure_mode(gt, cls, proposals, iou[inst], share[inst], pred.point_class,
+                                room.instance, room.semantic, args.score_threshold)
             counts[mode] += 1
             per_class[SCANNET20_CLASSES[cls]][mode] += 1
     total = sum(counts.values())

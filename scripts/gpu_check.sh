@@ -11,7 +11,8 @@
 #     4. tests    test_cuda.py: spconv's GPU U-Net vs the official outputs, every shipped model
 #                 on cuda vs cpu on the demo room;
 #     5. bench    per-stage pipeline times for every method on cpu and cuda (`bench --pipeline
-#                 --scene samples/demo_room.npz`: generating a room needs open3d);
+#                 --scene samples/demo_room.npz`: generating a room needs open3d; SoftGroup and
+#                 PointGroup also with 4 test-time views);
 #     6. train    the default model (config/train/softgroup_synthetic.yaml, from the shipped
 #                 weights, on the carried generated rooms) for the rest of the budget.
 # Writes under $OUT (or ./gpu_check_out): gpu_check.log (everything), summary.txt (one line per
@@ -176,11 +177,14 @@ run_phase() {
   local methods=(geometric pointgroup softgroup isbnet mtml)  # the bench's --models choices
   local devices=(cpu cuda) repeats=3
   if ((dry_run)); then methods=(geometric); devices=(cpu); repeats=1; fi
-  local method
+  local method views
   for method in "${methods[@]}"; do
+    # The methods that average test-time views also get a 4-view column (what `demo` runs).
+    views=()
+    case "$method" in pointgroup|softgroup) views=(--augmented-views 1 4) ;; esac
     step "bench $method" 90 python3 -m ros2_inst3d.cli bench --pipeline --models "$method" \
       --scene samples/demo_room.npz --devices "${devices[@]}" --repeats "$repeats" \
-      --json "$state/bench_$method.json"
+      "${views[@]}" --json "$state/bench_$method.json"
   done
   python3 - "$state" "$out/bench.json" <<'EOF' >>"$log" 2>&1
 import json, pathlib, sys

@@ -85,6 +85,21 @@ def test_split_clusters_proposes_the_spatial_parts_of_a_cluster():
         tiny(split_radius=-1.0)
 
 
+def test_xyz_weight_keeps_distant_objects_of_one_embedding_mode_apart():
+    # Two tight groups of voxels 4 m apart with the same embedding (two chairs the embedding
+    # confuses) and a third group with another embedding.
+    xyz = torch.tensor([[0.0, 0, 0], [0.1, 0, 0], [0.0, 0.1, 0], [4.0, 0, 0], [4.1, 0, 0],
+                        [4.0, 0.1, 0], [2.0, 2.0, 0], [2.1, 2.0, 0]])
+    embedding = torch.tensor([[0.0, 0.0]] * 6 + [[3.0, 3.0]] * 2)
+    (alone,) = tiny(bandwidths=[1.0]).mean_shift(embedding, xyz)
+    assert alone[0] == alone[3] and alone[0] != alone[6]
+    (spatial,) = tiny(bandwidths=[1.0], xyz_weight=0.5).mean_shift(embedding, xyz)
+    assert len({int(spatial[i]) for i in (0, 3, 6)}) == 3
+    assert spatial[:3].unique().numel() == 1 and spatial[3:6].unique().numel() == 1
+    with pytest.raises(ValueError, match="xyz_weight"):
+        tiny(xyz_weight=-0.5)
+
+
 def test_split_long_clusters_proposes_object_sized_pieces_of_a_row():
     lengths = [-1.0] * 20
     lengths[9] = 1.0
