@@ -78,6 +78,9 @@ def main() -> None:
                         ax.plot(hours, [row[key] for row in mine], style, marker="o",
                                 color=colours(i % colours.N), label=f"{run}: {key}")
         for ax, title in zip(axes, ("stage 1: point-wise", "stage 2: instances")):
+            if not ax.lines:  # e.g. only stage-2 runs: an empty panel says nothing
+                ax.set_axis_off()
+                continue
             ax.set_xlabel("CPU-hours of the run")
             ax.set_title(title)
             ax.grid(alpha=0.3)
