@@ -114,4 +114,5 @@ def test_amp_training_on_cuda(name, tmp_path, record_property):
                     with_coords=True)
     result.model.eval()
     (proposals,) = result.model.predict(batch_to_device(batch, "cuda"))
-    assert proposals.point_class is not None and len(proposals.point_class) == batch["xyz"].shape[0]
+    assert proposals.point_class is not None
+    assert len(proposals.point_class) == batch["xyz"].shape[0]

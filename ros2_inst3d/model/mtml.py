@@ -121,8 +121,9 @@ class MTML(InstanceNetwork):
                 "semantic_logits": out["semantic_logits"][p2v]}
 
     def voxel_heads(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Per voxel of a ``collate`` batch: ``voxel_feats`` (M, C), ``semantic_logits`` (M, K), ``embedding`` (M, E),
-        ``direction`` (M, 3, unnormalised), ``voxel_xyz`` (M, 3) mean xyz, metres."""
+        """Per voxel of a ``collate`` batch: ``voxel_feats`` (M, C), ``semantic_logits`` (M, K),
+        ``embedding`` (M, E), ``direction`` (M, 3, unnormalised), ``voxel_xyz`` (M, 3) mean xyz,
+        metres."""
         p2v = batch["point_to_voxel"].long()
         num_voxels = batch["coords"].shape[0]
         feats = self.forward_backbone(batch["feats"], batch["coords"],
