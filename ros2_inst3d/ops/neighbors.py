@@ -126,6 +126,7 @@ def ball_query(
 def _ball_query_cpu(xyz: torch.Tensor, query: torch.Tensor, offsets: torch.Tensor,
                     query_offsets: torch.Tensor, radius: float, max_neighbors: int,
                     self_query: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    import scipy.sparse
     from scipy.spatial import cKDTree
 
     points = xyz.numpy()
@@ -167,12 +168,16 @@ def _ball_query_cpu(xyz: torch.Tensor, query: torch.Tensor, offsets: torch.Tenso
     col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
 
     num_points = points.shape[0]
-    key = np.sort(row * num_points + col)
-    row = key // num_points
-    col = key - row * num_points
-
     num_queries = queries.shape[0]
-    counts = np.bincount(row, minlength=num_queries)
+    # Pairs grouped by query, each query's neighbours by index: scipy's CSR build is a counting
+    # sort by row plus small per-row sorts, about twice as fast as one sort of row * N + col.
+    # Pairs are distinct, so nothing is summed.
+    pairs = scipy.sparse.csr_matrix((np.ones(row.size, dtype=np.int8), (row, col)),
+                                    shape=(num_queries, num_points))
+    pairs.sort_indices()
+    col = pairs.indices.astype(np.int64, copy=False)
+    counts = np.diff(pairs.indptr).astype(np.int64, copy=False)
+    row = np.repeat(np.arange(num_queries, dtype=np.int64), counts)
     starts = np.cumsum(counts) - counts
     rank = np.arange(row.shape[0], dtype=np.int64) - starts[row]
     keep = rank < max_neighbors
