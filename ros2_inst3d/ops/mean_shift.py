@@ -79,16 +79,27 @@ def mean_shift_modes(embedding: torch.Tensor, seeds: torch.Tensor, bandwidth: fl
     bw2 = float(np.float32(bw) * np.float32(bw))
     extension = _backend.cuda_extension() if device.type == "cuda" else None
     count = torch.zeros(modes.shape[0], dtype=torch.int64, device=device)
+    # A mode whose step left it exactly where it was has a fixed window, so every later step
+    # would repeat it: only the modes that still move are stepped (each mode's step depends on
+    # that mode alone).
+    moving = torch.arange(modes.shape[0], device=device)
     for _ in range(max(1, int(max_iters))):
+        if moving.numel() == 0:
+            break
+        current, current_item = modes[moving].contiguous(), item[moving].contiguous()
         if extension is not None:
-            total, count = extension.mean_shift_step(modes.contiguous(), embedding.contiguous(),
-                                                     item.contiguous(), offsets.contiguous(), bw2)
+            total, step_count = extension.mean_shift_step(current, embedding.contiguous(),
+                                                          current_item, offsets.contiguous(), bw2)
         else:
-            total, count = _shift_cpu(modes.cpu(), embedding.cpu(), item.cpu(), offsets.cpu(), bw2)
-            total, count = total.to(device), count.to(device)
-        moved = torch.where(count[:, None] > 0, total / count.clamp_min(1)[:, None].float(), modes)
-        shift = (moved - modes).norm(dim=1).max() if modes.shape[0] else torch.tensor(0.0)
-        modes = moved
+            total, step_count = _shift_cpu(current.cpu(), embedding.cpu(), current_item.cpu(),
+                                           offsets.cpu(), bw2)
+            total, step_count = total.to(device), step_count.to(device)
+        moved = torch.where(step_count[:, None] > 0,
+                            total / step_count.clamp_min(1)[:, None].float(), current)
+        shift = (moved - current).norm(dim=1).max()
+        modes[moving] = moved
+        count[moving] = step_count
+        moving = moving[(moved != current).any(dim=1)]
         if float(shift) <= tol * bw:
             break
     return modes, count
