@@ -166,6 +166,31 @@ def test_mean_shift_matches_reference_on_separated_blobs(device, seed):
         assert (members < offsets[1]).all() or (members >= offsets[1]).all()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_mean_shift_modes_skips_only_modes_that_stopped(device):
+    """Modes that no longer move are not stepped again: the result equals stepping every mode
+    every time, on an embedding where modes converge at different steps."""
+    rng = np.random.default_rng(3)
+    emb = torch.from_numpy(np.concatenate([rng.normal(0, 1.0, (300, 3)),
+                                           rng.normal(4, 0.3, (100, 3))]).astype(np.float32))
+    seeds = emb[::7].clone()
+    bandwidth, iters = 0.8, 40
+    modes, count = ops.mean_shift_modes(emb.to(device), seeds.to(device), bandwidth,
+                                        max_iters=iters)
+    every = seeds.clone()
+    for _ in range(iters):  # the documented rule, every mode each step
+        inside = ((every[:, None, :] - emb[None]) ** 2).sum(-1) < bandwidth ** 2
+        every_count = inside.sum(1)
+        moved = torch.where(every_count[:, None] > 0,
+                            (inside.float() @ emb) / every_count.clamp_min(1)[:, None], every)
+        shift = float((moved - every).norm(dim=1).max())
+        every = moved
+        if shift <= 1e-3 * bandwidth:
+            break
+    torch.testing.assert_close(modes.cpu(), every, atol=1e-5, rtol=0)
+    assert count.cpu().tolist() == every_count.tolist()
+
+
 def test_mean_shift_min_size_and_seed_cap():
     emb = torch.tensor([[0.0], [0.1], [0.05], [5.0]])
     assert ops.mean_shift(emb, 1.0).tolist() == [0, 0, 0, 1]
