@@ -83,16 +83,19 @@ def mean_shift_modes(embedding: torch.Tensor, seeds: torch.Tensor, bandwidth: fl
     # would repeat it: only the modes that still move are stepped (each mode's step depends on
     # that mode alone).
     moving = torch.arange(modes.shape[0], device=device)
+    embedding, offsets = embedding.contiguous(), offsets.contiguous()
+    if extension is None:  # the CPU step's operands, moved once rather than every step
+        host_embedding, host_offsets = embedding.cpu(), offsets.cpu()
     for _ in range(max(1, int(max_iters))):
         if moving.numel() == 0:
             break
         current, current_item = modes[moving].contiguous(), item[moving].contiguous()
         if extension is not None:
-            total, step_count = extension.mean_shift_step(current, embedding.contiguous(),
-                                                          current_item, offsets.contiguous(), bw2)
+            total, step_count = extension.mean_shift_step(current, embedding, current_item,
+                                                          offsets, bw2)
         else:
-            total, step_count = _shift_cpu(current.cpu(), embedding.cpu(), current_item.cpu(),
-                                           offsets.cpu(), bw2)
+            total, step_count = _shift_cpu(current.cpu(), host_embedding, current_item.cpu(),
+                                           host_offsets, bw2)
             total, step_count = total.to(device), step_count.to(device)
         moved = torch.where(step_count[:, None] > 0,
                             total / step_count.clamp_min(1)[:, None].float(), current)

@@ -176,10 +176,10 @@ def _ball_query_cpu(xyz: torch.Tensor, query: torch.Tensor, offsets: torch.Tenso
                                     shape=(num_queries, num_points))
     pairs.sort_indices()
     col = pairs.indices.astype(np.int64, copy=False)
-    counts = np.diff(pairs.indptr).astype(np.int64, copy=False)
-    row = np.repeat(np.arange(num_queries, dtype=np.int64), counts)
-    starts = np.cumsum(counts) - counts
-    rank = np.arange(row.shape[0], dtype=np.int64) - starts[row]
+    starts = pairs.indptr.astype(np.int64, copy=False)
+    counts = np.diff(starts)
+    # Rank of each pair within its query's list: the first max_neighbors are kept.
+    rank = np.arange(col.shape[0], dtype=np.int64) - np.repeat(starts[:-1], counts)
     keep = rank < max_neighbors
     ptr = np.zeros(num_queries + 1, dtype=np.int64)
     np.cumsum(np.minimum(counts, max_neighbors), out=ptr[1:])
