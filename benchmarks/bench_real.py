@@ -35,15 +35,12 @@ sys.path.insert(0, str(ROOT))
 
 from ros2_inst3d.cli import cloud_fields  # noqa: E402
 from ros2_inst3d.config import load_config  # noqa: E402
+from ros2_inst3d.evaluation import KITTI_GROUND, kitti_object_scores  # noqa: E402
 from ros2_inst3d.gravity import gravity_transform  # noqa: E402
 from ros2_inst3d.io import read_cloud  # noqa: E402
 from ros2_inst3d.segmenter import Segmenter  # noqa: E402
 from ros2_inst3d.transforms import apply_transform  # noqa: E402
 
-KITTI_THINGS = (10, 11, 30, 31, 252, 253, 254)
-KITTI_JUNK = (40, 44, 48, 49, 50, 51, 70, 72)
-KITTI_GROUND = (40, 44, 48, 49, 60, 72)
-MIN_OBJECT_POINTS = 50
 NEBULA_PRESETS = {"velodyne_vls128": "lidar_outdoor.yaml"}  # the other frames are indoors
 
 
@@ -68,31 +65,6 @@ def _best_timing(segmenter: Segmenter, xyz, rgb, fields, repeats: int):
     return inst, timing
 
 
-def kitti_scores(inst, label: np.ndarray) -> dict:
-    """Matched labelled objects, returned instances and junk among them (see module doc)."""
-    semantic = (label & 0xFFFF).astype(np.int64)
-    things = np.isin(semantic, KITTI_THINGS) & ((label >> 16) > 0)
-    values, counts = np.unique(label[things], return_counts=True)
-    objects = []
-    for value, count in zip(values, counts):
-        if count < MIN_OBJECT_POINTS:
-            continue
-        mask = label == value
-        best = 0.0
-        for ix in inst.indices:
-            inter = int(mask[ix].sum())
-            best = max(best, inter / (count + len(ix) - inter))
-        objects.append({"semantic": int(value & 0xFFFF), "instance": int(value >> 16),
-                        "points": int(count), "best_iou": round(best, 3)})
-    majority = [int(np.bincount(semantic[ix]).argmax()) for ix in inst.indices]
-    junk = sum(m in KITTI_JUNK for m in majority)
-    return {"objects": len(objects), "matched": int(sum(o["best_iou"] >= 0.5 for o in objects)),
-            "instances": inst.num_instances, "junk": junk,
-            "junk_fraction": round(junk / max(1, inst.num_instances), 3),
-            "per_object": objects,
-            "majority_semantic": {str(k): majority.count(k) for k in sorted(set(majority))}}
-
-
 def bench_kitti(data: Path, out: Path, repeats: int,
                 methods: tuple[str, ...] = ("lidar", "softgroup")) -> list[dict]:
     """The ``lidar`` method with each ground method, and the learned default (``softgroup``:
@@ -111,7 +83,7 @@ def bench_kitti(data: Path, out: Path, repeats: int,
         cfg = load_config(ROOT / "config" / "lidar_outdoor.yaml", {"model.name": "softgroup"})
         inst, timing = _best_timing(Segmenter(cfg), cloud.xyz, None, None, repeats)
         row = {"method": "softgroup (xyz-only weights)", "points": len(cloud.xyz),
-               **kitti_scores(inst, label), "timing_ms": {k: round(v, 1) for k, v in timing.items()}}
+               **kitti_object_scores(inst.indices, label), "timing_ms": {k: round(v, 1) for k, v in timing.items()}}
         rows.append(row)
         print(f"SemanticKITTI 000000 {row['method']}: matched {row['matched']}/{row['objects']}, "
               f"{row['instances']} instances, junk {row['junk']} ({row['junk_fraction']:.0%}), "
@@ -136,7 +108,7 @@ def bench_kitti(data: Path, out: Path, repeats: int,
         row = {"method": "lidar", "ground": ground, "points": len(cloud.xyz),
                "ground_precision": round(tp / max(1, found.sum()), 3),
                "ground_recall": round(tp / max(1, ground_truth.sum()), 3),
-               **kitti_scores(inst, label), "timing_ms": {k: round(v, 1) for k, v in timing.items()}}
+               **kitti_object_scores(inst.indices, label), "timing_ms": {k: round(v, 1) for k, v in timing.items()}}
         rows.append(row)
         print(f"SemanticKITTI 000000 ground={ground}: matched {row['matched']}/{row['objects']}, "
               f"{row['instances']} instances, junk {row['junk']} ({row['junk_fraction']:.0%}), "

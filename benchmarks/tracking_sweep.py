@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import yaml
 from tqdm import tqdm
 
 from ros2_inst3d.bench import bench_point_model
-from ros2_inst3d.config import Config
+from ros2_inst3d.config import Config, parse_override
 from ros2_inst3d.errors import ConfigError
 from ros2_inst3d.segmenter import Segmenter
 from ros2_inst3d.synthetic.scene import generate_scene, split_seed
@@ -29,12 +28,11 @@ from ros2_inst3d.tracking_eval import (MotCounts, mot_counts, record_sequence, s
 
 
 def parse_setting(text: str) -> tuple[str, Any]:
-    """``tracking.<name>=<value>``; the value is read as YAML (3, 120.0, false), as in a parameter
-    file, and checked against the schema by ``Config.replace``."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.startswith("tracking."):
-        raise argparse.ArgumentTypeError(f"expected tracking.<name>=<value>, got {text!r}")
-    return key, yaml.safe_load(value)
+    """``tracking.<name>=<value>`` (``config.parse_override``)."""
+    try:
+        return parse_override(text, prefix="tracking.")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main() -> None:

@@ -407,6 +407,10 @@ def add_gen_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write <stem>.preview.png coloured by instance")
     parser.add_argument("--lidar", action="store_true",
                         help="scan with a spinning 32-beam LiDAR instead of the RGB-D camera")
+    parser.add_argument("--street", action="store_true",
+                        help="outdoor street scans instead of rooms: one revolution of a ray-cast "
+                        "HDL-64 each, written as SemanticKITTI street_<seed>.bin / .label (for "
+                        "tuning and checking the lidar method: benchmarks/lidar_street.py)")
     parser.add_argument("--voxel-size", type=float, default=None,
                         help=f"output resolution in metres (default {SceneParams.voxel_size})")
     parser.add_argument("--small", action="store_true",
@@ -434,6 +438,16 @@ def cmd_gen_data(args: argparse.Namespace) -> int:
         raise ValueError(f"--scenes must be >= 1, got {args.scenes}")
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.street:
+        from .synthetic.scene import split_seed
+        from .synthetic.street import generate_streets
+
+        first = split_seed(args.split, args.seed) if args.split else args.seed
+        t0 = time.perf_counter()
+        paths = generate_streets(args.outdir, args.scenes, first, progress=not args.quiet)
+        dt = time.perf_counter() - t0
+        print(f"wrote {len(paths)} street scans to {args.outdir} in {dt:.1f} s")
+        return 0
     params = SceneParams.small() if args.small else SceneParams()
     changes: dict = {}
     if args.lidar:

@@ -121,6 +121,11 @@ class GeometricConfig:
         0.0, "Cut clusters at concave creases sharper than this (LCCP-style convexity test on "
         "voxel normals): splits objects that touch or stand on each other; 0 disables it "
         "(plain connectivity).", low=0.0, high=90.0, unit="deg")
+    max_color_distance: float = param(
+        0.0, "Neighbouring voxels whose mean colours (RGB, each in [0, 1]) differ by more than "
+        "this are not joined: touching objects of different colour come apart where geometry "
+        "alone sees one surface (coplanar boxes, an object leaning on another). 0 disables it; "
+        "clouds without rgb are clustered by geometry alone.", low=0.0, high=2.0)
     viewpoint: list[float] = param(
         [0.0, 0.0, 0.0], "Sensor position the voxel normals are turned towards (the "
         "convexity test needs outward normals).", unit="m")
@@ -188,6 +193,12 @@ class LidarConfig:
     max_ground_gap: float = param(
         1.0, "Clusters whose lowest point is this far above the local ground are discarded "
         "(canopies, overhangs); 0 disables the test.", low=0.0, unit="m")
+    max_surface_variation: float = param(
+        1.0, "Clusters whose median surface variation exceeds this are discarded as foliage "
+        "(per point: smallest / sum of the covariance eigenvalues of its 10 nearest points in "
+        "the cluster; near 0 on car bodies, people, poles and walls, up to 1/3 in leaves). "
+        "Values >= 1/3 disable the test (the default; lidar_outdoor.yaml sets it).",
+        low=0.0, high=1.0)
 
 
 @dataclass
@@ -400,6 +411,18 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(f"'segment.roi_min' {lo} must be below 'segment.roi_max' {hi} on every axis")
     if not any(t for t in cfg.input.topics):
         raise ConfigError("'input.topics' must name at least one PointCloud2 topic")
+
+
+def parse_override(text: str, prefix: str = "") -> tuple[str, Any]:
+    """``<section>.<name>=<value>`` from a command line: the value is read as YAML (3, 120.0,
+    false, [1, 2]), as in a parameter file; ``load_config`` / ``Config.replace`` check it against
+    the schema. ``prefix``: the key must start with it (a tool that tunes one section)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.startswith(prefix) or "." not in key:
+        raise ValueError(f"expected {prefix or '<section>.'}<name>=<value>, got {text!r}")
+    return key.strip(), yaml.safe_load(value)
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:

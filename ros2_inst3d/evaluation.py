@@ -37,6 +37,13 @@ prediction (its background id 0 is not skipped); that artefact is not reproduced
 into one and evaluates every prediction whatever its class: the mode for comparing the geometric
 baseline, which labels everything "otherfurniture".
 
+**LiDAR objects on a street** (``kitti_object_scores``; SemanticKITTI's labels: semantic = low
+16 bits, instance = high 16 bits) is the rule of issue #10 for the ``lidar`` method, which knows
+no classes: labelled things (car, bicycle, person, bicyclist and their moving ids) with >= 50
+points, each matched when some returned instance covers it at IoU >= 0.5, and the returned
+instances whose points are mostly road, parking, sidewalk, other-ground, building, fence,
+vegetation or terrain counted as junk (poles, trunks and signs are objects to a robot).
+
 Files: ground truth is a scene file (internal ``.npz`` or a preprocessed ``.pth``), the prediction
 of scene ``<stem>`` is ``<stem>.labels.npz`` as written by ``ros2-inst3d segment``.
 """
@@ -898,3 +905,39 @@ def sweep_score_thresholds(cfg: Any, data_dir: str | Path, thresholds: Sequence[
                      "F1_50": 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0,
                      "num_pred": int(agnostic.num_pred.sum())})
     return rows
+
+
+# SemanticKITTI semantic ids (semantic-kitti.yaml): things, the stuff a robot need not avoid as an
+# object, and ground.
+KITTI_THINGS = (10, 11, 30, 31, 252, 253, 254)
+KITTI_JUNK = (40, 44, 48, 49, 50, 51, 70, 72)
+KITTI_GROUND = (40, 44, 48, 49, 60, 72)
+KITTI_MIN_OBJECT_POINTS = 50
+
+
+def kitti_object_scores(indices: Sequence[np.ndarray], label: np.ndarray) -> dict:
+    """Objects matched, instances returned and junk among them (module doc: LiDAR objects on a
+    street). indices: the point indices of each returned instance; label: (N,) uint32
+    SemanticKITTI labels of the cloud."""
+    label = np.asarray(label, dtype=np.uint32)
+    semantic = (label & 0xFFFF).astype(np.int64)
+    things = np.isin(semantic, KITTI_THINGS) & ((label >> 16) > 0)
+    values, counts = np.unique(label[things], return_counts=True)
+    objects = []
+    for value, count in zip(values, counts):
+        if count < KITTI_MIN_OBJECT_POINTS:
+            continue
+        mask = label == value
+        best = 0.0
+        for ix in indices:  # instances may overlap (learned methods), so no owner map
+            inter = int(mask[ix].sum())
+            best = max(best, inter / (count + len(ix) - inter))
+        objects.append({"semantic": int(value & 0xFFFF), "instance": int(value >> 16),
+                        "points": int(count), "best_iou": round(best, 3)})
+    majority = [int(np.bincount(semantic[ix]).argmax()) for ix in indices]
+    junk = sum(m in KITTI_JUNK for m in majority)
+    return {"objects": len(objects), "matched": int(sum(o["best_iou"] >= 0.5 for o in objects)),
+            "instances": len(indices), "junk": junk,
+            "junk_fraction": round(junk / max(1, len(indices)), 3),
+            "per_object": objects,
+            "majority_semantic": {str(k): majority.count(k) for k in sorted(set(majority))}}

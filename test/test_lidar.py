@@ -396,3 +396,87 @@ def test_convex_components_cut_touching_objects_at_concave_creases():
     from ros2_inst3d.model.geometric import voxel_components
 
     assert len(np.unique(voxel_components(grid.coords, 1))) == 1
+
+
+def test_colour_cut_separates_flush_boxes_of_different_colour():
+    """Two boxes side by side with flush tops and fronts: geometry sees one surface, the colour
+    edge between them cuts it; same colours, no rgb or the cut disabled keep one cluster."""
+    from ros2_inst3d.config import GeometricConfig
+    from ros2_inst3d.model.geometric import GeometricModel
+
+    rng = np.random.default_rng(1)
+    n = 4000
+    # top (z = 0.1) and front (x = 0) faces of a 0.1 x 0.3 x 0.1 m block made of two boxes
+    top = np.column_stack([rng.uniform(0, 0.1, n), rng.uniform(0, 0.3, n), np.full(n, 0.1)])
+    front = np.column_stack([np.zeros(n), rng.uniform(0, 0.3, n), rng.uniform(0, 0.1, n)])
+    xyz = np.concatenate([top, front]).astype(np.float32)
+    left = xyz[:, 1] < 0.15
+    red, blue = np.array([200, 40, 30]), np.array([30, 60, 190])
+    rgb = np.where(left[:, None], red, blue).astype(np.uint8)
+    rgb = np.clip(rgb + rng.normal(0, 4, rgb.shape), 0, 255).astype(np.uint8)  # sensor noise
+    base = dict(max_planes=0, voxel_size=0.01, min_cluster_points=50, max_cluster_extent=0)
+
+    def clusters(cfg, colours):
+        return GeometricModel(GeometricConfig(**cfg)).predict_points(xyz, colours).indices
+
+    cut = clusters({**base, "max_color_distance": 0.15}, rgb)
+    assert len(cut) == 2
+    for ix in cut:  # each cluster is one box (a voxel on the seam holds both colours)
+        assert max(np.mean(left[ix]), np.mean(~left[ix])) > 0.99
+    assert len(clusters({**base, "max_color_distance": 0.15},
+                        np.broadcast_to(red, rgb.shape).astype(np.uint8))) == 1
+    assert len(clusters({**base, "max_color_distance": 0.15}, None)) == 1
+    assert len(clusters({**base, "max_color_distance": 0.0}, rgb)) == 1
+
+
+def test_surface_variation_tells_foliage_from_surfaces():
+    from ros2_inst3d.model.lidar import SURFACE_SAMPLES, cluster_surface_variation
+
+    rng = np.random.default_rng(2)
+    n = 2000
+    # a car-like smooth surface (a bent sheet with 1 cm noise), a crown of random leaf points,
+    # a pole (a thin cylinder) and a 6-point scrap smaller than a neighbourhood
+    u, v = rng.uniform(0, 4, n), rng.uniform(0, 1.5, n)
+    sheet = np.column_stack([u, 0.2 * np.sin(u), v]) + rng.normal(0, 0.01, (n, 3))
+    crown = rng.normal(0, 1.0, (n, 3)) + (10.0, 0.0, 3.0)
+    a, h = rng.uniform(0, 2 * math.pi, n), rng.uniform(0, 3, n)
+    pole = np.column_stack([0.08 * np.cos(a) - 5.0, 0.08 * np.sin(a), h])
+    scrap = rng.normal(0, 0.1, (6, 3)) + (0.0, 8.0, 0.0)
+    pts = np.concatenate([sheet, crown, pole, scrap])
+    labels = np.repeat([0, 1, 2, 3], [n, n, n, 6])
+    which = np.array([True, True, True, True, False])  # cluster 4 has no points: not computed
+    var = cluster_surface_variation(pts, labels, 5, which)
+    assert var[0] < 0.02 and var[2] < 0.05, var
+    assert var[1] > 0.1, var  # the outdoor preset drops clusters above 0.07
+    assert np.isfinite(var[3]) and np.isnan(var[4])
+    # the median over SURFACE_SAMPLES evenly spaced points is the median over all of them,
+    # within the spread of the values
+    from scipy.spatial import cKDTree
+
+    _, nb = cKDTree(crown).query(crown, k=10)
+    q = crown[nb] - crown[nb].mean(axis=1, keepdims=True)
+    ev = np.linalg.eigvalsh(np.einsum("nki,nkj->nij", q, q))
+    full = np.median(ev[:, 0] / ev.sum(axis=1))
+    assert n > 10 * SURFACE_SAMPLES and abs(var[1] - full) < 0.02, (var[1], full)
+
+
+def test_foliage_filter_drops_a_bush_and_keeps_the_car():
+    """The outdoor preset's surface-variation test: a bush of random leaves (their corners taken
+    as returns) is dropped, a car of flat faces is kept; without the test the bush is an
+    instance."""
+    from ros2_inst3d.synthetic.street import leaves
+
+    xyz, hit, _ = spinning_scan([((8.0, -3.0, -SENSOR_HEIGHT + 0.75), (4.2, 1.8, 1.5))])
+    bush = leaves(np.random.default_rng(3), (-12.0, 4.0, -SENSOR_HEIGHT + 1.0), (1.5, 0.6, 1.0),
+                  400, box=True).build(0, "vegetation", recentre=False)
+    pts = np.concatenate([xyz, bush.vertices]).astype(np.float32)
+    is_leaf = np.r_[np.zeros(len(xyz), bool), np.ones(len(bush.vertices), bool)]
+    on = load_config(ROOT / "config" / "lidar_outdoor.yaml")
+    off = load_config(ROOT / "config" / "lidar_outdoor.yaml", {"lidar.max_surface_variation": 1.0})
+    assert on.lidar.max_surface_variation < 1 / 3
+    kept_on = Segmenter(on).segment(pts, None).indices
+    kept_off = Segmenter(off).segment(pts, None).indices
+    assert any(is_leaf[ix].mean() > 0.9 for ix in kept_off)
+    assert not any(is_leaf[ix].mean() > 0.5 for ix in kept_on)
+    car = np.r_[hit == 0, np.zeros(len(bush.vertices), bool)] & (pts[:, 2] > -SENSOR_HEIGHT + 0.3)
+    assert best_iou(kept_on, car) > 0.8

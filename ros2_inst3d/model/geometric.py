@@ -10,7 +10,9 @@ Pipeline, all vectorised numpy/scipy:
    of the lowest horizontal plane (the floor), holding ``min_plane_fraction`` of the cloud and
    spanning ``min_plane_extent``. Table tops are horizontal too; the band keeps them.
 2. The remaining points are voxelized at ``voxel_size``; voxels within ``connectivity`` cells are
-   joined, and connected components are the instances (scipy.sparse.csgraph).
+   joined, and connected components are the instances (scipy.sparse.csgraph). Two optional cuts
+   refine the joins: at concave creases (``concave_angle_deg``) and where the voxels' mean colours
+   differ (``max_color_distance``), both in :func:`convex_components`.
 3. Clusters smaller than ``min_cluster_points`` or larger than ``max_cluster_extent`` are dropped.
 """
 
@@ -251,14 +253,17 @@ _NORMAL_NEIGHBOURS = 12  # voxel centroids per normal estimate
 
 
 def convex_components(centres: np.ndarray, radius: float, concave_angle_deg: float,
-                      viewpoint) -> np.ndarray:
+                      viewpoint, colors: np.ndarray | None = None,
+                      max_color_distance: float = 0.0) -> np.ndarray:
     """Connected components of voxel centroids joined across convex or flat edges only.
 
     centres: (M, 3) float64; two centroids closer than ``radius`` are neighbours. The edge is
     kept when the surface bends outwards there (LCCP's convexity test, Stein et al. CVPR 2014:
     (n_i - n_j) . (p_i - p_j) > 0 with normals facing the ``viewpoint``) or when the normals
     differ by less than ``concave_angle_deg``; the concave creases where two objects touch, or
-    where an object stands on another, are cut. Returns (M,) int64 component ids.
+    where an object stands on another, are cut. ``concave_angle_deg`` <= 0 keeps every edge.
+    colors: (M, 3) mean voxel colours in [0, 1]; with ``max_color_distance`` > 0, edges between
+    colours farther apart (Euclidean) are cut too. Returns (M,) int64 component ids.
     """
     from scipy.spatial import cKDTree
 
@@ -266,19 +271,24 @@ def convex_components(centres: np.ndarray, radius: float, concave_angle_deg: flo
     if m == 0:
         return np.zeros(0, dtype=np.int64)
     tree = cKDTree(centres)
-    k = min(_NORMAL_NEIGHBOURS, m)
-    _, nbr = tree.query(centres, k=k)
-    nbr = nbr.reshape(m, k)
-    local = centres[nbr] - centres[nbr].mean(axis=1, keepdims=True)
-    _, vecs = np.linalg.eigh(np.einsum("mki,mkj->mij", local, local))
-    normals = vecs[:, :, 0]
-    flip = np.einsum("ij,ij->i", normals, np.asarray(viewpoint, np.float64) - centres) < 0
-    normals[flip] *= -1
     pairs = tree.query_pairs(radius, output_type="ndarray")
     i, j = pairs[:, 0], pairs[:, 1]
-    convex = np.einsum("ij,ij->i", normals[i] - normals[j], centres[i] - centres[j]) > 0
-    flat = np.einsum("ij,ij->i", normals[i], normals[j]) > np.cos(np.radians(concave_angle_deg))
-    keep = convex | flat
+    keep = np.ones(len(i), dtype=bool)
+    if concave_angle_deg > 0:
+        k = min(_NORMAL_NEIGHBOURS, m)
+        _, nbr = tree.query(centres, k=k)
+        nbr = nbr.reshape(m, k)
+        local = centres[nbr] - centres[nbr].mean(axis=1, keepdims=True)
+        _, vecs = np.linalg.eigh(np.einsum("mki,mkj->mij", local, local))
+        normals = vecs[:, :, 0]
+        flip = np.einsum("ij,ij->i", normals, np.asarray(viewpoint, np.float64) - centres) < 0
+        normals[flip] *= -1
+        convex = np.einsum("ij,ij->i", normals[i] - normals[j], centres[i] - centres[j]) > 0
+        flat = (np.einsum("ij,ij->i", normals[i], normals[j])
+                > np.cos(np.radians(concave_angle_deg)))
+        keep = convex | flat
+    if colors is not None and max_color_distance > 0:
+        keep &= np.linalg.norm(colors[i] - colors[j], axis=1) <= max_color_distance
     return graph_components(i[keep], j[keep], m)
 
 
@@ -344,7 +354,8 @@ class GeometricModel:
         return cls(cfg.geometric)
 
     def predict_points(self, xyz: np.ndarray, rgb: np.ndarray | None = None) -> Proposals:
-        """Instances of ``xyz`` (N, 3) float32, metres, z up; ``rgb`` is unused."""
+        """Instances of ``xyz`` (N, 3) float32, metres, z up; ``rgb`` (N, 3) uint8 or None feeds
+        the colour cut (``max_color_distance``) only."""
         cfg = self.cfg
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -355,10 +366,13 @@ class GeometricModel:
         indices: list[np.ndarray] = []
         if len(rest):
             grid = voxelize(xyz[rest], cfg.voxel_size)
-            if cfg.concave_angle_deg > 0:
+            by_color = rgb is not None and cfg.max_color_distance > 0
+            if cfg.concave_angle_deg > 0 or by_color:
                 centres = voxel_mean(grid, xyz[rest].astype(np.float64))
+                colors = voxel_mean(grid, rgb[rest] / 255.0) if by_color else None
                 comp = convex_components(centres, cfg.voxel_size * (cfg.connectivity + 0.75),
-                                         cfg.concave_angle_deg, cfg.viewpoint)
+                                         cfg.concave_angle_deg, cfg.viewpoint, colors,
+                                         cfg.max_color_distance)
             else:
                 comp = voxel_components(grid.coords, cfg.connectivity)
             comp = comp[grid.point_to_voxel]

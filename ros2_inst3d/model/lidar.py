@@ -12,8 +12,9 @@ The way outdoor LiDAR perception stacks do it (Autoware, Patchwork++ + Euclidean
    so the gap between two rings on one object is about range x beam spacing; a fixed radius
    either merges neighbours near the sensor or breaks far objects into rings. The growth angle
    comes from the ``ring``/``channel`` field when present (the measured beam spacing).
-3. **Plausibility.** Clusters too small, too flat, too tall, too long (walls, fences, hedges) or
-   floating above the local ground (canopies) are dropped; the rest are object instances with
+3. **Plausibility.** Clusters too small, too flat, too tall, too long (walls, fences, hedges),
+   floating above the local ground (canopies) or rough at every point (foliage:
+   :func:`cluster_surface_variation`) are dropped; the rest are object instances with
    one class, ``otherfurniture`` (19) like the geometric baseline (the class table is ScanNet's).
 
 Everything is vectorised numpy/scipy; ``timing_ms`` reports ``ground``, ``voxelize``,
@@ -41,6 +42,8 @@ _GROUND_SEED_BAND = 0.5    # x ground_distance above a cell's lowest point: its 
 _SLOPE_RIDGE = 0.05        # ridge weight on the slopes: few or collinear seeds give a flat plane
 _LATERAL_SECTORS = 4       # grid ground: a cell is compared with this many sectors each side
 _TOLERANCE_LEVELS = 1.5    # ratio between the tolerance levels of the neighbour search
+SURFACE_NEIGHBOURS = 10    # points per neighbourhood of the surface variation
+SURFACE_SAMPLES = 64       # points per cluster whose surface variation is measured
 
 
 def patchworkpp_available() -> bool:
@@ -385,6 +388,46 @@ def cluster_scatter(rel: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return ev[:, 0] / np.maximum(ev[:, 2], 1e-12)
 
 
+def cluster_surface_variation(pts: np.ndarray, labels: np.ndarray, k: int,
+                              which: np.ndarray) -> np.ndarray:
+    """(k,) median over each cluster's points of the surface variation (Pauly, Gross, Kobbelt,
+    "Efficient simplification of point-sampled surfaces", 2002): the smallest / the sum of the
+    covariance eigenvalues of the point's ``SURFACE_NEIGHBOURS`` nearest points of its cluster.
+    Near 0 on smooth surfaces (car bodies, people, poles, walls), towards 1/3 in foliage, whose
+    leaves face every way and let beams in. The median is taken over at most
+    ``SURFACE_SAMPLES`` evenly spaced points per cluster (their neighbours come from all of its
+    points). Only clusters where ``which`` (k,) bool is set are computed (the others are NaN)."""
+    out = np.full(k, np.nan)
+    sel = np.flatnonzero(which[labels])
+    if not sel.size:
+        return out
+    sel = sel[np.argsort(labels[sel], kind="stable")]
+    p, lab = pts[sel], labels[sel]
+    counts = np.bincount(lab, minlength=k)
+    starts = np.cumsum(counts) - counts
+    rank = np.arange(len(lab)) - starts[lab]
+    step = -(-counts // SURFACE_SAMPLES)  # ceil
+    query = np.flatnonzero(rank % step[lab] == 0)
+    # a 4th coordinate far apart per cluster keeps every neighbourhood inside its cluster
+    separation = 1e3 * (1.0 + float(np.ptp(p, axis=0).max()))
+    keyed = np.column_stack([p, lab * separation])
+    dist, nb = cKDTree(keyed).query(keyed[query], k=SURFACE_NEIGHBOURS)
+    # a cluster smaller than the neighbourhood: the missing neighbours are the point itself
+    nb = np.where(dist < 0.5 * separation, nb, query[:, None])
+    q = p[nb]
+    q -= q.mean(axis=1, keepdims=True)
+    ev = np.linalg.eigvalsh(np.einsum("nki,nkj->nij", q, q))
+    variation = ev[:, 0] / np.maximum(ev.sum(axis=1), 1e-18)
+    qlab = lab[query]
+    order = np.lexsort((variation, qlab))
+    qlab_sorted = qlab[order]
+    first = np.flatnonzero(np.r_[True, qlab_sorted[1:] != qlab_sorted[:-1]])
+    last = np.r_[first[1:], len(order)]
+    lo, hi = order[(first + last - 1) // 2], order[(first + last) // 2]
+    out[qlab_sorted[first]] = 0.5 * (variation[lo] + variation[hi])
+    return out
+
+
 class LidarClusteringModel:
     """Ground segmentation + range-adaptive Euclidean clustering + plausibility filters (the
     ``lidar`` method, a ``PointModel`` without weights)."""
@@ -465,6 +508,8 @@ class LidarClusteringModel:
                 lowest[labels[order][first]] = order[first]
                 gap = z_lo - ground_z[rest][lowest]
                 ok &= gap <= cfg.max_ground_gap
+            if cfg.max_surface_variation < 1.0 / 3.0:
+                ok &= ~(cluster_surface_variation(pts, labels, k, ok) > cfg.max_surface_variation)
             keep_label = np.flatnonzero(ok)
             if keep_label.size:
                 sel = ok[labels]
