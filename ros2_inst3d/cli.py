@@ -440,6 +440,15 @@ def cmd_gen_data(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if args.street:
         from .synthetic.scene import split_seed
+
+        room_only = [flag for flag, value in (
+            ("--lidar", args.lidar), ("--sequence", args.sequence), ("--bag", args.bag),
+            ("--preview", args.preview), ("--small", args.small), ("--workers", args.workers != 1),
+            ("--room-kind", args.room_kind), ("--room-size", args.room_size),
+            ("--voxel-size", args.voxel_size)) if value]
+        if room_only:
+            raise ValueError(f"--street makes LiDAR street scans; {', '.join(room_only)} only "
+                             "apply to rooms")
         from .synthetic.street import generate_streets
 
         first = split_seed(args.split, args.seed) if args.split else args.seed

@@ -57,6 +57,13 @@ def test_gen_data_street_writes_pairs(tmp_path, capsys):
         "street_100000.bin", "street_100000.label", "street_100001.bin", "street_100001.label"]
 
 
+def test_gen_data_street_rejects_room_options(tmp_path, capsys):
+    assert main(["gen-data", str(tmp_path / "s"), "--street", "--bag", "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "--bag only apply to rooms" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()
+
+
 def test_kitti_object_scores_counts_matches_and_junk():
     car, person, hedge, pole = 10 | (1 << 16), 30 | (2 << 16), 70, 80
     label = np.array([car] * 100 + [person] * 40 + [hedge] * 60 + [pole] * 30 + [40] * 70,
