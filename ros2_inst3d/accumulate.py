@@ -41,9 +41,12 @@ __all__ = ["AccumulatedCloud", "ScanAccumulator", "MISSING_RGB", "MISSING_INTENS
 
 # Fill values for scans without colour or intensity when other scans in the window have them:
 # mid grey is neutral for the models' rgb/127.5 - 1 features (it maps to ~0); NaN marks an
-# unknown intensity honestly instead of inventing a reading.
+# unknown intensity (or ring) honestly instead of inventing a reading.
 MISSING_RGB = np.array([128, 128, 128], dtype=np.uint8)
 MISSING_INTENSITY = np.float32(np.nan)
+# The optional per-point scalars a window carries, each (n,) float32 with NaN where a scan in the
+# window did not have it: the sensor's intensity, and its beam index (ring) for the lidar method.
+SCALAR_FIELDS = ("intensity", "ring")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class AccumulatedCloud:
     rgb: (P, 3) uint8, or None when no scan in the window had colour. Points of scans without
         colour get :data:`MISSING_RGB` when other scans have it.
     intensity: (P,) float32, or None when no scan had intensity; missing ones are NaN.
+    ring: (P,) float32 beam index, or None when no scan had one; missing ones are NaN.
     stamp_ns: (P,) int64, stamp of the scan each point came from, integer nanoseconds.
     newest_stamp_ns / oldest_stamp_ns: stamps of the newest / oldest scan in the window (ns), None
         when the window is empty.
@@ -67,17 +71,24 @@ class AccumulatedCloud:
     newest_stamp_ns: int | None
     oldest_stamp_ns: int | None
     num_scans: int
+    ring: np.ndarray | None = None
 
     @property
     def num_points(self) -> int:
         return int(self.xyz.shape[0])
+
+    def fields(self) -> dict[str, np.ndarray]:
+        """The per-point scalars the window has (``SCALAR_FIELDS``), by name, for
+        ``Segmenter.segment(fields=...)``."""
+        return {name: getattr(self, name) for name in SCALAR_FIELDS
+                if getattr(self, name) is not None}
 
 
 @dataclass(frozen=True)
 class _StoredScan:
     xyz: np.ndarray  # (n, 3) float32
     rgb: np.ndarray | None  # (n, 3) uint8
-    intensity: np.ndarray | None  # (n,) float32
+    scalars: dict[str, np.ndarray]  # SCALAR_FIELDS the scan has, (n,) float32 each
     stamp_ns: int
     sequence: int  # insertion order; breaks ties between equal stamps (later = newer)
     # The scan's voxels at edge ``keys_voxel`` (the dedupe voxel at add time) as (sorted unique
@@ -228,15 +239,17 @@ class ScanAccumulator:
         self._newest = None
 
     # ---------------------------------------------------------------------------------------
-    def add(self, xyz: Any, rgb: Any = None, intensity: Any = None, stamp_ns: int = 0) -> bool:
+    def add(self, xyz: Any, rgb: Any = None, intensity: Any = None, stamp_ns: int = 0,
+            ring: Any = None) -> bool:
         """Add one scan already transformed into the fixed frame.
 
         xyz: (N, 3) float, metres, fixed frame, finite. rgb: (N, 3) uint8 or None.
-        intensity: (N,) float or None. stamp_ns: scan stamp, integer nanoseconds.
+        intensity, ring: (N,) numbers or None. stamp_ns: scan stamp, integer nanoseconds.
         Returns True when the scan is stored after the limits are applied (False when it was
         refused as too old or immediately evicted by the limits; either way it is counted).
         """
-        points, colours, intensities, stamp = self._validate(xyz, rgb, intensity, stamp_ns)
+        points, colours, scalars, stamp = self._validate(
+            xyz, rgb, {"intensity": intensity, "ring": ring}, stamp_ns)
         newest = self.newest_stamp_ns
         if newest is not None and self._window_ns is not None and stamp < newest - self._window_ns:
             self.dropped_late_scans += 1
@@ -258,14 +271,14 @@ class ScanAccumulator:
                 voxels = (unique, (np.cumsum(kept) - 1)[first_of_voxel])
             if first.shape[0] < points.shape[0]:
                 self.dropped_duplicate_points += points.shape[0] - first.shape[0]
-                points, colours, intensities = _take(first, points, colours, intensities)
+                points, colours, scalars = _take(first, points, colours, scalars)
         if points.shape[0] > self.max_points:
             self.dropped_budget_points += points.shape[0] - self.max_points
             keep = _uniform_subsample(points.shape[0], self.max_points)
-            points, colours, intensities = _take(keep, points, colours, intensities)
+            points, colours, scalars = _take(keep, points, colours, scalars)
             voxels = None   # keyed again if the window needs them
 
-        scan = _StoredScan(points, colours, intensities, stamp, self._sequence, voxels,
+        scan = _StoredScan(points, colours, scalars, stamp, self._sequence, voxels,
                            self.dedupe_voxel)
         self._sequence += 1
         # Keep the deque sorted by (stamp, arrival); out-of-order scans are rare and the deque
@@ -299,7 +312,7 @@ class ScanAccumulator:
         self.expired_points += dropped
 
     @staticmethod
-    def _validate(xyz: Any, rgb: Any, intensity: Any, stamp_ns: Any):
+    def _validate(xyz: Any, rgb: Any, scalars: dict[str, Any], stamp_ns: Any):
         points = np.asarray(xyz)
         if points.ndim != 2 or points.shape[1] != 3:
             raise ValueError(f"xyz must have shape (N, 3), got {points.shape}")
@@ -317,18 +330,20 @@ class ScanAccumulator:
             if colours.dtype != np.uint8:
                 raise ValueError(f"rgb must be uint8 (0..255), got dtype {colours.dtype}")
             colours = colours.copy()
-        intensities = None
-        if intensity is not None:
-            intensities = np.asarray(intensity)
-            if intensities.shape != (n,):
-                raise ValueError(f"intensity must have shape ({n},) to match xyz, got {intensities.shape}")
-            intensities = intensities.astype(np.float32)
+        checked = {}
+        for name, values in scalars.items():
+            if values is None:
+                continue
+            values = np.asarray(values)
+            if values.shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},) to match xyz, got {values.shape}")
+            checked[name] = values.astype(np.float32)
         if isinstance(stamp_ns, (bool, np.bool_)) or not isinstance(stamp_ns, (int, np.integer)):
             raise ValueError(
                 f"stamp_ns must be an integer number of nanoseconds, got {type(stamp_ns).__name__}; "
                 "use cloud.stamp_to_ns(header.stamp)"
             )
-        return points, colours, intensities, int(stamp_ns)
+        return points, colours, checked, int(stamp_ns)
 
     # ---------------------------------------------------------------------------------------
     def cloud(self) -> AccumulatedCloud:
@@ -364,22 +379,19 @@ class ScanAccumulator:
             rgb = np.concatenate(
                 [s.rgb if s.rgb is not None else np.broadcast_to(MISSING_RGB, (s.num_points, 3)) for s in scans]
             )
-        intensity = None
-        if any(s.intensity is not None for s in scans):
-            intensity = np.concatenate(
-                [s.intensity if s.intensity is not None else np.full(s.num_points, MISSING_INTENSITY) for s in scans]
-            )
+        scalars = _concatenate_scalars([s.scalars for s in scans], [s.num_points for s in scans])
         if self.dedupe_voxel > 0.0 and xyz.shape[0]:
             # First occurrence over the reversed (newest-first) cloud = the newest scan's point;
             # each stored scan already has at most one point per voxel (unless dedupe_voxel grew).
             first_reversed = first_points_of_voxels(
                 voxel_coords(xyz[::-1], self.dedupe_voxel, np.zeros(3)))
             keep = np.sort(xyz.shape[0] - 1 - first_reversed)
-            xyz, rgb, intensity = _take(keep, xyz, rgb, intensity)
+            xyz, rgb, scalars = _take(keep, xyz, rgb, scalars)
             stamps = stamps[keep]
         return AccumulatedCloud(
-            xyz=xyz, rgb=rgb, intensity=intensity, stamp_ns=stamps,
-            newest_stamp_ns=scans[-1].stamp_ns, oldest_stamp_ns=scans[0].stamp_ns, num_scans=len(scans),
+            xyz=xyz, rgb=rgb, stamp_ns=stamps, newest_stamp_ns=scans[-1].stamp_ns,
+            oldest_stamp_ns=scans[0].stamp_ns, num_scans=len(scans),
+            **{name: scalars.get(name) for name in SCALAR_FIELDS},
         )
 
 
@@ -410,7 +422,7 @@ class _NewestPerVoxel:
         self.keys = np.zeros(0, dtype=np.int64)
         self.owner = np.zeros(0, dtype=np.int64)
         self.alive: dict[int, np.ndarray] = {}     # sequence -> (n,) bool
-        self.parts: dict[int, tuple | None] = {}   # sequence -> (xyz, rgb, intensity) survivors
+        self.parts: dict[int, tuple | None] = {}   # sequence -> (xyz, rgb, scalars) survivors
         self.order_keys: dict[int, tuple[int, int]] = {}   # sequence -> (stamp_ns, sequence)
 
     def update(self, scans: list[_StoredScan]) -> bool:
@@ -494,13 +506,12 @@ class _NewestPerVoxel:
     def cloud(self, scans: list[_StoredScan]) -> AccumulatedCloud:
         """The surviving points of ``scans`` (all indexed by :meth:`update`), in stamp order."""
         any_rgb = any(s.rgb is not None for s in scans)
-        any_intensity = any(s.intensity is not None for s in scans)
-        xyz, rgb, intensity, counts = [], [], [], []
+        xyz, rgb, scalars, counts = [], [], [], []
         for scan in scans:
             part = self.parts[scan.sequence]
             if part is None:
                 part = _take(np.flatnonzero(self.alive[scan.sequence]), scan.xyz, scan.rgb,
-                             scan.intensity)
+                             scan.scalars)
                 self.parts[scan.sequence] = part
             n = len(part[0])
             xyz.append(part[0])
@@ -508,24 +519,32 @@ class _NewestPerVoxel:
             if any_rgb:
                 rgb.append(part[1] if part[1] is not None
                            else np.broadcast_to(MISSING_RGB, (n, 3)))
-            if any_intensity:
-                intensity.append(part[2] if part[2] is not None
-                                 else np.full(n, MISSING_INTENSITY))
+            scalars.append(part[2])
+        merged = _concatenate_scalars(scalars, counts)
         return AccumulatedCloud(
             xyz=np.concatenate(xyz), rgb=np.concatenate(rgb) if any_rgb else None,
-            intensity=np.concatenate(intensity) if any_intensity else None,
             stamp_ns=np.repeat(np.array([s.stamp_ns for s in scans], dtype=np.int64), counts),
             newest_stamp_ns=scans[-1].stamp_ns, oldest_stamp_ns=scans[0].stamp_ns,
-            num_scans=len(scans))
+            num_scans=len(scans), **{name: merged.get(name) for name in SCALAR_FIELDS})
 
 
-def _take(index: np.ndarray, xyz: np.ndarray, rgb: np.ndarray | None, intensity: np.ndarray | None):
+def _take(index: np.ndarray, xyz: np.ndarray, rgb: np.ndarray | None,
+          scalars: dict[str, np.ndarray]):
     # np.take along axis 0 copies whole rows; ``xyz[index]`` on an (n, 3) array is ~5x slower.
     return (
         np.take(xyz, index, axis=0),
         None if rgb is None else np.take(rgb, index, axis=0),
-        None if intensity is None else np.take(intensity, index),
+        {name: np.take(values, index) for name, values in scalars.items()},
     )
+
+
+def _concatenate_scalars(parts: list[dict[str, np.ndarray]], counts: list[int]
+                         ) -> dict[str, np.ndarray]:
+    """The scalars of consecutive scans (``counts`` points each) joined per name; a scan without
+    a name that another scan has contributes NaN (``MISSING_INTENSITY``) there."""
+    names = [name for name in SCALAR_FIELDS if any(name in part for part in parts)]
+    return {name: np.concatenate([part.get(name, np.full(n, MISSING_INTENSITY))
+                                  for part, n in zip(parts, counts)]) for name in names}
 
 
 def _positive_int(name: str, value: int) -> int:

@@ -98,7 +98,7 @@ def print_instance_table(inst) -> None:
 
 def cloud_fields(cloud) -> dict:
     """The per-point fields of a read cloud that models may use (intensity, ring/channel)."""
-    from .model.lidar import RING_FIELDS
+    from .cloud import RING_FIELDS
 
     fields = {} if cloud.intensity is None else {"intensity": cloud.intensity}
     fields.update({k: v for k, v in cloud.extra.items() if k in RING_FIELDS and v.ndim == 1})

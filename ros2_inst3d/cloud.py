@@ -45,6 +45,11 @@ class CloudDecodeError(ValueError):
     """A PointCloud2 that cannot be decoded; the message says why and what to change."""
 
 
+# Beam-index field names of common spinning-LiDAR drivers (Velodyne and Hesai ``ring``, Ouster
+# ``channel``, others ``laser_id`` / ``line``); the first one a cloud has is its ring.
+RING_FIELDS = ("ring", "channel", "laser_id", "line")
+
+
 @dataclass
 class Scan:
     """One decoded point cloud, finite points only, organised clouds flattened row-major.
@@ -56,6 +61,8 @@ class Scan:
     stamp_ns: header stamp as integer nanoseconds.
     frame_id: header frame id.
     dropped_non_finite: how many points were removed because x, y or z was NaN or infinite.
+    ring: (N,) float32 beam index of a spinning LiDAR (the first of :data:`RING_FIELDS` the
+        cloud has, with count 1), or None.
     """
 
     xyz: np.ndarray
@@ -64,6 +71,7 @@ class Scan:
     stamp_ns: int
     frame_id: str
     dropped_non_finite: int = 0
+    ring: np.ndarray | None = None
 
     @property
     def num_points(self) -> int:
@@ -143,7 +151,7 @@ def decode(msg: Any) -> Scan:
     fields = [_Field(str(f.name), int(f.offset), int(f.datatype), int(f.count)) for f in msg.fields]
     if height * width == 0 and not fields:
         # A default-constructed cloud: nothing to read, nothing malformed.
-        return _empty_scan(stamp_ns, frame_id, rgb=False, intensity=False)
+        return _empty_scan(stamp_ns, frame_id, rgb=False, intensity=False, ring=False)
 
     point_step, row_step = int(msg.point_step), int(msg.row_step)
     by_name = _check_layout(fields, height, width, point_step, row_step)
@@ -163,8 +171,12 @@ def decode(msg: Any) -> Scan:
                 "x, y, z, rgb/rgba, r, g, b and intensity as single values (count 1)"
             )
 
+    # A beam index is a hint for the lidar method, not needed: one with count > 1 is ignored.
+    ring_field = next((by_name[name] for name in RING_FIELDS
+                       if name in by_name and by_name[name].count == 1), None)
     if height * width == 0:
-        return _empty_scan(stamp_ns, frame_id, colour[0] is not None, intensity_field is not None)
+        return _empty_scan(stamp_ns, frame_id, colour[0] is not None, intensity_field is not None,
+                           ring_field is not None)
 
     raw = _data_as_uint8(msg.data)
     needed = row_step * height
@@ -176,7 +188,8 @@ def decode(msg: Any) -> Scan:
     if row_step == width * point_step:  # no row padding: one run of records
         height, width, row_step = 1, height * width, height * width * point_step
     grid = _Grid(raw, ">" if msg.is_bigendian else "<", height, width, point_step, row_step)
-    xyz, rgb, intensity, all_finite = _read_points(grid, xyz_fields, colour, intensity_field)
+    xyz, rgb, intensity, ring, all_finite = _read_points(grid, xyz_fields, colour,
+                                                         intensity_field, ring_field)
     dropped = 0
     if not all_finite:
         finite = np.isfinite(xyz).all(axis=1)
@@ -184,7 +197,8 @@ def decode(msg: Any) -> Scan:
         xyz = xyz[finite]
         rgb = rgb[finite] if rgb is not None else None
         intensity = intensity[finite] if intensity is not None else None
-    return Scan(xyz, rgb, intensity, stamp_ns, frame_id, dropped)
+        ring = ring[finite] if ring is not None else None
+    return Scan(xyz, rgb, intensity, stamp_ns, frame_id, dropped, ring)
 
 
 @functools.lru_cache(maxsize=64)
@@ -244,8 +258,10 @@ def _read_points(
     xyz_fields: list[_Field],
     colour: tuple[str | None, list[_Field]],
     intensity_field: _Field | None,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, bool]:
-    """xyz (N, 3) float32, rgb (N, 3) uint8 | None, intensity (N,) float32 | None, all finite?"""
+    ring_field: _Field | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, bool]:
+    """xyz (N, 3) float32, rgb (N, 3) uint8 | None, intensity and ring (N,) float32 | None, all
+    finite?"""
     shape = (grid.height, grid.width)
     xyz = np.empty((*shape, 3), np.float32)
     xyz_copies = _xyz_copies(grid, xyz_fields, xyz)
@@ -254,10 +270,13 @@ def _read_points(
     if colour[0] is not None:
         rgb = np.empty((*shape, 3), np.uint8)
         other_copies += _rgb_copies(grid, *colour, rgb)
-    intensity = None
+    intensity = ring = None
     if intensity_field is not None:
         intensity = np.empty(shape, np.float32)
         other_copies.append((intensity, grid.field(intensity_field)))
+    if ring_field is not None:
+        ring = np.empty(shape, np.float32)
+        other_copies.append((ring, grid.field(ring_field)))
     all_finite = True
     # Casting FLOAT64 to float32 may overflow to inf (then dropped as non-finite): not an error.
     with np.errstate(over="ignore", invalid="ignore"):
@@ -272,6 +291,7 @@ def _read_points(
         xyz.reshape(-1, 3),
         rgb.reshape(-1, 3) if rgb is not None else None,
         intensity.reshape(-1) if intensity is not None else None,
+        ring.reshape(-1) if ring is not None else None,
         all_finite,
     )
 
@@ -318,13 +338,14 @@ def _rgb_copies(grid: _Grid, kind: str, fields: list[_Field], rgb: np.ndarray) -
     ]
 
 
-def _empty_scan(stamp_ns: int, frame_id: str, rgb: bool, intensity: bool) -> Scan:
+def _empty_scan(stamp_ns: int, frame_id: str, rgb: bool, intensity: bool, ring: bool) -> Scan:
     return Scan(
         xyz=np.empty((0, 3), np.float32),
         rgb=np.empty((0, 3), np.uint8) if rgb else None,
         intensity=np.empty((0,), np.float32) if intensity else None,
         stamp_ns=stamp_ns,
         frame_id=frame_id,
+        ring=np.empty((0,), np.float32) if ring else None,
     )
 
 

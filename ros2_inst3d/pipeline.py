@@ -336,11 +336,12 @@ class StreamPipeline:
             xyz = xyz[valid]
             scan.rgb = None if scan.rgb is None else scan.rgb[valid]
             scan.intensity = None if scan.intensity is None else scan.intensity[valid]
+            scan.ring = None if scan.ring is None else scan.ring[valid]
             if len(xyz) == 0:
                 return self._skip(rec, "empty")
         t2 = time.perf_counter()
         with self._lock:
-            self.accumulator.add(xyz, scan.rgb, scan.intensity, scan.stamp_ns)
+            self.accumulator.add(xyz, scan.rgb, scan.intensity, scan.stamp_ns, ring=scan.ring)
             rec.sequence = self.accumulator.last_sequence
             self._newest_stamp_ns = max(self._newest_stamp_ns or scan.stamp_ns, scan.stamp_ns)
             self._pending.append(rec)
@@ -480,7 +481,9 @@ class StreamPipeline:
             from .segmenter import SegmentationError
 
             try:
-                inst = self.segmenter.segment(cloud.xyz, cloud.rgb)
+                # intensity and ring reach the methods that use them (lidar), NaN where a scan
+                # of the window lacked them
+                inst = self.segmenter.segment(cloud.xyz, cloud.rgb, fields=cloud.fields())
             except SegmentationError as exc:
                 self.stats.segmentations_skipped[exc.reason] += 1
                 self._warn(f"segmentation.{exc.reason}", "segmentation skipped (%s): %s",

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ros2_inst3d.accumulate import MISSING_RGB, AccumulatedCloud, ScanAccumulator
+from ros2_inst3d.accumulate import MISSING_RGB, SCALAR_FIELDS, AccumulatedCloud, ScanAccumulator
 
 PROPERTY = settings(max_examples=60, deadline=None)
 SECOND = 1_000_000_000
@@ -144,13 +144,15 @@ def straightforward_window(acc: ScanAccumulator):
     stored = list(acc._scans)
     xyz = [p for s in stored for p in s.xyz.tolist()]
     stamps = [s.stamp_ns for s in stored for _ in range(s.num_points)]
-    rgb = intensity = None
+    rgb = None
     if any(s.rgb is not None for s in stored):
         rgb = [c for s in stored for c in (s.rgb.tolist() if s.rgb is not None
                                            else [MISSING_RGB.tolist()] * s.num_points)]
-    if any(s.intensity is not None for s in stored):
-        intensity = [v for s in stored for v in (s.intensity.tolist() if s.intensity is not None
-                                                 else [float("nan")] * s.num_points)]
+    scalars = {}  # intensity, ring: NaN for the scans without
+    for name in SCALAR_FIELDS:
+        if any(name in s.scalars for s in stored):
+            scalars[name] = [v for s in stored for v in (
+                s.scalars[name].tolist() if name in s.scalars else [float("nan")] * s.num_points)]
     keep = list(range(len(xyz)))
     if acc.dedupe_voxel > 0:
         last = {}
@@ -158,22 +160,25 @@ def straightforward_window(acc: ScanAccumulator):
             last[voxel_key(np.float32(p), acc.dedupe_voxel)] = i
         keep = sorted(last.values())
     return ([xyz[i] for i in keep], None if rgb is None else [rgb[i] for i in keep],
-            None if intensity is None else [intensity[i] for i in keep], [stamps[i] for i in keep])
+            {name: [values[i] for i in keep] for name, values in scalars.items()},
+            [stamps[i] for i in keep])
 
 
 def assert_window_is_straightforward(acc: ScanAccumulator) -> None:
     cloud = acc.cloud()
-    xyz, rgb, intensity, stamps = straightforward_window(acc)
+    xyz, rgb, scalars, stamps = straightforward_window(acc)
     assert cloud.xyz.dtype == np.float32 and cloud.xyz.tolist() == (xyz or [])
     assert cloud.stamp_ns.dtype == np.int64 and cloud.stamp_ns.tolist() == stamps
     if rgb is None:
         assert cloud.rgb is None
     else:
         assert cloud.rgb.dtype == np.uint8 and cloud.rgb.tolist() == rgb
-    if intensity is None:
-        assert cloud.intensity is None
-    else:
-        np.testing.assert_array_equal(cloud.intensity, np.array(intensity, np.float32))
+    for name in SCALAR_FIELDS:
+        if name not in scalars:
+            assert getattr(cloud, name) is None and name not in cloud.fields()
+        else:
+            np.testing.assert_array_equal(getattr(cloud, name), np.array(scalars[name], np.float32))
+            assert cloud.fields()[name] is getattr(cloud, name)
     assert cloud.num_scans == acc.num_scans
     assert (cloud.newest_stamp_ns, cloud.oldest_stamp_ns) == (acc.newest_stamp_ns, acc.oldest_stamp_ns)
 
@@ -200,7 +205,10 @@ def test_incremental_window_equals_the_straightforward_computation(ops, window_s
         if op[0] == "add":
             (xyz, rgb, intensity), step_ms = op[1], op[2]
             stamp = max(0, stamp + step_ms * 1_000_000) if step_ms > -3000 else stamp
-            acc.add(xyz, rgb, intensity, stamp if step_ms > -3000 else stamp + step_ms * 1_000_000)
+            # a beam index on the scans without colour: windows mix scans with and without one
+            ring = np.arange(len(xyz)) % 64 if rgb is None else None
+            acc.add(xyz, rgb, intensity, stamp if step_ms > -3000 else stamp + step_ms * 1_000_000,
+                    ring=ring)
         elif op[0] == "cloud":
             assert_window_is_straightforward(acc)
         elif op[0] == "clear":

@@ -279,6 +279,22 @@ def test_no_colour_or_intensity_fields_give_none(store):
     assert scan.rgb is None and scan.intensity is None and scan.num_points == 4
 
 
+@pytest.mark.parametrize("name", ["ring", "channel", "laser_id"])
+def test_beam_index_field_is_read_as_the_ring(store, name):
+    points = grid_points(6, **{name: [5, 0, 63, 7, 1, 2]})
+    points[2]["x"] = math.nan  # dropped: the ring stays aligned with the finite points
+    scan = decode(cloud(store, XYZ_F32 + [(name, 12, UINT16, 1)], points))
+    np.testing.assert_array_equal(scan.ring, np.float32([5, 0, 7, 1, 2]))
+    assert scan.ring.dtype == np.float32
+    # a ring with count > 1 is not a beam index: ignored, not an error
+    two = decode(cloud(store, XYZ_F32 + [("ring", 12, UINT16, 2)],
+                       grid_points(3, ring=[(1, 2)] * 3)))
+    assert two.ring is None and two.num_points == 3
+    assert decode(cloud(store, XYZ_F32, grid_points(3))).ring is None
+    empty = decode(cloud(store, XYZ_F32 + [(name, 12, UINT16, 1)], []))
+    assert empty.ring is not None and empty.ring.shape == (0,)
+
+
 @pytest.mark.parametrize("dense", [False, True])
 def test_non_finite_points_are_dropped_whatever_is_dense_says(store, dense):
     bad = [math.nan, math.inf, -math.inf]

@@ -480,3 +480,35 @@ def test_foliage_filter_drops_a_bush_and_keeps_the_car():
     assert not any(is_leaf[ix].mean() > 0.5 for ix in kept_on)
     car = np.r_[hit == 0, np.zeros(len(bush.vertices), bool)] & (pts[:, 2] > -SENSOR_HEIGHT + 0.3)
     assert best_iou(kept_on, car) > 0.8
+
+
+def test_stream_pipeline_passes_the_ring_to_the_lidar_method(factory):
+    """A 16-beam scan (2 degree spacing) through the node's pipeline: with the driver's ring
+    field the clustering tolerance follows the measured beam spacing and a car at 14 m is one
+    instance; the same points without the field fall back to the 0.5 degree default, which
+    leaves the car's rings apart (each too flat to count as an object)."""
+    from conftest import static_lookup
+
+    from ros2_inst3d.cloud import _build_cloud, ns_to_stamp
+    from ros2_inst3d.pipeline import StreamPipeline
+
+    car = ((14.0, -2.0, -SENSOR_HEIGHT + 0.75), (4.2, 1.8, 1.5))
+    xyz, hit, ring = spinning_scan([car], beams=16, vfov=(-15.0, 15.0))
+    cfg = load_config(ROOT / "config" / "lidar_outdoor.yaml",
+                      {"input.fixed_frame": "base_link"})
+    results = {}
+    for with_ring in (True, False):
+        header = factory("std_msgs/msg/Header", stamp=ns_to_stamp(factory, 10**9),
+                         frame_id="sensor")
+        columns = [("x", np.float32, xyz[:, 0]), ("y", np.float32, xyz[:, 1]),
+                   ("z", np.float32, xyz[:, 2])]
+        if with_ring:
+            columns.append(("ring", np.uint16, ring))
+        msg = _build_cloud(factory, header, columns, len(xyz), is_dense=True)
+        pipe = StreamPipeline(cfg, Segmenter(cfg))
+        assert pipe.ingest("points", msg, static_lookup(np.eye(4))).fate == "pending"
+        assert (pipe.accumulator.cloud().ring is not None) == with_ring
+        results[with_ring] = pipe.segment().instances
+    on_car = (hit == 0) & (xyz[:, 2] > -SENSOR_HEIGHT + 0.3)
+    assert best_iou(results[True].indices, on_car) > 0.8
+    assert best_iou(results[False].indices, on_car) < 0.5

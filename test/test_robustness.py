@@ -216,7 +216,7 @@ def test_failed_bag_run_leaves_no_partial_output(tmp_path):
         model_name = "exploding"
         class_names = ("a",)
 
-        def segment(self, xyz, rgb):
+        def segment(self, xyz, rgb, fields=None):
             raise KeyboardInterrupt   # the user stops the run half-way
 
     with pytest.raises(KeyboardInterrupt):

@@ -31,12 +31,12 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..classes import OTHERFURNITURE
+from ..cloud import RING_FIELDS
 from ..config import Config, ConfigError, LidarConfig
 from .geometric import graph_components
 from .proposals import Proposals
 
 DEFAULT_GROWTH_DEG = 0.5   # tolerance growth without a ring field (HDL-64-like beam spacing)
-RING_FIELDS = ("ring", "channel", "laser_id", "line")  # beam index field names of common drivers
 _GRID_MAX_RANGE = 250.0    # m; the polar grid ends here (farther points: no ground estimate)
 _GROUND_SEED_BAND = 0.5    # x ground_distance above a cell's lowest point: its plane's seeds
 _SLOPE_RIDGE = 0.05        # ridge weight on the slopes: few or collinear seeds give a flat plane
@@ -206,9 +206,13 @@ def patchworkpp_ground(rel: np.ndarray, intensity: np.ndarray | None,
     """Ground mask (N,) bool from Patchwork++ (points relative to the sensor, z up, metres).
 
     Its sensor height (the ground's depth below the sensor) is estimated from the scan: the low
-    quantile of the points within 10 m. ``intensity`` enables its reflected-noise removal.
+    quantile of the points within 10 m. ``intensity`` enables its reflected-noise removal (not
+    when some points have none: NaN where a scan of an accumulated window lacked it).
     """
     import pypatchworkpp
+
+    if intensity is not None and not np.isfinite(intensity).all():
+        intensity = None
 
     params = pypatchworkpp.Parameters()
     params.verbose = False
@@ -260,10 +264,14 @@ def ground_height_lookup(rel: np.ndarray, ground: np.ndarray, cfg: LidarConfig) 
 
 
 def beam_spacing_deg(rel: np.ndarray, ring: np.ndarray) -> float | None:
-    """Median elevation step between adjacent rings (deg), from a ``ring``/``channel`` field;
-    None when fewer than 2 rings have points."""
-    ring = np.asarray(ring).astype(np.int64).reshape(-1)
-    if ring.size != len(rel) or ring.size == 0:
+    """Median elevation step between adjacent rings (deg), from a ``ring``/``channel`` field
+    (NaN: a point without one); None when fewer than 2 rings have points."""
+    ring = np.asarray(ring, dtype=np.float64).reshape(-1)
+    if ring.size != len(rel):
+        return None
+    known = np.isfinite(ring)
+    rel, ring = rel[known], ring[known].astype(np.int64)
+    if ring.size == 0:
         return None
     elev = np.degrees(np.arctan2(rel[:, 2], np.hypot(rel[:, 0], rel[:, 1])))
     ids, inverse = np.unique(ring, return_inverse=True)
