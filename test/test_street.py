@@ -109,3 +109,26 @@ def test_parse_override():
             parse_override(bad)
     with pytest.raises(ValueError):
         parse_override("lidar.max_height=3", prefix="tracking.")
+
+
+def test_lidar_street_benchmark_sweeps_a_parameter(street, tmp_path, capsys):
+    import importlib.util
+    import json
+
+    street.save(tmp_path / "street_000003")
+    scan_street(5).save(tmp_path / "street_000005")
+    script = ROOT / "benchmarks" / "lidar_street.py"
+    spec = importlib.util.spec_from_file_location("lidar_street_under_test", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([str(tmp_path), "--quiet", "--json", str(tmp_path / "r.json"),
+                        "--sweep", "lidar.max_surface_variation=1.0,0.08"]) == 0
+    runs = json.loads((tmp_path / "r.json").read_text())
+    assert [r["overrides"] for r in runs] == [{"lidar.max_surface_variation": 1.0},
+                                              {"lidar.max_surface_variation": 0.08}]
+    for run in runs:
+        assert run["scans"] == 2 and 0 < run["matched"] <= run["objects"]
+        assert run["junk"] <= run["instances"]
+    off, on = runs
+    assert on["junk_by_class"].get("vegetation", 0) < off["junk_by_class"].get("vegetation", 0)
+    assert "matched" in capsys.readouterr().out

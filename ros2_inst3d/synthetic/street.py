@@ -16,7 +16,7 @@ What a scan has, and why:
   hedge or bush, so beams pass some way into it and its surface is rough;
 * parked and moving cars and vans (two extruded profiles and wheels), people, cyclists, parked
   bicycles, poles, street lights, signs, bins, fences and garden walls;
-* the HDL-64E's 64 beams (+2 to -24.8 degrees, denser in the upper block), 2048 azimuth steps,
+* the HDL-64E's 64 beams (+2 to -24.3 degrees, denser in the upper block), 2048 azimuth steps,
   1.73 m above the road (KITTI's mounting), range noise and dropout that grows at grazing angles.
 
 Labels use SemanticKITTI's ids (``SEMANTIC``) and encoding (semantic = low 16 bits, instance =
@@ -117,23 +117,21 @@ class _Street:
         z = self.grade * x - self.crossfall * np.abs(y)
         return np.where(on_road, z, self.grade * x - self.crossfall * self.half_road + self.kerb)
 
-    def add(self, builder: MeshBuilder, semantic: str, thing: bool = False) -> None:
+    def add(self, builder: MeshBuilder, semantic: str, thing: bool = False,
+            pose: tuple[float, float, float] | None = None) -> None:
+        """One labelled part; a thing gets the next instance id. ``pose`` (x, y, yaw): the
+        model was built around the origin, so turn it and set it on the ground there."""
         model = builder.build(0, semantic, recentre=False)
+        vertices = model.vertices
+        if pose is not None:
+            x, y, yaw = pose
+            ground = float(self.ground_z(x, y))
+            vertices = vertices.astype(np.float64) @ rot_z(yaw).T + (x, y, ground)
         instance = 0
         if thing:
             self.num_things += 1
             instance = self.num_things
-        self.parts.append((model.vertices, model.triangles, SEMANTIC[semantic], instance))
-
-    def place(self, builder: MeshBuilder, x: float, y: float, yaw: float,
-              semantic: str, thing: bool = False) -> None:
-        """Add a model built around the origin, turned by ``yaw`` and set on the ground."""
-        model = builder.build(0, semantic, recentre=False)
-        v = model.vertices.astype(np.float64) @ rot_z(yaw).T
-        v += (x, y, float(self.ground_z(x, y)))
-        b = MeshBuilder()
-        b.add(v, model.triangles, (0, 0, 0), 0)
-        self.add(b, semantic, thing)
+        self.parts.append((vertices, model.triangles, SEMANTIC[semantic], instance))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,8 +242,9 @@ def pole(rng: np.random.Generator, kind: str) -> MeshBuilder:
 def leaves(rng: np.random.Generator, centre, radii, density: float, shell: float = 0.5,
            box: bool = False) -> MeshBuilder:
     """Small triangles at random orientations filling an ellipsoid (or a box) of half-sizes
-    ``radii``: ``density`` leaves per cubic metre, only in the outer part (``shell`` of the
-    radius inwards), since the inside of a crown is mostly branches and shadow."""
+    ``radii``: ``density`` leaves per cubic metre, only in the outer part, since the inside of
+    a crown is mostly branches and shadow: the outer ``shell`` of the radius (ellipsoid), or
+    ``shell`` x the smallest half-size + 0.3 m from the faces (box)."""
     radii = np.asarray(radii, float)
     volume = (8.0 if box else 4.0 / 3.0 * math.pi) * float(np.prod(radii))
     n = int(min(volume * density * (1.0 - (1.0 - shell) ** 3), 60000))
@@ -279,6 +278,7 @@ def leaves(rng: np.random.Generator, centre, radii, density: float, shell: float
 
 
 def _tree(street: _Street, x: float, y: float) -> None:
+    """A trunk (its own part) and a crown of leaves above it."""
     rng = street.rng
     z0 = float(street.ground_z(x, y))
     trunk_h = rng.uniform(1.5, 3.5)
@@ -315,10 +315,10 @@ def _fence(street: _Street, x0: float, x1: float, y: float) -> None:
     z0 = float(street.ground_z(0.5 * (x0 + x1), y))
     b = MeshBuilder()
     if rng.random() < 0.4:  # a garden wall
-        street_kind = "building"
+        semantic = "building"
         b.box((x0, y - 0.12, z0 - 0.1), (x1, y + 0.12, z0 + h * 0.7), (0, 0, 0))
     else:
-        street_kind = "fence"
+        semantic = "fence"
         if rng.random() < 0.5:  # slats
             gap = rng.uniform(0.05, 0.15)
             for xs in np.arange(x0, x1, 0.08 + gap):
@@ -326,7 +326,7 @@ def _fence(street: _Street, x0: float, x1: float, y: float) -> None:
             b.box((x0, y - 0.03, z0 + h - 0.1), (x1, y + 0.03, z0 + h), (0, 0, 0))
         else:
             b.box((x0, y - 0.02, z0 - 0.1), (x1, y + 0.02, z0 + h), (0, 0, 0))
-    street.add(b, street_kind)
+    street.add(b, semantic)
 
 
 def _building(street: _Street, x0: float, x1: float, y: float, side: int) -> None:
@@ -345,8 +345,8 @@ def _building(street: _Street, x0: float, x1: float, y: float, side: int) -> Non
         for f in range(1, floors):
             for xb in np.arange(x0 + 1.0, x1 - 2.0, rng.uniform(3.0, 6.0)):
                 yy = sorted((face, face + out * rng.uniform(0.8, 1.5)))
-                b.box((xb, yy[0], z0 + 3 * f), (xb + rng.uniform(1.5, 3.0), yy[1], z0 + 3 * f + 1.0),
-                      (0, 0, 0))
+                b.box((xb, yy[0], z0 + 3 * f),
+                      (xb + rng.uniform(1.5, 3.0), yy[1], z0 + 3 * f + 1.0), (0, 0, 0))
     if rng.random() < 0.5:  # pillars / bay windows
         for xb in np.arange(x0 + 0.5, x1 - 0.5, rng.uniform(2.5, 6.0)):
             yy = sorted((face, face + out * rng.uniform(0.2, 0.6)))
@@ -393,6 +393,8 @@ def _ground(street: _Street, embankment_side: int, embankment_rise: float) -> No
 
 
 def _street_furniture(street: _Street, side: int) -> None:
+    """Trees, street lights, poles, signs and bins along the kerb of ``side``; pedestrians and
+    parked bicycles on its sidewalk."""
     rng = street.rng
     hr, sw = street.half_road, street.sidewalk
     y_edge = side * (hr + 0.5)
@@ -405,52 +407,56 @@ def _street_furniture(street: _Street, side: int) -> None:
         if kind == "tree":
             _tree(street, x, y_edge + side * rng.uniform(0.0, 0.5))
         elif kind in ("light", "sign", "pole"):
-            street.place(pole(rng, kind), x, y_edge, rng.uniform(0, 2 * math.pi),
-                         "traffic-sign" if kind == "sign" else "pole")
+            street.add(pole(rng, kind), "traffic-sign" if kind == "sign" else "pole",
+                       pose=(x, y_edge, rng.uniform(0, 2 * math.pi)))
         elif kind == "bin":
             b = MeshBuilder()
             b.box((-0.3, -0.3, 0.0), (0.3, 0.3, rng.uniform(0.8, 1.2)), (0, 0, 0))
-            street.place(b, x, side * (hr + sw - 0.5), rng.uniform(0, math.pi), "other-object")
+            street.add(b, "other-object", pose=(x, side * (hr + sw - 0.5), rng.uniform(0, math.pi)))
         x += rng.uniform(5.0, 15.0)
     # people on the sidewalk, parked bicycles
     for _ in range(rng.poisson(2.0)):
         px = rng.uniform(-40, 40)
         py = side * rng.uniform(hr + 0.6, hr + sw - 0.3)
+        pose = (px, py, rng.uniform(0, 2 * math.pi))
         if rng.random() < 0.2:
-            street.place(bicycle(rng, rider=False), px, py, rng.uniform(0, 2 * math.pi),
-                         "bicycle", thing=True)
+            street.add(bicycle(rng, rider=False), "bicycle", thing=True, pose=pose)
         else:
-            street.place(person(rng), px, py, rng.uniform(0, 2 * math.pi), "person", thing=True)
+            street.add(person(rng), "person", thing=True, pose=pose)
 
 
 def _vehicles(street: _Street, sensor_y: float) -> None:
+    """Cars parked along both kerbs (one to 3 m apart), cars and cyclists in the lanes, and
+    pedestrians crossing; none where the sensor's own car is."""
     rng = street.rng
     hr = street.half_road
-    for side in (-1, 1):  # parked along the kerb
+    for side in (-1, 1):
         if rng.random() < 0.75:
             x = -EXTENT + rng.uniform(0, 8)
             while x < EXTENT:
+                model = car(rng)
+                length = float(model.build(0, "car", recentre=False).size[0])
                 if rng.random() < 0.7:
-                    c = car(rng)
-                    street.place(c, x, side * (hr - 1.1), rng.normal(0, 0.05) + (0 if rng.random() < 0.5 else math.pi),
-                                 "car", thing=True)
-                x += rng.uniform(5.0, 9.0)
-    for _ in range(rng.poisson(3.0)):  # moving, in the lanes
+                    yaw = rng.normal(0, 0.05) + (0 if rng.random() < 0.5 else math.pi)
+                    street.add(model, "car", thing=True,
+                               pose=(x + length / 2, side * (hr - 1.1), yaw))
+                x += length + rng.uniform(1.0, 3.0)
+    for _ in range(rng.poisson(3.0)):
         y = rng.uniform(-hr + 2.4, hr - 2.4)
         x = rng.uniform(-60, 60)
         if abs(x) < 4.0 and abs(y - sensor_y) < 2.2:
             continue
-        yaw = rng.normal(0, 0.05) + (0 if y < 0 else math.pi)
+        pose = (x, y, rng.normal(0, 0.05) + (0 if y < 0 else math.pi))
         if rng.random() < 0.15:
-            street.place(bicycle(rng, rider=True), x, y, yaw, "bicyclist", thing=True)
+            street.add(bicycle(rng, rider=True), "bicyclist", thing=True, pose=pose)
         else:
-            street.place(car(rng), x, y, yaw, "car", thing=True)
-    for _ in range(rng.poisson(0.7)):  # crossing pedestrians
+            street.add(car(rng), "car", thing=True, pose=pose)
+    for _ in range(rng.poisson(0.7)):
         x = rng.uniform(-40, 40)
         if abs(x) < 3:
             continue
-        street.place(person(rng), x, rng.uniform(-hr + 0.5, hr - 0.5), rng.uniform(0, 2 * math.pi),
-                     "person", thing=True)
+        street.add(person(rng), "person", thing=True,
+                   pose=(x, rng.uniform(-hr + 0.5, hr - 0.5), rng.uniform(0, 2 * math.pi)))
 
 
 def _lots(street: _Street, side: int) -> None:
