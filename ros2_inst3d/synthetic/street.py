@@ -494,8 +494,10 @@ def build_street(seed: int) -> tuple[_Street, float]:
     rng = np.random.default_rng([seed, 0x57EE7])
     street = _Street(rng)
     _ground(street, int(rng.choice([-1, 1])), rng.uniform(0.5, 3.0) if rng.random() < 0.3 else 0.0)
-    # in a lane, clear of the cars parked along the kerbs (the road is at least 7 m wide)
-    sensor_y = rng.uniform(-street.half_road + 2.6, street.half_road - 2.6)
+    # in a lane, at least 1.4 m from the cars parked along the kerbs (their inner side is at
+    # most half_road - 2.1 m out); a road narrower than 7 m puts it on the centre line
+    lane = max(0.0, street.half_road - 3.5)
+    sensor_y = rng.uniform(-lane, lane)
     for side in (-1, 1):
         _lots(street, side)
         _street_furniture(street, side)
