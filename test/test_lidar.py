@@ -176,16 +176,17 @@ def test_generated_lidar_room_gives_objects(lidar_room):
     assert all(np.mean(floor[ix]) < 0.5 for ix in inst.indices)
 
 
-def test_default_learned_model_follows_the_cloud(lidar_room):
+@pytest.mark.parametrize("method", ["softgroup", "pointgroup"])
+def test_default_learned_model_follows_the_cloud(lidar_room, method):
     scene = lidar_room
-    cfg = Config().replace(**{"model.name": "softgroup", "model.device": "cpu"})
+    cfg = Config().replace(**{"model.name": method, "model.device": "cpu"})
     segmenter = Segmenter(cfg)
     inst = segmenter.segment(scene.xyz)              # no colour: the shipped xyz-only weights
     xyz_model = segmenter.model_for(has_color=False)
-    assert Path(xyz_model.source).name == "softgroup_lidar_synthetic.pth"
+    assert Path(xyz_model.source).name == f"{method}_lidar_synthetic.pth"
     assert not xyz_model.needs_color
     rgb_model = segmenter.model_for(has_color=True)  # colour: the rgb model, as configured
-    assert rgb_model is segmenter.model and Path(rgb_model.source).name == "softgroup_synthetic.pth"
+    assert rgb_model is segmenter.model and Path(rgb_model.source).name == f"{method}_synthetic.pth"
     objects = [scene.instance == k for k in np.unique(scene.instance[scene.instance >= 0])
                if (scene.instance == k).sum() >= 100]
     matched = sum(best_iou(inst.indices, m) >= 0.5 for m in objects)
