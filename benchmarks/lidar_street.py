@@ -28,13 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ros2_inst3d.config import load_config, parse_override  # noqa: E402
-from ros2_inst3d.evaluation import kitti_object_scores  # noqa: E402
+from ros2_inst3d.evaluation import KITTI_JUNK, kitti_object_scores  # noqa: E402
 from ros2_inst3d.io import read_cloud  # noqa: E402
 from ros2_inst3d.segmenter import Segmenter  # noqa: E402
+from ros2_inst3d.synthetic.street import SEMANTIC  # noqa: E402
 
-NAMES = {10: "car", 11: "bicycle", 30: "person", 31: "bicyclist", 40: "road", 44: "parking",
-         48: "sidewalk", 50: "building", 51: "fence", 70: "vegetation", 71: "trunk",
-         72: "terrain", 80: "pole", 81: "sign", 99: "other-object", 0: "unlabeled"}
+NAMES = {semantic_id: name for name, semantic_id in SEMANTIC.items()}
 
 
 def score_dir(data: Path, config: Path, overrides: dict, limit: int | None = None,
@@ -56,7 +55,7 @@ def score_dir(data: Path, config: Path, overrides: dict, limit: int | None = Non
         for key in ("objects", "matched", "instances", "junk"):
             total[key] += row[key]
         for sem, n in row["majority_semantic"].items():
-            if int(sem) in (40, 44, 48, 49, 50, 51, 70, 72):
+            if int(sem) in KITTI_JUNK:
                 junk_by_class[NAMES.get(int(sem), sem)] += n
         for obj in row["per_object"]:
             name = NAMES.get(obj["semantic"], str(obj["semantic"]))

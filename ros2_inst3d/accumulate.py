@@ -37,13 +37,13 @@ import numpy as np
 
 from ros2_inst3d.voxelize import first_points_of_voxels, key_groups, point_voxel_keys, voxel_coords
 
-__all__ = ["AccumulatedCloud", "ScanAccumulator", "MISSING_RGB", "MISSING_INTENSITY"]
+__all__ = ["AccumulatedCloud", "ScanAccumulator", "MISSING_RGB", "MISSING_SCALAR"]
 
-# Fill values for scans without colour or intensity when other scans in the window have them:
-# mid grey is neutral for the models' rgb/127.5 - 1 features (it maps to ~0); NaN marks an
-# unknown intensity (or ring) honestly instead of inventing a reading.
+# Fill values for scans without colour, intensity or ring when other scans in the window have
+# them: mid grey is neutral for the models' rgb/127.5 - 1 features (it maps to ~0); NaN marks an
+# unknown intensity or ring honestly instead of inventing a reading.
 MISSING_RGB = np.array([128, 128, 128], dtype=np.uint8)
-MISSING_INTENSITY = np.float32(np.nan)
+MISSING_SCALAR = np.float32(np.nan)
 # The optional per-point scalars a window carries, each (n,) float32 with NaN where a scan in the
 # window did not have it: the sensor's intensity, and its beam index (ring) for the lidar method.
 SCALAR_FIELDS = ("intensity", "ring")
@@ -541,9 +541,9 @@ def _take(index: np.ndarray, xyz: np.ndarray, rgb: np.ndarray | None,
 def _concatenate_scalars(parts: list[dict[str, np.ndarray]], counts: list[int]
                          ) -> dict[str, np.ndarray]:
     """The scalars of consecutive scans (``counts`` points each) joined per name; a scan without
-    a name that another scan has contributes NaN (``MISSING_INTENSITY``) there."""
+    a name that another scan has contributes NaN (``MISSING_SCALAR``) there."""
     names = [name for name in SCALAR_FIELDS if any(name in part for part in parts)]
-    return {name: np.concatenate([part.get(name, np.full(n, MISSING_INTENSITY))
+    return {name: np.concatenate([part.get(name, np.full(n, MISSING_SCALAR))
                                   for part, n in zip(parts, counts)]) for name in names}
 
 

@@ -923,17 +923,19 @@ def kitti_object_scores(indices: Sequence[np.ndarray], label: np.ndarray) -> dic
     semantic = (label & 0xFFFF).astype(np.int64)
     things = np.isin(semantic, KITTI_THINGS) & ((label >> 16) > 0)
     values, counts = np.unique(label[things], return_counts=True)
-    objects = []
-    for value, count in zip(values, counts):
-        if count < KITTI_MIN_OBJECT_POINTS:
-            continue
-        mask = label == value
-        best = 0.0
-        for ix in indices:  # instances may overlap (learned methods), so no owner map
-            inter = int(mask[ix].sum())
-            best = max(best, inter / (count + len(ix) - inter))
-        objects.append({"semantic": int(value & 0xFFFF), "instance": int(value >> 16),
-                        "points": int(count), "best_iou": round(best, 3)})
+    big = counts >= KITTI_MIN_OBJECT_POINTS
+    values, counts = values[big], counts[big]
+    # Each instance's overlap with every object, from the labels of its own points (instances
+    # may overlap, as a learned method's do, so no point-to-instance map).
+    best = np.zeros(len(values))
+    for ix in indices:
+        present, inter = np.unique(label[ix], return_counts=True)
+        hit = np.isin(present, values)
+        k = np.searchsorted(values, present[hit])
+        iou = inter[hit] / (counts[k] + len(ix) - inter[hit])
+        np.maximum.at(best, k, iou)
+    objects = [{"semantic": int(v & 0xFFFF), "instance": int(v >> 16), "points": int(c),
+                "best_iou": float(round(b, 3))} for v, c, b in zip(values, counts, best)]
     majority = [int(np.bincount(semantic[ix]).argmax()) for ix in indices]
     junk = sum(m in KITTI_JUNK for m in majority)
     return {"objects": len(objects), "matched": int(sum(o["best_iou"] >= 0.5 for o in objects)),

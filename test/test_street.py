@@ -13,7 +13,8 @@ from ros2_inst3d.config import load_config, parse_override
 from ros2_inst3d.evaluation import KITTI_JUNK, kitti_object_scores
 from ros2_inst3d.io import read_cloud
 from ros2_inst3d.segmenter import Segmenter
-from ros2_inst3d.synthetic.street import SEMANTIC, SENSOR_HEIGHT, hdl64_elevations_deg, scan_street
+from ros2_inst3d.synthetic.street import (SEMANTIC, SENSOR_HEIGHT, THING_CLASSES,
+                                          hdl64_elevations_deg, scan_street)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def test_street_scan_is_deterministic_and_labelled_like_semantickitti(street):
     assert not np.array_equal(scan_street(4).xyz[:100], street.xyz[:100])
     semantic, instance = street.label & 0xFFFF, street.label >> 16
     assert set(np.unique(semantic)) <= set(SEMANTIC.values())
-    things = np.isin(semantic, [SEMANTIC[c] for c in ("car", "bicycle", "person", "bicyclist")])
+    things = np.isin(semantic, [SEMANTIC[c] for c in THING_CLASSES])
     assert np.all(instance[things] > 0) and np.all(instance[~things] == 0)
     for name in ("car", "road", "sidewalk", "building"):
         assert (semantic == SEMANTIC[name]).sum() > 500, name

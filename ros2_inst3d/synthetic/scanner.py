@@ -47,6 +47,7 @@ class CameraModel:
     noise_quadratic: float = 0.0019  # metres per m^2
     dropout: float = 0.02
     grazing_dropout: float = 0.7     # extra loss probability for surfaces seen edge-on
+    grazing_cos: float = 0.25        # ... rising linearly as |cos(incidence)| falls below this
     edge_drop: float = 0.5
     edge_flying: float = 0.3
     frame_id: str = "camera_optical"
@@ -66,7 +67,11 @@ class CameraModel:
 
 @dataclass(frozen=True)
 class LidarModel:
-    """Spinning multi-beam LiDAR. Frame: x forward, y left, z up (REP 103)."""
+    """Spinning multi-beam LiDAR. Frame: x forward, y left, z up (REP 103).
+
+    The beams are ``beams`` evenly spaced over ``vfov_deg``, or the explicit table
+    ``elevations_deg`` (degrees, one per beam) when it is given (real sensors space them
+    unevenly: ``synthetic.street.hdl64_lidar``)."""
 
     beams: int = 32
     vfov_deg: tuple[float, float] = (-22.5, 22.5)
@@ -77,11 +82,15 @@ class LidarModel:
     noise_linear: float = 0.001
     dropout: float = 0.03
     grazing_dropout: float = 0.6
+    grazing_cos: float = 0.25
     frame_id: str = "lidar"
+    elevations_deg: tuple[float, ...] | None = None
 
     def directions(self) -> np.ndarray:
         """(beams, azimuth_steps, 3) float64 unit ray directions in the sensor frame."""
-        el = np.radians(np.linspace(self.vfov_deg[0], self.vfov_deg[1], self.beams))
+        el = np.radians(np.asarray(self.elevations_deg, dtype=np.float64)
+                        if self.elevations_deg is not None
+                        else np.linspace(self.vfov_deg[0], self.vfov_deg[1], self.beams))
         az = np.linspace(0.0, 2 * math.pi, self.azimuth_steps, endpoint=False)
         ce = np.cos(el)[:, None]
         return np.stack(np.broadcast_arrays(ce * np.cos(az)[None, :], ce * np.sin(az)[None, :],
@@ -465,9 +474,7 @@ def scan(world: World, traj: Trajectory, sensor: CameraModel | LidarModel,
         r_pt = r_true + sensor.sigma(r_true) * rng.standard_normal(len(r_true))
     d_room = rays[s_idx, r_idx, 3:].astype(np.float64)
     normal = hits["primitive_normals"].numpy()[s_idx, r_idx].astype(np.float64)
-    cos_inc = np.abs(np.einsum("ij,ij->i", normal, d_room))
-    p_drop = sensor.dropout + sensor.grazing_dropout * np.clip((0.25 - cos_inc) / 0.25, 0.0, 1.0)
-    keep = (rng.random(len(r_pt)) >= p_drop) & (r_pt > 0)
+    keep = (rng.random(len(r_pt)) >= drop_probability(sensor, normal, d_room)) & (r_pt > 0)
     s_idx, r_idx, r_true, r_pt = s_idx[keep], r_idx[keep], r_true[keep], r_pt[keep]
     d_room, normal = d_room[keep], normal[keep]
 
@@ -487,6 +494,16 @@ def scan(world: World, traj: Trajectory, sensor: CameraModel | LidarModel,
     return RawScans(xyz_sensor.astype(np.float32), xyz_room.astype(np.float32),
                     np.clip(color, 0.0, 1.0).astype(np.float32), obj.astype(np.int32), offsets,
                     int(n_pose * len(flat_dirs)))
+
+
+def drop_probability(sensor: CameraModel | LidarModel, normal: np.ndarray,
+                     direction: np.ndarray) -> np.ndarray:
+    """(N,) chance that a return is lost: the sensor's base ``dropout`` plus, on surfaces seen
+    edge-on (|cos| of the angle between the surface ``normal`` and the ray ``direction``, both
+    (N, 3), below ``grazing_cos``), up to ``grazing_dropout`` more: little light comes back."""
+    cos_inc = np.abs(np.einsum("ij,ij->i", normal, direction))
+    edge_on = np.clip((sensor.grazing_cos - cos_inc) / sensor.grazing_cos, 0.0, 1.0)
+    return sensor.dropout + sensor.grazing_dropout * edge_on
 
 
 def _edge_artefacts(depth: np.ndarray, cam: CameraModel, rng: np.random.Generator

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .furniture import MeshBuilder, rot_x, rot_z
+from .scanner import LidarModel, drop_probability
 
 # SemanticKITTI semantic ids (semantic-kitti.yaml).
 SEMANTIC = {"unlabeled": 0, "car": 10, "bicycle": 11, "truck": 18, "person": 30,
@@ -55,25 +56,14 @@ def hdl64_elevations_deg() -> np.ndarray:
     return np.concatenate([upper, lower])
 
 
-@dataclass(frozen=True)
-class StreetLidar:
-    """A spinning LiDAR with an explicit elevation table. Frame: x forward, y left, z up."""
-
-    azimuth_steps: int = 2048
-    max_range: float = 80.0
-    min_range: float = 2.0
-    noise_base: float = 0.012
-    noise_linear: float = 0.0002
-    dropout: float = 0.03
-    grazing_dropout: float = 0.5
-
-    def directions(self) -> np.ndarray:
-        el = np.radians(hdl64_elevations_deg())
-        az = np.linspace(0.0, 2 * math.pi, self.azimuth_steps, endpoint=False)
-        ce = np.cos(el)[:, None]
-        d = np.stack(np.broadcast_arrays(ce * np.cos(az)[None, :], ce * np.sin(az)[None, :],
-                                         np.sin(el)[:, None]), axis=-1)
-        return d.reshape(-1, 3)
+def hdl64_lidar() -> LidarModel:
+    """The streets' sensor: the HDL-64E pattern (``hdl64_elevations_deg``, 2048 azimuth steps),
+    returns from 2 to 80 m, KITTI-like range noise, and dropout that rises on surfaces seen at
+    grazing angles."""
+    return LidarModel(beams=64, elevations_deg=tuple(float(e) for e in hdl64_elevations_deg()),
+                      azimuth_steps=2048, min_range=2.0, max_range=80.0, noise_base=0.012,
+                      noise_linear=0.0002, dropout=0.03, grazing_dropout=0.5, grazing_cos=0.2,
+                      frame_id="velodyne")
 
 
 @dataclass
@@ -505,11 +495,12 @@ def build_street(seed: int) -> tuple[_Street, float]:
     return street, sensor_y
 
 
-def scan_street(seed: int, lidar: StreetLidar | None = None) -> StreetScan:
-    """Build the street of ``seed`` and ray-cast one revolution of the LiDAR at x = 0."""
+def scan_street(seed: int, lidar: LidarModel | None = None) -> StreetScan:
+    """Build the street of ``seed`` and ray-cast one revolution of the LiDAR (default
+    :func:`hdl64_lidar`) at x = 0."""
     import open3d as o3d
 
-    lidar = lidar or StreetLidar()
+    lidar = lidar or hdl64_lidar()
     street, sensor_y = build_street(seed)
     rng = np.random.default_rng([seed, 0x5CA7])
     scene = o3d.t.geometry.RaycastingScene()
@@ -523,20 +514,19 @@ def scan_street(seed: int, lidar: StreetLidar | None = None) -> StreetScan:
         semantic[k], instance[k] = sem, inst
     origin = np.array([0.0, sensor_y, float(street.ground_z(0.0, sensor_y)) + SENSOR_HEIGHT])
     yaw = rng.uniform(-0.15, 0.15)
-    dirs = lidar.directions() @ rot_z(yaw).T
+    sensor_dirs = lidar.directions().reshape(-1, 3)
+    dirs = sensor_dirs @ rot_z(yaw).T
     rays = np.empty((len(dirs), 6), np.float32)
     rays[:, :3], rays[:, 3:] = origin, dirs
     hits = scene.cast_rays(o3d.core.Tensor(rays), nthreads=1)
     t = hits["t_hit"].numpy().astype(np.float64)
     ok = np.isfinite(t) & (t >= lidar.min_range) & (t <= lidar.max_range)
     normal = hits["primitive_normals"].numpy().astype(np.float64)
-    cos_inc = np.abs(np.einsum("ij,ij->i", normal, dirs))
-    p_drop = lidar.dropout + lidar.grazing_dropout * np.clip((0.2 - cos_inc) / 0.2, 0.0, 1.0)
-    ok &= rng.random(len(t)) >= p_drop
+    ok &= rng.random(len(t)) >= drop_probability(lidar, normal, dirs)
     idx = np.flatnonzero(ok)
-    r = t[idx] + (lidar.noise_base + lidar.noise_linear * t[idx]) * rng.standard_normal(len(idx))
+    r = t[idx] + lidar.sigma(t[idx]) * rng.standard_normal(len(idx))
     # the sensor frame: yaw undone, so x is the sensor's forward axis
-    xyz = (lidar.directions()[idx] * r[:, None]).astype(np.float32)
+    xyz = (sensor_dirs[idx] * r[:, None]).astype(np.float32)
     gid = hits["geometry_ids"].numpy()[idx].astype(np.int64)
     label = semantic[gid] | (instance[gid] << 16)
     return StreetScan(xyz, label.astype(np.uint32), seed)
