@@ -1,6 +1,7 @@
 """Segmentation of real sensor clouds, measured: SemanticKITTI 000000, mOSD table tops, nebula frames.
 
     python3 benchmarks/bench_real.py [--data ../shared/data/real] [--out bench_real_out] [--json r.json]
+        [--set KEY=VALUE ...]
 
 Reads what exists under ``--data`` and skips the rest (SemanticKITTI and mOSD may not be copied into
 this repository; see that folder's README for their licences):
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ros2_inst3d.cli import cloud_fields  # noqa: E402
-from ros2_inst3d.config import load_config  # noqa: E402
+from ros2_inst3d.config import load_config, parse_override  # noqa: E402
 from ros2_inst3d.evaluation import KITTI_GROUND, kitti_object_scores  # noqa: E402
 from ros2_inst3d.gravity import gravity_transform  # noqa: E402
 from ros2_inst3d.io import read_cloud  # noqa: E402
@@ -66,9 +67,12 @@ def _best_timing(segmenter: Segmenter, xyz, rgb, fields, repeats: int):
 
 
 def bench_kitti(data: Path, out: Path, repeats: int,
-                methods: tuple[str, ...] = ("lidar", "softgroup")) -> list[dict]:
+                methods: tuple[str, ...] = ("lidar", "softgroup"),
+                overrides: dict | None = None) -> list[dict]:
     """The ``lidar`` method with each ground method, and the learned default (``softgroup``:
-    the cloud has no colour, so its shipped xyz-only weights) in the same preset's ROI."""
+    the cloud has no colour, so its shipped xyz-only weights) in the same preset's ROI;
+    ``overrides`` (``--set``) apply on top of the preset."""
+    overrides = overrides or {}
     from ros2_inst3d.model.lidar import patchworkpp_available
 
     scan, labels = data / "semantickitti" / "000000.bin", data / "semantickitti" / "000000.label"
@@ -80,7 +84,8 @@ def bench_kitti(data: Path, out: Path, repeats: int,
     ground_truth = np.isin(label & 0xFFFF, KITTI_GROUND)
     rows = []
     if "softgroup" in methods:
-        cfg = load_config(ROOT / "config" / "lidar_outdoor.yaml", {"model.name": "softgroup"})
+        cfg = load_config(ROOT / "config" / "lidar_outdoor.yaml",
+                          {**overrides, "model.name": "softgroup"})
         inst, timing = _best_timing(Segmenter(cfg), cloud.xyz, None, None, repeats)
         row = {"method": "softgroup (xyz-only weights)", "points": len(cloud.xyz),
                **kitti_object_scores(inst.indices, label), "timing_ms": {k: round(v, 1) for k, v in timing.items()}}
@@ -91,7 +96,8 @@ def bench_kitti(data: Path, out: Path, repeats: int,
         _png(out / "kitti_000000_softgroup.png", inst, "SemanticKITTI 000000 (softgroup, xyz)")
     grounds = (["patchworkpp"] if patchworkpp_available() else []) + ["grid"]
     for ground in grounds if "lidar" in methods else []:
-        cfg = load_config(ROOT / "config" / "lidar_outdoor.yaml", {"lidar.ground": ground})
+        cfg = load_config(ROOT / "config" / "lidar_outdoor.yaml",
+                          {**overrides, "lidar.ground": ground})
         segmenter = Segmenter(cfg)
         inst, timing = _best_timing(segmenter, cloud.xyz, None, cloud_fields(cloud), repeats)
         from ros2_inst3d.model.lidar import grid_ground, patchworkpp_ground
@@ -165,7 +171,8 @@ def bench_mosd(data: Path, out: Path, overrides: dict | None = None) -> dict:
     return result
 
 
-def bench_nebula(data: Path, out: Path, repeats: int) -> list[dict]:
+def bench_nebula(data: Path, out: Path, repeats: int,
+                 overrides: dict | None = None) -> list[dict]:
     files = sorted((data / "nebula").glob("*.pcd"))
     if not files:
         print(f"skip nebula: no {data / 'nebula'}/*.pcd")
@@ -174,7 +181,7 @@ def bench_nebula(data: Path, out: Path, repeats: int) -> list[dict]:
     for path in files:
         preset = next((p for k, p in NEBULA_PRESETS.items() if path.name.startswith(k)),
                       "lidar_indoor.yaml")
-        segmenter = Segmenter(load_config(ROOT / "config" / preset))
+        segmenter = Segmenter(load_config(ROOT / "config" / preset, overrides))
         cloud = read_cloud(path)
         inst, timing = _best_timing(segmenter, cloud.xyz, None, cloud_fields(cloud), repeats)
         sensor = "_".join(path.stem.split("_")[:2])
@@ -200,14 +207,19 @@ def main(argv: list[str] | None = None) -> int:
                         default=["lidar", "softgroup"],
                         help="methods run on SemanticKITTI (softgroup: the learned default, "
                         "which runs its xyz-only weights on this colourless cloud)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override on top of every preset, repeatable (e.g. "
+                        "lidar.classifier=lidar_street_clusters.json)")
     args = parser.parse_args(argv)
+    overrides = dict(parse_override(item) for item in args.set)
     only = set(args.only or ["kitti", "mosd", "nebula"])
     t0 = time.perf_counter()
     report = {
-        "kitti": (bench_kitti(args.data, args.out, args.repeats, tuple(args.kitti_methods))
-                  if "kitti" in only else []),
-        "mosd": bench_mosd(args.data, args.out) if "mosd" in only else {},
-        "nebula": bench_nebula(args.data, args.out, args.repeats) if "nebula" in only else [],
+        "kitti": (bench_kitti(args.data, args.out, args.repeats, tuple(args.kitti_methods),
+                              overrides) if "kitti" in only else []),
+        "mosd": bench_mosd(args.data, args.out, overrides) if "mosd" in only else {},
+        "nebula": (bench_nebula(args.data, args.out, args.repeats, overrides)
+                   if "nebula" in only else []),
     }
     print(f"done in {time.perf_counter() - t0:.1f} s")
     if args.json:

@@ -411,6 +411,10 @@ def add_gen_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="outdoor street scans instead of rooms: one revolution of a ray-cast "
                         "HDL-64 each, written as SemanticKITTI street_<seed>.bin / .label (for "
                         "tuning and checking the lidar method: benchmarks/lidar_street.py)")
+    parser.add_argument("--street-sensor", choices=("hdl64", "hdl64-perturbed"), default="hdl64",
+                        help="with --street: the HDL-64E pattern (default), or the same sensor "
+                        "pitched 0.6 deg with coarser azimuth, more noise and dropout (a second "
+                        "sensor to check what was tuned on the first)")
     parser.add_argument("--voxel-size", type=float, default=None,
                         help=f"output resolution in metres (default {SceneParams.voxel_size})")
     parser.add_argument("--small", action="store_true",
@@ -453,10 +457,13 @@ def cmd_gen_data(args: argparse.Namespace) -> int:
 
         first = split_seed(args.split, args.seed) if args.split else args.seed
         t0 = time.perf_counter()
-        paths = generate_streets(args.outdir, args.scenes, first, progress=not args.quiet)
+        paths = generate_streets(args.outdir, args.scenes, first, progress=not args.quiet,
+                                 sensor=args.street_sensor)
         dt = time.perf_counter() - t0
         print(f"wrote {len(paths)} street scans to {args.outdir} in {dt:.1f} s")
         return 0
+    if args.street_sensor != "hdl64":
+        raise ValueError("--street-sensor only applies to --street")
     params = SceneParams.small() if args.small else SceneParams()
     changes: dict = {}
     if args.lidar:
@@ -576,8 +583,66 @@ def cmd_widen_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _street_scans(folders: list[Path]) -> list[Path]:
+    scans = [scan for folder in folders for scan in sorted(Path(folder).glob("*.bin"))]
+    if not scans:
+        raise FileNotFoundError(f"no .bin scans in {', '.join(str(f) for f in folders)}")
+    return scans
+
+
+def cmd_train_clusters(args: argparse.Namespace) -> int:
+    """``ros2-inst3d train-clusters TRAIN.. --out FILE [--val DIR]..``: fit the ``lidar``
+    method's junk classifier on labelled scans, and with ``--val`` choose its threshold."""
+    import numpy as np
+
+    from .config import load_config
+    from .model.cluster_classifier import train_cluster_classifier
+    from .model.cluster_samples import choose_threshold, street_cluster_samples
+    from .model.lidar import CLUSTER_FEATURES
+
+    cfg = load_config(args.config).lidar
+    progress = not args.quiet
+    train_scans = _street_scans(args.train)
+    samples = street_cluster_samples(train_scans, cfg, progress)
+    print(f"train: {len(samples.is_object)} clusters ({int(samples.is_object.sum())} objects) "
+          f"from {len(train_scans)} scans")
+    meta = {"train": [str(t) for t in args.train], "train_scans": len(train_scans),
+            "config": str(args.config)}
+    clf = train_cluster_classifier(samples.features, samples.is_object, CLUSTER_FEATURES,
+                                   hidden=args.hidden,
+                                   epochs=args.epochs, feature_noise=args.feature_noise,
+                                   members=args.members, seed=args.seed, meta=meta,
+                                   sample_weight=np.where(samples.matches_object,
+                                                          args.matched_weight, 1.0))
+    clf.meta["matched_weight"] = args.matched_weight
+    if args.val:
+        val = [street_cluster_samples(_street_scans([v]), cfg, progress) for v in args.val]
+        threshold, rows = choose_threshold([clf.object_probability(v.features) for v in val],
+                                           val, args.max_matched_loss)
+        names = [str(v) for v in args.val]
+        for base, name in zip(val, names):
+            junk = int((~base.is_object).sum())
+            print(f"{name}: without the test {int(base.matches_object.sum())}/{base.objects} "
+                  f"objects matched, {len(base.is_object)} clusters, junk {junk} "
+                  f"({junk / max(1, len(base.is_object)):.1%})")
+        for row in rows:
+            cells = "; ".join(f"{c['matched']} matched, {c['clusters']} clusters, junk "
+                              f"{c['junk'] / max(1, c['clusters']):.1%}" for c in row["sets"])
+            mark = "  <- chosen" if row["threshold"] == threshold else ""
+            print(f"  score_threshold {row['threshold']:.2f}: {cells}{mark}")
+        clf.meta.update({"val": names, "max_matched_loss": args.max_matched_loss,
+                         "score_threshold": threshold})
+        print(f"chosen segment.score_threshold: {threshold:.2f} (the most junk removed "
+              f"with at most {args.max_matched_loss:.0%} of the matched objects lost in every "
+              "--val set)")
+    out = clf.save(args.out)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
 def add_train_commands(sub) -> None:
-    """Register ``train``, ``export-weights`` and ``widen-weights`` on the CLI's sub-parsers."""
+    """Register ``train``, ``train-clusters``, ``export-weights`` and ``widen-weights`` on the
+    CLI's sub-parsers."""
     p = sub.add_parser(
         "train", help="train SoftGroup / PointGroup from a training YAML (config/train/*.yaml)",
         description="Train a model on labelled scenes; writes WORK_DIR/log.jsonl, latest.pth, "
@@ -601,6 +666,39 @@ def add_train_commands(sub) -> None:
                    "several machines start this command under torchrun instead")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "train-clusters", help="train the lidar method's junk classifier on labelled scans",
+        description="Fit lidar.classifier (model/cluster_classifier.py) on the clusters that "
+        "pass the lidar filters of --config in SemanticKITTI-format scans (.bin + .label), and "
+        "with --val choose segment.score_threshold (the score is the object probability): the "
+        "most junk removed with at most "
+        "--max-matched-loss of the matched objects lost in every --val folder. Example: "
+        "ros2-inst3d gen-data data/street_train --street --split train --scenes 600 && "
+        "ros2-inst3d gen-data data/street_val --street --split val --scenes 100 && ros2-inst3d "
+        "train-clusters data/street_train --val data/street_val --out my_clusters.json")
+    p.add_argument("train", type=Path, nargs="+", metavar="TRAIN_DIR",
+                   help="folders of labelled scans to train on")
+    p.add_argument("--out", type=Path, required=True, help="classifier file to write (.json)")
+    p.add_argument("--val", type=Path, action="append", default=[], metavar="DIR",
+                   help="folder of labelled scans to choose the threshold on (repeatable)")
+    p.add_argument("--config", type=Path, default=Path("lidar_outdoor"),
+                   help="the preset whose filters run before the classifier (default: "
+                   "lidar_outdoor)")
+    p.add_argument("--hidden", type=int, nargs="*", default=[32, 32],
+                   help="hidden layer widths (default 32 32)")
+    p.add_argument("--epochs", type=int, default=300, help="full-batch Adam steps (default 300)")
+    p.add_argument("--feature-noise", type=float, default=0.8,
+                   help="training noise on the standardized features (default 0.8)")
+    p.add_argument("--matched-weight", type=float, default=3.0,
+                   help="loss weight of the clusters that match a labelled thing, against 1 "
+                   "for the rest: losing a car costs more than keeping a hedge (default 3)")
+    p.add_argument("--members", type=int, default=5, help="ensemble size (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first member (default 0)")
+    p.add_argument("--max-matched-loss", type=float, default=0.02,
+                   help="threshold rule: largest share of matched objects lost (default 0.02)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train_clusters)
 
     p = sub.add_parser(
         "export-weights", help="slim copy of a training checkpoint for shipping (no optimizer)",

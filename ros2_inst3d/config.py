@@ -199,6 +199,15 @@ class LidarConfig:
         "the cluster; near 0 on car bodies, people, poles and walls, up to 1/3 in leaves). "
         "Values >= 1/3 disable the test (the default; lidar_outdoor.yaml sets it).",
         low=0.0, high=1.0)
+    classifier: str = param(
+        "", "Learned junk test: a cluster classifier file (a path, or the name of one in the "
+        "installed models/ folder; `ros2-inst3d train-clusters` makes them). It gives each "
+        "cluster that passed the filters above an object probability from its shape "
+        "(model/cluster_classifier.py), and that is the instance's score, so "
+        "`segment.score_threshold` drops the likely junk (ground left-overs, building and fence "
+        "pieces, vegetation). Empty: no learned test; the score is size / (size + 4 x "
+        "min_cluster_points). models/lidar_street_clusters.json is trained on generated streets "
+        "(use it with segment.score_threshold 0.42; README: The learned junk test).")
 
 
 @dataclass

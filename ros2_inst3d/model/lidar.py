@@ -16,6 +16,9 @@ The way outdoor LiDAR perception stacks do it (Autoware, Patchwork++ + Euclidean
    floating above the local ground (canopies) or rough at every point (foliage:
    :func:`cluster_surface_variation`) are dropped; the rest are object instances with
    one class, ``otherfurniture`` (19) like the geometric baseline (the class table is ScanNet's).
+4. **Learned junk test** (``lidar.classifier``, off in the presets): a classifier over
+   ``CLUSTER_FEATURES`` gives each plausible cluster an object probability, which becomes its
+   score (``cluster_classifier``; README: The learned junk test).
 
 Everything is vectorised numpy/scipy; ``timing_ms`` reports ``ground``, ``voxelize``,
 ``clusters`` and ``filters`` separately.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -33,6 +37,7 @@ from scipy.spatial import cKDTree
 from ..classes import OTHERFURNITURE
 from ..cloud import RING_FIELDS
 from ..config import Config, ConfigError, LidarConfig
+from .cluster_classifier import load_cluster_classifier
 from .geometric import graph_components
 from .proposals import Proposals
 
@@ -385,9 +390,8 @@ def cluster_shape(rel: np.ndarray, labels: np.ndarray, k: int):
     return np.maximum(side_a, side_b), np.minimum(side_a, side_b), z_hi - z_lo, z_lo
 
 
-def cluster_scatter(rel: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """(k,) smallest / largest eigenvalue of each cluster's 3D covariance: near 0 for surfaces,
-    poles and the one or two faces a LiDAR sees of a car; large for volumetric clutter (foliage)."""
+def cluster_covariance(rel: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(k, 3, 3) covariance of each cluster's points."""
     n = np.maximum(np.bincount(labels, minlength=k), 1)
     mean = np.stack([np.bincount(labels, rel[:, d], k) for d in range(3)], 1) / n[:, None]
     d = rel - mean[labels]
@@ -395,7 +399,13 @@ def cluster_scatter(rel: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     for i in range(3):
         for j in range(i, 3):
             cov[:, i, j] = cov[:, j, i] = np.bincount(labels, d[:, i] * d[:, j], k) / n
-    ev = np.linalg.eigvalsh(cov)
+    return cov
+
+
+def cluster_scatter(rel: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(k,) smallest / largest eigenvalue of each cluster's 3D covariance: near 0 for surfaces,
+    poles and the one or two faces a LiDAR sees of a car; large for volumetric clutter (foliage)."""
+    ev = np.linalg.eigvalsh(cluster_covariance(rel, labels, k))
     return ev[:, 0] / np.maximum(ev[:, 2], 1e-12)
 
 
@@ -439,9 +449,65 @@ def cluster_surface_variation(pts: np.ndarray, labels: np.ndarray, k: int,
     return out
 
 
+# Per-cluster features of the learned junk test (``ClusterClassifier``); the order is the
+# classifier files' column order, so append, never reorder.
+CLUSTER_FEATURES = (
+    "log_points",         # log of the point count
+    "range",              # horizontal distance of the centroid from lidar.origin (m)
+    "log_density",        # log(points x range^2): about constant for one surface at any range
+    "length", "width", "height",  # the yaw-oriented box (cluster_shape), m
+    "ground_gap",         # lowest point above the local ground (m; 0 without a ground estimate)
+    "linearity",          # (l1 - l2) / l1 of the covariance eigenvalues l1 >= l2 >= l3
+    "planarity",          # (l2 - l3) / l1
+    "scatter",            # l3 / l1
+    "normal_z",           # |z| of the l3 direction: 1 for a flat cluster, 0 for a vertical one
+    "mass_height",        # (mean z - lowest z) / height: where in its box a cluster's points sit
+    "surface_variation",  # median local surface variation (cluster_surface_variation)
+)
+
+
+def cluster_features(pts: np.ndarray, labels: np.ndarray, k: int, shape, ground_gap: np.ndarray,
+                     variation: np.ndarray) -> np.ndarray:
+    """(k, len(CLUSTER_FEATURES)) float64 features of each cluster. pts: (M, 3) relative to the
+    sensor; labels: (M,) in [0, k); shape: ``cluster_shape``'s result; ground_gap, variation:
+    (k,) per cluster."""
+    size = np.bincount(labels, minlength=k).astype(np.float64)
+    n = np.maximum(size, 1)
+    mean = np.stack([np.bincount(labels, pts[:, d], k) for d in range(3)], 1) / n[:, None]
+    horizontal = np.hypot(mean[:, 0], mean[:, 1])
+    length, width, height, z_lo = shape
+    cov = cluster_covariance(pts, labels, k)
+    ev, vec = np.linalg.eigh(cov)
+    l3, l2, l1 = ev[:, 0], ev[:, 1], np.maximum(ev[:, 2], 1e-12)
+    log_points = np.log(n)
+    return np.column_stack([
+        log_points, horizontal, log_points + 2 * np.log(np.maximum(horizontal, 1.0)),
+        length, width, height, ground_gap,
+        (l1 - l2) / l1, (l2 - l3) / l1, l3 / l1, np.abs(vec[:, 2, 0]),
+        (mean[:, 2] - z_lo) / np.maximum(height, 1e-6), variation])
+
+
+@dataclass
+class ClusterCandidates:
+    """The clusters of one cloud before the learned junk test.
+
+    members: (M,) int64 indices of the non-ground points into the cloud; labels: (M,) their
+    cluster ids in [0, k); plausible: (k,) bool, the clusters that pass the size and shape
+    filters; features: (k, len(CLUSTER_FEATURES)) (rows of implausible clusters may hold NaN),
+    or None when not asked for; timing_ms: per-stage wall times.
+    """
+
+    members: np.ndarray
+    labels: np.ndarray
+    plausible: np.ndarray
+    features: np.ndarray | None
+    timing_ms: dict[str, float]
+
+
 class LidarClusteringModel:
     """Ground segmentation + range-adaptive Euclidean clustering + plausibility filters (the
-    ``lidar`` method, a ``PointModel`` without weights)."""
+    ``lidar`` method, a ``PointModel`` without weights), and the learned junk test when
+    ``lidar.classifier`` names one."""
 
     name = "lidar"
     accepts_fields = True  # predict_points takes the cloud's other fields (intensity, ring)
@@ -449,11 +515,91 @@ class LidarClusteringModel:
     def __init__(self, cfg: LidarConfig | None = None) -> None:
         self.cfg = cfg or LidarConfig()
         self.ground_method = resolve_ground_method(self.cfg.ground)
+        self.classifier = (load_cluster_classifier(self.cfg.classifier, CLUSTER_FEATURES)
+                           if self.cfg.classifier else None)
 
     @classmethod
     def from_config(cls, cfg: Config) -> LidarClusteringModel:
         """The method's factory (``registry.METHODS``): the ``lidar`` section of ``cfg``."""
         return cls(cfg.lidar)
+
+    def candidate_clusters(self, xyz: np.ndarray, fields: Mapping[str, np.ndarray] | None = None,
+                           features: bool = False) -> ClusterCandidates:
+        """Ground removal, clustering and the size and shape filters on ``xyz`` (N, 3) (see
+        ``predict_points``); ``features``: also compute ``cluster_features`` of the plausible
+        clusters (what the junk test sees, and what it is trained on)."""
+        cfg = self.cfg
+        fields = fields or {}
+        timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+        rel = xyz.astype(np.float64) - np.asarray(cfg.origin, dtype=np.float64)
+        n = len(rel)
+        if self.ground_method == "patchworkpp" and n:
+            ground = patchworkpp_ground(rel, fields.get("intensity"), cfg)
+            ground_z = (ground_height_lookup(rel, ground, cfg)
+                        if cfg.max_ground_gap > 0 or features else None)
+        elif self.ground_method == "grid" and n:
+            ground, ground_z = grid_ground(rel, cfg)
+        else:
+            ground, ground_z = np.zeros(n, dtype=bool), None
+        t1 = time.perf_counter()
+        timing["ground"] = (t1 - t0) * 1e3
+
+        rest = np.flatnonzero(~ground)
+        timing["voxelize"] = timing["clusters"] = timing["filters"] = 0.0
+        if not len(rest):
+            empty = np.zeros(0, dtype=np.int64)
+            return ClusterCandidates(empty, empty, np.zeros(0, dtype=bool),
+                                     np.zeros((0, len(CLUSTER_FEATURES))) if features else None,
+                                     timing)
+        growth = cfg.tolerance_growth_deg
+        if growth <= 0:
+            ring = next((fields[k] for k in RING_FIELDS if k in fields), None)
+            measured = beam_spacing_deg(rel, ring) if ring is not None else None
+            growth = measured if measured is not None else DEFAULT_GROWTH_DEG
+        pts = rel[rest]
+        vox, m = adaptive_voxel_ids(
+            pts, join_tolerance(np.linalg.norm(pts, axis=1), cfg, growth), cfg.voxel_size,
+            cfg.cluster_tolerance)
+        counts = np.bincount(vox, minlength=m)
+        centres = np.stack([np.bincount(vox, pts[:, d], m) for d in range(3)], 1) / counts[:, None]
+        t2 = time.perf_counter()
+        timing["voxelize"] = (t2 - t1) * 1e3
+        ranges = np.linalg.norm(centres, axis=1)
+        tol = join_tolerance(ranges, cfg, growth)
+        labels = range_adaptive_components(centres, ranges, tol)[vox]
+        t3 = time.perf_counter()
+        timing["clusters"] = (t3 - t2) * 1e3
+        k = int(labels.max()) + 1
+        size = np.bincount(labels, minlength=k)
+        shape = cluster_shape(pts, labels, k)
+        length, _, height, z_lo = shape
+        ok = size >= cfg.min_cluster_points
+        ok &= height >= cfg.min_height
+        if cfg.max_height > 0:
+            ok &= height <= cfg.max_height
+        if cfg.max_length > 0:
+            ok &= length <= cfg.max_length
+        if cfg.max_scatter < 1.0:
+            ok &= cluster_scatter(pts, labels, k) <= cfg.max_scatter
+        gap = np.zeros(k)
+        if ground_z is not None and (cfg.max_ground_gap > 0 or features):
+            # the local ground under each cluster's lowest point
+            lowest = np.full(k, -1, dtype=np.int64)
+            order = np.lexsort((pts[:, 2], labels))
+            first = np.r_[True, labels[order][1:] != labels[order][:-1]]
+            lowest[labels[order][first]] = order[first]
+            gap = z_lo - ground_z[rest][lowest]
+            if cfg.max_ground_gap > 0:
+                ok &= gap <= cfg.max_ground_gap
+        variation = None
+        if cfg.max_surface_variation < 1.0 / 3.0 or features:
+            variation = cluster_surface_variation(pts, labels, k, ok)
+            if cfg.max_surface_variation < 1.0 / 3.0:
+                ok &= ~(variation > cfg.max_surface_variation)
+        feats = cluster_features(pts, labels, k, shape, gap, variation) if features else None
+        timing["filters"] = (time.perf_counter() - t3) * 1e3
+        return ClusterCandidates(rest, labels, ok, feats, timing)
 
     def predict_points(self, xyz: np.ndarray, rgb: np.ndarray | None = None,
                        fields: Mapping[str, np.ndarray] | None = None) -> Proposals:
@@ -463,77 +609,31 @@ class LidarClusteringModel:
         removal, ``ring``/``channel`` sets the tolerance growth from the measured beam spacing.
         """
         cfg = self.cfg
-        fields = fields or {}
-        timing: dict[str, float] = {}
-        t0 = time.perf_counter()
-        rel = xyz.astype(np.float64) - np.asarray(cfg.origin, dtype=np.float64)
-        n = len(rel)
-        if self.ground_method == "patchworkpp" and n:
-            ground = patchworkpp_ground(rel, fields.get("intensity"), cfg)
-            ground_z = ground_height_lookup(rel, ground, cfg) if cfg.max_ground_gap > 0 else None
-        elif self.ground_method == "grid" and n:
-            ground, ground_z = grid_ground(rel, cfg)
-        else:
-            ground, ground_z = np.zeros(n, dtype=bool), None
-        t1 = time.perf_counter()
-        timing["ground"] = (t1 - t0) * 1e3
-
-        rest = np.flatnonzero(~ground)
-        growth = cfg.tolerance_growth_deg
-        if growth <= 0:
-            ring = next((fields[k] for k in RING_FIELDS if k in fields), None)
-            measured = beam_spacing_deg(rel, ring) if ring is not None else None
-            growth = measured if measured is not None else DEFAULT_GROWTH_DEG
+        cand = self.candidate_clusters(xyz, fields, features=self.classifier is not None)
+        timing = cand.timing_ms
+        keep = cand.plausible.copy()
+        sizes_all = np.bincount(cand.labels, minlength=len(keep)).astype(np.float32)
+        # Without the learned test there is no confidence: larger clusters are likelier whole
+        # objects, so rank by size (the default score_threshold 0.2 keeps min_cluster_points).
+        score = sizes_all / (sizes_all + 4.0 * cfg.min_cluster_points)
+        if self.classifier is not None and keep.any():
+            # the object probability is the score: segment.score_threshold drops the junk
+            t0 = time.perf_counter()
+            rows = np.flatnonzero(keep)
+            score[rows] = self.classifier.object_probability(cand.features[rows])
+            timing["classifier"] = (time.perf_counter() - t0) * 1e3
         indices: list[np.ndarray] = []
-        timing["voxelize"] = timing["clusters"] = 0.0
-        if len(rest):
-            pts = rel[rest]
-            vox, m = adaptive_voxel_ids(
-                pts, join_tolerance(np.linalg.norm(pts, axis=1), cfg, growth), cfg.voxel_size,
-                cfg.cluster_tolerance)
-            counts = np.bincount(vox, minlength=m)
-            centres = np.stack([np.bincount(vox, pts[:, d], m) for d in range(3)], 1) / counts[:, None]
-            t2 = time.perf_counter()
-            timing["voxelize"] = (t2 - t1) * 1e3
-            ranges = np.linalg.norm(centres, axis=1)
-            tol = join_tolerance(ranges, cfg, growth)
-            labels = range_adaptive_components(centres, ranges, tol)[vox]
-            t3 = time.perf_counter()
-            timing["clusters"] = (t3 - t2) * 1e3
-            k = int(labels.max()) + 1
-            size = np.bincount(labels, minlength=k)
-            length, _, height, z_lo = cluster_shape(pts, labels, k)
-            ok = size >= cfg.min_cluster_points
-            ok &= height >= cfg.min_height
-            if cfg.max_height > 0:
-                ok &= height <= cfg.max_height
-            if cfg.max_length > 0:
-                ok &= length <= cfg.max_length
-            if cfg.max_scatter < 1.0:
-                ok &= cluster_scatter(pts, labels, k) <= cfg.max_scatter
-            if cfg.max_ground_gap > 0 and ground_z is not None:
-                # the local ground under each cluster's lowest point
-                lowest = np.full(k, -1, dtype=np.int64)
-                order = np.lexsort((pts[:, 2], labels))
-                first = np.r_[True, labels[order][1:] != labels[order][:-1]]
-                lowest[labels[order][first]] = order[first]
-                gap = z_lo - ground_z[rest][lowest]
-                ok &= gap <= cfg.max_ground_gap
-            if cfg.max_surface_variation < 1.0 / 3.0:
-                ok &= ~(cluster_surface_variation(pts, labels, k, ok) > cfg.max_surface_variation)
-            keep_label = np.flatnonzero(ok)
-            if keep_label.size:
-                sel = ok[labels]
-                members, lab = rest[sel], labels[sel]
-                order = np.argsort(lab, kind="stable")
-                bounds = np.flatnonzero(np.diff(lab[order])) + 1
-                indices = [np.sort(ix) for ix in np.split(members[order], bounds)]
-            timing["filters"] = (time.perf_counter() - t3) * 1e3
-        indices.sort(key=lambda ix: int(ix[0]))
-        sizes = np.array([len(i) for i in indices], dtype=np.float32)
-        # No learned confidence: larger clusters are likelier whole objects, so rank by size.
-        scores = sizes / (sizes + 4.0 * cfg.min_cluster_points) if len(sizes) else sizes
-        point_class = np.full(n, -100, dtype=np.int32)
+        if keep.any():
+            sel = keep[cand.labels]
+            members, lab = cand.members[sel], cand.labels[sel]
+            order = np.argsort(lab, kind="stable")
+            bounds = np.flatnonzero(np.diff(lab[order])) + 1
+            indices = [np.sort(ix) for ix in np.split(members[order], bounds)]
+        kept_labels = np.flatnonzero(keep)
+        order = np.argsort([int(ix[0]) for ix in indices], kind="stable")
+        indices = [indices[i] for i in order]
+        scores = score[kept_labels[order]] if len(indices) else np.zeros(0, np.float32)
+        point_class = np.full(len(xyz), -100, dtype=np.int32)
         for ix in indices:
             point_class[ix] = OTHERFURNITURE
         return Proposals(indices, np.full(len(indices), OTHERFURNITURE, np.int32), scores,

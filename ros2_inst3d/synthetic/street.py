@@ -29,7 +29,7 @@ rules, and every rule and threshold chosen on them is checked on the real frame
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,8 @@ THING_CLASSES = ("car", "bicycle", "person", "bicyclist")
 
 SENSOR_HEIGHT = 1.73  # metres above the road (KITTI's HDL-64E mounting)
 EXTENT = 90.0         # the street runs +-EXTENT metres along x
+BACK_ROW_START = 24.0  # the back row of lots, metres beyond the sidewalk ...
+BACK_ROW_END = 50.0    # ... to here
 
 
 def hdl64_elevations_deg() -> np.ndarray:
@@ -64,6 +66,20 @@ def hdl64_lidar() -> LidarModel:
                       azimuth_steps=2048, min_range=2.0, max_range=80.0, noise_base=0.012,
                       noise_linear=0.0002, dropout=0.03, grazing_dropout=0.5, grazing_cos=0.2,
                       frame_id="velodyne")
+
+
+def perturbed_hdl64_lidar() -> LidarModel:
+    """A second street sensor: ``hdl64_lidar`` pitched up 0.6 degrees, with 1600 azimuth steps,
+    2.5 x the range noise and 4 x the dropout. Thresholds tuned on ``hdl64_lidar`` scans are
+    checked on scans of this one (``gen-data --street --street-sensor hdl64-perturbed``): a
+    rule that holds only for one sensor's exact sampling will not hold on a real one."""
+    base = hdl64_lidar()
+    return replace(base, elevations_deg=tuple(e + 0.6 for e in base.elevations_deg),
+                   azimuth_steps=1600, noise_base=0.03, noise_linear=0.0005, dropout=0.12,
+                   grazing_dropout=0.7)
+
+
+STREET_SENSORS = {"hdl64": hdl64_lidar, "hdl64-perturbed": perturbed_hdl64_lidar}
 
 
 @dataclass
@@ -99,13 +115,18 @@ class _Street:
         self.half_road = rng.uniform(3.5, 7.0)
         self.kerb = rng.uniform(0.1, 0.18)
         self.sidewalk = rng.uniform(1.5, 4.0)
+        self.embankment_side = 1      # the lots of this side rise ...
+        self.embankment_rise = 0.0    # ... by this much (m) from the sidewalk to BACK_ROW_END
 
     def ground_z(self, x, y):
         """Height of the street's walkable surface (road, kerb-raised sidewalk and beyond)."""
         x, y = np.asarray(x, float), np.asarray(y, float)
         on_road = np.abs(y) < self.half_road
         z = self.grade * x - self.crossfall * np.abs(y)
-        return np.where(on_road, z, self.grade * x - self.crossfall * self.half_road + self.kerb)
+        beyond = np.clip((np.abs(y) - self.half_road - self.sidewalk) / BACK_ROW_END, 0.0, 1.0)
+        rise = np.where(np.sign(y) == self.embankment_side, self.embankment_rise * beyond, 0.0)
+        return np.where(on_road, z,
+                        self.grade * x - self.crossfall * self.half_road + self.kerb + rise)
 
     def add(self, builder: MeshBuilder, semantic: str, thing: bool = False,
             pose: tuple[float, float, float] | None = None) -> None:
@@ -214,7 +235,13 @@ def bicycle(rng: np.random.Generator, rider: bool) -> MeshBuilder:
 
 def pole(rng: np.random.Generator, kind: str) -> MeshBuilder:
     b = MeshBuilder()
-    if kind == "sign":
+    if kind == "sign" and rng.random() < 0.25:  # a board on two posts (direction, notices)
+        w, tall = rng.uniform(1.0, 2.5), rng.uniform(0.6, 1.5)
+        bottom = rng.uniform(0.8, 2.0)
+        for post in (-0.4 * w, 0.4 * w):
+            b.frustum(0, post, 0, bottom + tall, 0.04, None, (0, 0, 0), segments=8)
+        b.box((-0.03, -w / 2, bottom), (0.03, w / 2, bottom + tall), (0, 0, 0))
+    elif kind == "sign":
         h = rng.uniform(2.0, 3.2)
         b.frustum(0, 0, 0, h, 0.035, None, (0, 0, 0), segments=8)
         w = rng.uniform(0.4, 0.9)
@@ -226,6 +253,9 @@ def pole(rng: np.random.Generator, kind: str) -> MeshBuilder:
         if kind == "light":
             arm = rng.uniform(1.0, 2.5)
             b.box((0, -0.05, h - 0.15), (arm, 0.05, h), (0, 0, 0))
+    if rng.random() < 0.3:  # a box on the pole (signal cabinet, meter, bin, plate)
+        size, z = rng.uniform(0.2, 0.6, 3), rng.uniform(0.6, 2.0)
+        b.box((0.04, -size[1] / 2, z), (0.04 + size[0], size[1] / 2, z + size[2]), (0, 0, 0))
     return b
 
 
@@ -267,6 +297,19 @@ def leaves(rng: np.random.Generator, centre, radii, density: float, shell: float
 # The street
 
 
+def _plant(street: _Street, centre, radii, density: float, shell: float = 0.5,
+           box: bool = False) -> None:
+    """One vegetation part of ``leaves``; half the plants are dense (2-4 x the leaves in a
+    thinner outer layer: trimmed hedges, conifers, thick shrubs), which a beam hardly enters, so
+    that roughness alone does not tell foliage (real dense foliage seen from afar is a smooth
+    line of returns)."""
+    rng = street.rng
+    if rng.random() < 0.5:
+        density *= rng.uniform(2.0, 4.0)
+        shell *= rng.uniform(0.3, 0.6)
+    street.add(leaves(rng, centre, radii, density, shell=shell, box=box), "vegetation")
+
+
 def _tree(street: _Street, x: float, y: float) -> None:
     """A trunk (its own part) and a crown of leaves above it."""
     rng = street.rng
@@ -275,11 +318,16 @@ def _tree(street: _Street, x: float, y: float) -> None:
     b = MeshBuilder()
     b.frustum(x, y, z0 - 0.1, z0 + trunk_h + 0.5, rng.uniform(0.12, 0.3), 0.1, (0, 0, 0),
               segments=10)
+    for _ in range(rng.integers(0, 5)):  # low branches below the crown
+        zb = z0 + rng.uniform(0.5, 1.0) * trunk_h
+        tilt = rot_z(rng.uniform(0, 2 * math.pi)) @ rot_x(rng.uniform(0.6, 1.2))
+        b.frustum(x, y, zb, zb + rng.uniform(0.5, 1.5), rng.uniform(0.04, 0.08), 0.03,
+                  (0, 0, 0), segments=6, rot=tilt, pivot=(x, y, zb))
     street.add(b, "trunk")
     rx = rng.uniform(1.2, 3.5)
     rz = rng.uniform(1.0, 3.0)
-    street.add(leaves(rng, (x, y, z0 + trunk_h + rz), (rx, rx * rng.uniform(0.8, 1.2), rz),
-                      rng.uniform(150, 400)), "vegetation")
+    _plant(street, (x, y, z0 + trunk_h + rz), (rx, rx * rng.uniform(0.8, 1.2), rz),
+           rng.uniform(150, 400))
 
 
 def _hedge(street: _Street, x0: float, x1: float, y: float) -> None:
@@ -287,16 +335,35 @@ def _hedge(street: _Street, x0: float, x1: float, y: float) -> None:
     h = rng.uniform(0.6, 2.2)
     w = rng.uniform(0.25, 0.7)
     z0 = float(street.ground_z(0.5 * (x0 + x1), y))
-    street.add(leaves(rng, (0.5 * (x0 + x1), y, z0 + h / 2), ((x1 - x0) / 2, w, h / 2),
-                      rng.uniform(250, 600), box=True), "vegetation")
+    _plant(street, (0.5 * (x0 + x1), y, z0 + h / 2), ((x1 - x0) / 2, w, h / 2),
+           rng.uniform(250, 600), box=True)
 
 
-def _bush(street: _Street, x: float, y: float) -> None:
+def _bush(street: _Street, x: float, y: float, small: bool = False) -> None:
     rng = street.rng
-    r = rng.uniform(0.4, 1.5)
+    r = rng.uniform(0.25, 0.6) if small else rng.uniform(0.4, 1.5)
     z0 = float(street.ground_z(x, y))
-    street.add(leaves(rng, (x, y, z0 + 0.8 * r), (r, r * rng.uniform(0.7, 1.3), 0.8 * r),
-                      rng.uniform(200, 500), shell=1.0), "vegetation")
+    _plant(street, (x, y, z0 + 0.8 * r), (r, r * rng.uniform(0.7, 1.3), 0.8 * r),
+           rng.uniform(200, 500), shell=1.0)
+
+
+def _shrubbery(street: _Street, side: int) -> None:
+    """Vegetation scattered over the lots of ``side``: single shrubs, low beds and bushes, small
+    trees, from a few to many per street (real streets' far vegetation is mostly this: small
+    separate patches that a spinning LiDAR cuts into small clusters)."""
+    rng = street.rng
+    y0 = street.half_road + street.sidewalk
+    for _ in range(rng.poisson(rng.uniform(6.0, 40.0))):
+        x, y = rng.uniform(-EXTENT, EXTENT), side * (y0 + rng.uniform(1.0, BACK_ROW_END))
+        kind = rng.choice(["shrub", "bed", "bush", "tree"], p=[0.35, 0.2, 0.3, 0.15])
+        if kind == "bed":
+            size = (rng.uniform(0.5, 3.0), rng.uniform(0.4, 1.5), rng.uniform(0.15, 0.5))
+            z0 = float(street.ground_z(x, y))
+            _plant(street, (x, y, z0 + size[2]), size, rng.uniform(250, 600), box=True)
+        elif kind == "tree":
+            _tree(street, x, y)
+        else:
+            _bush(street, x, y, small=kind == "shrub")
 
 
 def _fence(street: _Street, x0: float, x1: float, y: float) -> None:
@@ -304,9 +371,15 @@ def _fence(street: _Street, x0: float, x1: float, y: float) -> None:
     h = rng.uniform(0.8, 2.0)
     z0 = float(street.ground_z(0.5 * (x0 + x1), y))
     b = MeshBuilder()
-    if rng.random() < 0.4:  # a garden wall
+    if rng.random() < 0.4:  # a garden wall, often turning a corner into the lot
         semantic = "building"
-        b.box((x0, y - 0.12, z0 - 0.1), (x1, y + 0.12, z0 + h * 0.7), (0, 0, 0))
+        top = z0 + h * rng.uniform(0.4, 0.8)
+        b.box((x0, y - 0.12, z0 - 0.1), (x1, y + 0.12, top), (0, 0, 0))
+        if rng.random() < 0.6:
+            xc = x0 if rng.random() < 0.5 else x1 - 0.24
+            inward = math.copysign(rng.uniform(1.0, 6.0), y)
+            lo, hi = sorted((y, y + inward))
+            b.box((xc, lo, z0 - 0.1), (xc + 0.24, hi, top), (0, 0, 0))
     else:
         semantic = "fence"
         if rng.random() < 0.5:  # slats
@@ -350,19 +423,17 @@ def _building(street: _Street, x0: float, x1: float, y: float, side: int) -> Non
     street.add(b, "building")
 
 
-def _ground(street: _Street, embankment_side: int, embankment_rise: float) -> None:
-    """Road, kerbs and sidewalks as flat parts; the yards beyond as rough terrain, rising by
-    ``embankment_rise`` metres over 30 m on ``embankment_side``."""
+def _ground(street: _Street) -> None:
+    """Road, kerbs and sidewalks as flat parts; the yards and lots beyond as rough terrain
+    (rising on one side when the street has an embankment: ``_Street.ground_z``)."""
     rng = street.rng
     hr, sw = street.half_road, street.sidewalk
     xs = np.arange(-EXTENT, EXTENT + 1e-6, 2.0)
 
-    def strip(y0: float, y1: float, semantic: str, rough: float = 0.0, rise: float = 0.0) -> None:
+    def strip(y0: float, y1: float, semantic: str, rough: float = 0.0) -> None:
         ys = np.linspace(y0, y1, max(2, int(abs(y1 - y0) / 1.0) + 1))
         gx, gy = np.meshgrid(xs, ys, indexing="ij")
         gz = street.ground_z(gx, gy + np.sign(gy) * 1e-3)
-        if rise:
-            gz = gz + rise * np.clip((np.abs(gy) - min(abs(y0), abs(y1))) / abs(y1 - y0), 0, 1)
         if rough:
             gz = gz + rough * rng.standard_normal(gz.shape)
         b = MeshBuilder()
@@ -378,8 +449,7 @@ def _ground(street: _Street, embankment_side: int, embankment_rise: float) -> No
         kerb.sheet(grid, (0, 0, 0))
         street.add(kerb, "sidewalk")
         strip(side * hr, side * (hr + sw), "sidewalk")
-        rise = embankment_rise if side == embankment_side else 0.0
-        strip(side * (hr + sw), side * (hr + sw + 30.0), "terrain", rough=0.04, rise=rise)
+        strip(side * (hr + sw), side * (hr + sw + BACK_ROW_END), "terrain", rough=0.04)
 
 
 def _street_furniture(street: _Street, side: int) -> None:
@@ -474,22 +544,104 @@ def _lots(street: _Street, side: int) -> None:
                 _bush(street, rng.uniform(x, x1), side * (y0 + rng.uniform(1.5, 10.0)))
             for _ in range(rng.poisson(1.0)):
                 _tree(street, rng.uniform(x, x1), side * (y0 + rng.uniform(2.0, 12.0)))
+            if rng.random() < 0.4:
+                _shed(street, rng.uniform(x, x1), side * (y0 + rng.uniform(4.0, 14.0)))
+            if rng.random() < 0.35:  # a car in the driveway, often behind the hedge or fence
+                yaw = math.pi / 2 if rng.random() < 0.6 else 0.0
+                _parked_car(street, rng.uniform(x + 2.5, max(x + 2.5, x1 - 2.5)),
+                            side * (y0 + rng.uniform(3.0, 9.0)), yaw)
             if rng.random() < 0.5:
                 _building(street, x, x1, y0 + rng.uniform(10.0, 20.0), side)
+        elif rng.random() < 0.6:
+            _cross_street(street, x, x1, side)
         x = x1 + (rng.uniform(0.0, 4.0) if rng.random() < 0.5 else 0.0)
+    _back_row(street, side)
+
+
+def _shed(street: _Street, x: float, y: float) -> None:
+    """A small building (shed, garage, kiosk, porch) standing free in a lot: a box of 2-5 m with
+    a flat or pent roof. Seen from the street its clusters are as wide and tall as a van's, and
+    they are building, not objects."""
+    rng = street.rng
+    w, d, h = rng.uniform(2.0, 5.0), rng.uniform(2.0, 4.5), rng.uniform(2.0, 3.0)
+    yaw = rng.uniform(0, math.pi)
+    b = MeshBuilder()
+    b.box((-w / 2, -d / 2, -0.1), (w / 2, d / 2, h), (0, 0, 0))
+    if rng.random() < 0.5:  # a roof overhang
+        b.box((-w / 2 - 0.3, -d / 2 - 0.3, h), (w / 2 + 0.3, d / 2 + 0.3, h + 0.15), (0, 0, 0))
+    street.add(b, "building", pose=(x, y, yaw))
+
+
+def _parked_car(street: _Street, x: float, y: float, yaw: float) -> None:
+    street.add(car(street.rng), "car", thing=True, pose=(x, y, yaw + street.rng.normal(0, 0.08)))
+
+
+def _cross_street(street: _Street, x0: float, x1: float, side: int) -> None:
+    """A side street in the gap from x0 to x1, running away from the main one on ``side`` to
+    the back row: asphalt, and cars parked along it, nose to kerb or in line."""
+    rng = street.rng
+    y0 = street.half_road + street.sidewalk
+    gx, gy = np.meshgrid([x0, x1], side * np.linspace(y0, y0 + BACK_ROW_START, 25),
+                         indexing="ij")
+    b = MeshBuilder()  # 2 cm above the lots' rough terrain, following its rise
+    b.sheet(np.stack([gx, gy, street.ground_z(gx, gy) + 0.02], -1), (0, 0, 0))
+    street.add(b, "road")
+    for edge in (x0 + 1.2, x1 - 1.2):
+        y = y0 + rng.uniform(3.0, 8.0)
+        while y < y0 + BACK_ROW_START - 3.0 and x1 - x0 > 6.5:
+            if rng.random() < 0.6:
+                _parked_car(street, edge, side * (y + 2.4), math.pi / 2)
+            y += rng.uniform(5.0, 7.5)
+
+
+def _back_row(street: _Street, side: int) -> None:
+    """What lies 24-50 m beyond the sidewalk, seen through gaps, over walls and across yards
+    (far clusters in a real scan are of every kind): buildings, a back lane with parked cars,
+    trees and bushes, people."""
+    rng = street.rng
+    y0 = street.half_road + street.sidewalk + BACK_ROW_START
+    x = -EXTENT
+    while x < EXTENT:
+        length = rng.uniform(8.0, 30.0)
+        x1 = min(x + length, EXTENT)
+        kind = rng.choice(["building", "lot", "trees"], p=[0.5, 0.3, 0.2])
+        if kind == "building":
+            _building(street, x, x1, y0 + rng.uniform(0.0, 10.0), side)
+        elif kind == "lot":
+            xc = x + rng.uniform(1.0, 4.0)
+            while xc < x1 - 4.0:
+                if rng.random() < 0.7:
+                    yaw = math.pi / 2 if rng.random() < 0.5 else 0.0
+                    _parked_car(street, xc + 2.5, side * (y0 + rng.uniform(2.0, 8.0)), yaw)
+                xc += rng.uniform(3.0, 6.0)
+            if rng.random() < 0.4:
+                _shed(street, rng.uniform(x, x1), side * (y0 + rng.uniform(6.0, 12.0)))
+            if rng.random() < 0.4:
+                street.add(person(rng), "person", thing=True,
+                           pose=(rng.uniform(x, x1), side * (y0 + rng.uniform(0.0, 10.0)),
+                                 rng.uniform(0, 2 * math.pi)))
+        else:
+            for _ in range(1 + rng.poisson(1.5)):
+                _tree(street, rng.uniform(x, x1), side * (y0 + rng.uniform(0.0, 12.0)))
+        for _ in range(rng.poisson(0.8)):
+            _bush(street, rng.uniform(x, x1), side * (y0 + rng.uniform(-4.0, 8.0)))
+        x = x1 + rng.uniform(0.0, 6.0)
 
 
 def build_street(seed: int) -> tuple[_Street, float]:
     """The street of ``seed``; returns it and the sensor's y (in a lane, at x = 0)."""
     rng = np.random.default_rng([seed, 0x57EE7])
     street = _Street(rng)
-    _ground(street, int(rng.choice([-1, 1])), rng.uniform(0.5, 3.0) if rng.random() < 0.3 else 0.0)
+    street.embankment_side = int(rng.choice([-1, 1]))
+    street.embankment_rise = rng.uniform(0.5, 3.0) if rng.random() < 0.3 else 0.0
+    _ground(street)
     # in a lane, at least 1.4 m from the cars parked along the kerbs (their inner side is at
     # most half_road - 2.1 m out); a road narrower than 7 m puts it on the centre line
     lane = max(0.0, street.half_road - 3.5)
     sensor_y = rng.uniform(-lane, lane)
     for side in (-1, 1):
         _lots(street, side)
+        _shrubbery(street, side)
         _street_furniture(street, side)
     _vehicles(street, sensor_y)
     return street, sensor_y
@@ -533,13 +685,15 @@ def scan_street(seed: int, lidar: LidarModel | None = None) -> StreetScan:
 
 
 def generate_streets(outdir: str | Path, num_scans: int, seed: int = 0,
-                     progress: bool = True) -> list[Path]:
-    """Write ``street_<seed>.bin`` / ``.label`` for seeds ``seed .. seed + num_scans - 1``."""
+                     progress: bool = True, sensor: str = "hdl64") -> list[Path]:
+    """Write ``street_<seed>.bin`` / ``.label`` for seeds ``seed .. seed + num_scans - 1``,
+    scanned by ``STREET_SENSORS[sensor]``."""
+    lidar = STREET_SENSORS[sensor]()
     from tqdm import tqdm
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = []
     for s in tqdm(range(seed, seed + num_scans), disable=not progress, unit="scan"):
-        paths.append(scan_street(s).save(outdir / f"street_{s:06d}")[0])
+        paths.append(scan_street(s, lidar).save(outdir / f"street_{s:06d}")[0])
     return paths
