@@ -58,11 +58,8 @@ def street_cluster_samples(scans: Sequence[Path], cfg, progress: bool = True) ->
             raise ValueError(f"{label_path}: {len(label)} labels for {len(xyz)} points")
         cand = model.candidate_clusters(xyz, features=True)
         rows = np.flatnonzero(cand.plausible)
-        order = np.argsort(cand.labels, kind="stable")
-        bounds = np.searchsorted(cand.labels[order], np.arange(len(cand.plausible) + 1))
-        clusters = [cand.members[order[bounds[r]:bounds[r + 1]]] for r in rows]
         objects += kitti_object_scores([], label)["objects"]
-        for ix in clusters:
+        for ix in cand.point_indices(rows):
             row = kitti_object_scores([ix], label)
             is_object.append(int(next(iter(row["majority_semantic"]))) not in KITTI_JUNK)
             matches.append(row["matched"] > 0)

@@ -503,6 +503,12 @@ class ClusterCandidates:
     features: np.ndarray | None
     timing_ms: dict[str, float]
 
+    def point_indices(self, clusters: np.ndarray) -> list[np.ndarray]:
+        """The cloud's point indices (ascending) of each of ``clusters`` (cluster ids)."""
+        order = np.argsort(self.labels, kind="stable")
+        bounds = np.searchsorted(self.labels[order], np.arange(len(self.plausible) + 1))
+        return [self.members[order[bounds[c]:bounds[c + 1]]] for c in clusters]
+
 
 class LidarClusteringModel:
     """Ground segmentation + range-adaptive Euclidean clustering + plausibility filters (the
@@ -622,14 +628,8 @@ class LidarClusteringModel:
             rows = np.flatnonzero(keep)
             score[rows] = self.classifier.object_probability(cand.features[rows])
             timing["classifier"] = (time.perf_counter() - t0) * 1e3
-        indices: list[np.ndarray] = []
-        if keep.any():
-            sel = keep[cand.labels]
-            members, lab = cand.members[sel], cand.labels[sel]
-            order = np.argsort(lab, kind="stable")
-            bounds = np.flatnonzero(np.diff(lab[order])) + 1
-            indices = [np.sort(ix) for ix in np.split(members[order], bounds)]
         kept_labels = np.flatnonzero(keep)
+        indices = cand.point_indices(kept_labels)
         order = np.argsort([int(ix[0]) for ix in indices], kind="stable")
         indices = [indices[i] for i in order]
         scores = score[kept_labels[order]] if len(indices) else np.zeros(0, np.float32)
