@@ -41,23 +41,33 @@ def data_file(kind: str, name: str) -> Path:
     return path
 
 
-def config_path(value: str | os.PathLike[str], folder: str = "") -> Path:
-    """A config file given as a path, or by its name in the installed ``config/<folder>``.
+def installed_path(value: str | os.PathLike[str], kind: str, folder: str = "",
+                   suffix: str = "") -> Path:
+    """A file given as a path, or by its name in the installed ``<kind>/<folder>``.
 
-    ``softgroup_scannet`` (or ``softgroup_scannet.yaml``, or ``config/models/softgroup_scannet.yaml``
-    from any working directory) finds the package's ``config/models/softgroup_scannet.yaml``
-    when ``folder="models"``; an existing path always wins. Unresolvable values come back
+    An existing path always wins; else a bare name (or ``<kind>/...``, as written from the
+    repository root) finds the installed file, ``suffix`` appended when the name has none of
+    ``suffix``'s spellings (``.yaml`` also accepts ``.yml``). Unresolvable values come back
     unchanged, so the caller's "does not exist" error names what the user typed.
     """
     path = Path(value).expanduser()
     if path.exists():
         return path
     try:
-        base = data_dir("config") / folder if folder else data_dir("config")
+        base = data_dir(kind) / folder if folder else data_dir(kind)
     except FileNotFoundError:
         return path
-    name = path.name if path.suffix in (".yaml", ".yml") else path.name + ".yaml"
+    spellings = (".yaml", ".yml") if suffix == ".yaml" else (suffix,)
+    name = path.name if not suffix or path.suffix in spellings else path.name + suffix
     candidate = base / name
-    if candidate.is_file() and (len(path.parts) == 1 or path.parts[0] == "config"):
+    if candidate.is_file() and (len(path.parts) == 1 or path.parts[0] == kind):
         return candidate
     return path
+
+
+def config_path(value: str | os.PathLike[str], folder: str = "") -> Path:
+    """A config file given as a path, or by its name in the installed ``config/<folder>``
+    (``installed_path``): ``softgroup_scannet`` (or ``softgroup_scannet.yaml``, or
+    ``config/models/softgroup_scannet.yaml`` from any working directory) finds the package's
+    ``config/models/softgroup_scannet.yaml`` when ``folder="models"``."""
+    return installed_path(value, "config", folder, suffix=".yaml")

@@ -15,7 +15,7 @@ from ros2_inst3d.evaluation import kitti_object_scores
 from ros2_inst3d.model.cluster_classifier import load_cluster_classifier, train_cluster_classifier
 from ros2_inst3d.model.cluster_samples import ClusterSamples, choose_threshold
 from ros2_inst3d.model.lidar import (CLUSTER_FEATURES, LidarClusteringModel, cluster_features,
-                                     cluster_shape)
+                                     cluster_moments, cluster_shape)
 from ros2_inst3d.segmenter import Segmenter
 from ros2_inst3d.synthetic.street import (STREET_SENSORS, perturbed_hdl64_lidar, scan_street)
 
@@ -27,8 +27,9 @@ def _features(*clusters):
     pts = np.concatenate(clusters)
     labels = np.concatenate([np.full(len(c), i) for i, c in enumerate(clusters)])
     k = len(clusters)
-    return cluster_features(pts, labels, k, cluster_shape(pts, labels, k), np.full(k, 0.25),
-                            np.full(k, 0.02))
+    mean, cov = cluster_moments(pts, labels, k)
+    return cluster_features(np.arange(k), np.bincount(labels, minlength=k), mean, cov,
+                            cluster_shape(pts, labels, k), np.full(k, 0.25), np.full(k, 0.02))
 
 
 def test_cluster_features_describe_shape_size_and_range():

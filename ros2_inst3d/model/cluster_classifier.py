@@ -76,25 +76,13 @@ class ClusterClassifier:
         return path
 
 
-def resolve_classifier_path(value: str | Path) -> Path:
-    """A classifier given as a path, or by its name in the installed ``models/`` folder."""
-    path = Path(value).expanduser()
-    if path.exists():
-        return path
-    from ..resources import data_dir
-
-    try:
-        candidate = data_dir("models") / path.name
-    except FileNotFoundError:
-        return path
-    return candidate if candidate.exists() else path
-
-
 def load_cluster_classifier(value: str | Path, feature_names: Sequence[str]) -> ClusterClassifier:
     """Read a classifier file whose features must be (a prefix of) ``feature_names``, the ones
     the caller computes; a missing, malformed or mismatched file is a ConfigError that says
     which and why."""
-    path = resolve_classifier_path(value)
+    from ..resources import installed_path
+
+    path = installed_path(value, "models")
     if not path.is_file():
         raise ConfigError(f"lidar.classifier: {value} does not exist (a path, or a file name in "
                           "the installed models/ folder)")

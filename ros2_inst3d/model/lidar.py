@@ -390,8 +390,8 @@ def cluster_shape(rel: np.ndarray, labels: np.ndarray, k: int):
     return np.maximum(side_a, side_b), np.minimum(side_a, side_b), z_hi - z_lo, z_lo
 
 
-def cluster_covariance(rel: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """(k, 3, 3) covariance of each cluster's points."""
+def cluster_moments(rel: np.ndarray, labels: np.ndarray, k: int):
+    """Per cluster: the mean (k, 3) and the covariance (k, 3, 3) of its points."""
     n = np.maximum(np.bincount(labels, minlength=k), 1)
     mean = np.stack([np.bincount(labels, rel[:, d], k) for d in range(3)], 1) / n[:, None]
     d = rel - mean[labels]
@@ -399,13 +399,14 @@ def cluster_covariance(rel: np.ndarray, labels: np.ndarray, k: int) -> np.ndarra
     for i in range(3):
         for j in range(i, 3):
             cov[:, i, j] = cov[:, j, i] = np.bincount(labels, d[:, i] * d[:, j], k) / n
-    return cov
+    return mean, cov
 
 
-def cluster_scatter(rel: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """(k,) smallest / largest eigenvalue of each cluster's 3D covariance: near 0 for surfaces,
-    poles and the one or two faces a LiDAR sees of a car; large for volumetric clutter (foliage)."""
-    ev = np.linalg.eigvalsh(cluster_covariance(rel, labels, k))
+def cluster_scatter(cov: np.ndarray) -> np.ndarray:
+    """(k,) smallest / largest eigenvalue of each cluster's 3D covariance (``cluster_moments``):
+    near 0 for surfaces, poles and the one or two faces a LiDAR sees of a car; large for
+    volumetric clutter (foliage)."""
+    ev = np.linalg.eigvalsh(cov)
     return ev[:, 0] / np.maximum(ev[:, 2], 1e-12)
 
 
@@ -466,25 +467,24 @@ CLUSTER_FEATURES = (
 )
 
 
-def cluster_features(pts: np.ndarray, labels: np.ndarray, k: int, shape, ground_gap: np.ndarray,
-                     variation: np.ndarray) -> np.ndarray:
-    """(k, len(CLUSTER_FEATURES)) float64 features of each cluster. pts: (M, 3) relative to the
-    sensor; labels: (M,) in [0, k); shape: ``cluster_shape``'s result; ground_gap, variation:
-    (k,) per cluster."""
-    size = np.bincount(labels, minlength=k).astype(np.float64)
-    n = np.maximum(size, 1)
-    mean = np.stack([np.bincount(labels, pts[:, d], k) for d in range(3)], 1) / n[:, None]
-    horizontal = np.hypot(mean[:, 0], mean[:, 1])
-    length, width, height, z_lo = shape
-    cov = cluster_covariance(pts, labels, k)
-    ev, vec = np.linalg.eigh(cov)
+def cluster_features(rows: np.ndarray, size: np.ndarray, mean: np.ndarray, cov: np.ndarray,
+                     shape, ground_gap: np.ndarray, variation: np.ndarray) -> np.ndarray:
+    """(k, len(CLUSTER_FEATURES)) float64 features of the clusters ``rows`` (NaN in the other
+    rows). size: (k,) points per cluster; mean, cov: ``cluster_moments`` of the points relative
+    to the sensor; shape: ``cluster_shape``'s result; ground_gap, variation: (k,) per cluster."""
+    length, width, height, z_lo = (a[rows] for a in shape)
+    mean = mean[rows]
+    ev, vec = np.linalg.eigh(cov[rows])
     l3, l2, l1 = ev[:, 0], ev[:, 1], np.maximum(ev[:, 2], 1e-12)
-    log_points = np.log(n)
-    return np.column_stack([
+    horizontal = np.hypot(mean[:, 0], mean[:, 1])
+    log_points = np.log(np.maximum(size[rows], 1))
+    out = np.full((len(size), len(CLUSTER_FEATURES)), np.nan)
+    out[rows] = np.column_stack([
         log_points, horizontal, log_points + 2 * np.log(np.maximum(horizontal, 1.0)),
-        length, width, height, ground_gap,
+        length, width, height, ground_gap[rows],
         (l1 - l2) / l1, (l2 - l3) / l1, l3 / l1, np.abs(vec[:, 2, 0]),
-        (mean[:, 2] - z_lo) / np.maximum(height, 1e-6), variation])
+        (mean[:, 2] - z_lo) / np.maximum(height, 1e-6), variation[rows]])
+    return out
 
 
 @dataclass
@@ -586,8 +586,10 @@ class LidarClusteringModel:
             ok &= height <= cfg.max_height
         if cfg.max_length > 0:
             ok &= length <= cfg.max_length
+        if cfg.max_scatter < 1.0 or features:
+            mean, cov = cluster_moments(pts, labels, k)
         if cfg.max_scatter < 1.0:
-            ok &= cluster_scatter(pts, labels, k) <= cfg.max_scatter
+            ok &= cluster_scatter(cov) <= cfg.max_scatter
         gap = np.zeros(k)
         if ground_z is not None and (cfg.max_ground_gap > 0 or features):
             # the local ground under each cluster's lowest point
@@ -603,7 +605,8 @@ class LidarClusteringModel:
             variation = cluster_surface_variation(pts, labels, k, ok)
             if cfg.max_surface_variation < 1.0 / 3.0:
                 ok &= ~(variation > cfg.max_surface_variation)
-        feats = cluster_features(pts, labels, k, shape, gap, variation) if features else None
+        feats = (cluster_features(np.flatnonzero(ok), size, mean, cov, shape, gap, variation)
+                 if features else None)
         timing["filters"] = (time.perf_counter() - t3) * 1e3
         return ClusterCandidates(rest, labels, ok, feats, timing)
 
@@ -614,27 +617,24 @@ class LidarClusteringModel:
         fields: optional per-point arrays (N,) by name: ``intensity`` feeds Patchwork++'s noise
         removal, ``ring``/``channel`` sets the tolerance growth from the measured beam spacing.
         """
-        cfg = self.cfg
         cand = self.candidate_clusters(xyz, fields, features=self.classifier is not None)
-        timing = cand.timing_ms
-        keep = cand.plausible.copy()
-        sizes_all = np.bincount(cand.labels, minlength=len(keep)).astype(np.float32)
-        # Without the learned test there is no confidence: larger clusters are likelier whole
-        # objects, so rank by size (the default score_threshold 0.2 keeps min_cluster_points).
-        score = sizes_all / (sizes_all + 4.0 * cfg.min_cluster_points)
-        if self.classifier is not None and keep.any():
+        kept = np.flatnonzero(cand.plausible)
+        indices = cand.point_indices(kept)
+        if self.classifier is not None and kept.size:
             # the object probability is the score: segment.score_threshold drops the junk
             t0 = time.perf_counter()
-            rows = np.flatnonzero(keep)
-            score[rows] = self.classifier.object_probability(cand.features[rows])
-            timing["classifier"] = (time.perf_counter() - t0) * 1e3
-        kept_labels = np.flatnonzero(keep)
-        indices = cand.point_indices(kept_labels)
-        order = np.argsort([int(ix[0]) for ix in indices], kind="stable")
+            scores = self.classifier.object_probability(cand.features[kept])
+            cand.timing_ms["classifier"] = (time.perf_counter() - t0) * 1e3
+        else:
+            # Without the learned test there is no confidence: larger clusters are likelier
+            # whole objects, so rank by size (score_threshold 0.2 keeps min_cluster_points).
+            sizes = np.array([len(ix) for ix in indices], dtype=np.float32)
+            scores = sizes / (sizes + 4.0 * self.cfg.min_cluster_points)
+        order = np.argsort([int(ix[0]) for ix in indices], kind="stable").astype(np.int64)
         indices = [indices[i] for i in order]
-        scores = score[kept_labels[order]] if len(indices) else np.zeros(0, np.float32)
+        scores = np.asarray(scores, dtype=np.float32)[order]
         point_class = np.full(len(xyz), -100, dtype=np.int32)
         for ix in indices:
             point_class[ix] = OTHERFURNITURE
         return Proposals(indices, np.full(len(indices), OTHERFURNITURE, np.int32), scores,
-                         point_class, timing)
+                         point_class, cand.timing_ms)

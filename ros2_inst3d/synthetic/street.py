@@ -560,7 +560,7 @@ def _lots(street: _Street, side: int) -> None:
 
 def _shed(street: _Street, x: float, y: float) -> None:
     """A small building (shed, garage, kiosk, porch) standing free in a lot: a box of 2-5 m with
-    a flat or pent roof. Seen from the street its clusters are as wide and tall as a van's, and
+    a flat roof, half of them overhanging. Seen from the street its clusters are as wide and tall as a van's, and
     they are building, not objects."""
     rng = street.rng
     w, d, h = rng.uniform(2.0, 5.0), rng.uniform(2.0, 4.5), rng.uniform(2.0, 3.0)
@@ -578,7 +578,7 @@ def _parked_car(street: _Street, x: float, y: float, yaw: float) -> None:
 
 def _cross_street(street: _Street, x0: float, x1: float, side: int) -> None:
     """A side street in the gap from x0 to x1, running away from the main one on ``side`` to
-    the back row: asphalt, and cars parked along it, nose to kerb or in line."""
+    the back row: asphalt, and cars parked in line along both edges."""
     rng = street.rng
     y0 = street.half_road + street.sidewalk
     gx, gy = np.meshgrid([x0, x1], side * np.linspace(y0, y0 + BACK_ROW_START, 25),
