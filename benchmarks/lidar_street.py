@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from ros2_inst3d.config import load_config, parse_override  # noqa: E402
 from ros2_inst3d.evaluation import KITTI_JUNK, kitti_object_scores  # noqa: E402
 from ros2_inst3d.io import read_cloud  # noqa: E402
+from ros2_inst3d.model.cluster_samples import labelled_scans  # noqa: E402
 from ros2_inst3d.segmenter import Segmenter  # noqa: E402
 from ros2_inst3d.synthetic.street import SEMANTIC  # noqa: E402
 
@@ -39,9 +40,10 @@ NAMES = {semantic_id: name for name, semantic_id in SEMANTIC.items()}
 def score_dir(data: Path, config: Path, overrides: dict, limit: int | None = None,
               progress: bool = True) -> dict:
     """Totals of ``kitti_object_scores`` over the street scans in ``data``."""
-    scans = sorted(data.glob("*.bin"))[:limit]
-    if not scans:
-        raise SystemExit(f"no .bin scans in {data}")
+    try:
+        scans = labelled_scans([data])[:limit]
+    except FileNotFoundError as exc:
+        raise SystemExit(str(exc)) from None
     segmenter = Segmenter(load_config(config, overrides))
     total = Counter()
     junk_by_class: Counter = Counter()

@@ -583,13 +583,6 @@ def cmd_widen_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def _street_scans(folders: list[Path]) -> list[Path]:
-    scans = [scan for folder in folders for scan in sorted(Path(folder).glob("*.bin"))]
-    if not scans:
-        raise FileNotFoundError(f"no .bin scans in {', '.join(str(f) for f in folders)}")
-    return scans
-
-
 def cmd_train_clusters(args: argparse.Namespace) -> int:
     """``ros2-inst3d train-clusters TRAIN.. --out FILE [--val DIR]..``: fit the ``lidar``
     method's junk classifier on labelled scans, and with ``--val`` choose its threshold."""
@@ -597,12 +590,13 @@ def cmd_train_clusters(args: argparse.Namespace) -> int:
 
     from .config import load_config
     from .model.cluster_classifier import train_cluster_classifier
-    from .model.cluster_samples import choose_threshold, street_cluster_samples
+    from .model.cluster_samples import (choose_threshold, labelled_scans,
+                                        street_cluster_samples)
     from .model.lidar import CLUSTER_FEATURES
 
     cfg = load_config(args.config).lidar
     progress = not args.quiet
-    train_scans = _street_scans(args.train)
+    train_scans = labelled_scans(args.train)
     samples = street_cluster_samples(train_scans, cfg, progress)
     print(f"train: {len(samples.is_object)} clusters ({int(samples.is_object.sum())} objects) "
           f"from {len(train_scans)} scans")
@@ -616,7 +610,7 @@ def cmd_train_clusters(args: argparse.Namespace) -> int:
                                                           args.matched_weight, 1.0))
     clf.meta["matched_weight"] = args.matched_weight
     if args.val:
-        val = [street_cluster_samples(_street_scans([v]), cfg, progress) for v in args.val]
+        val = [street_cluster_samples(labelled_scans([v]), cfg, progress) for v in args.val]
         threshold, rows = choose_threshold([clf.object_probability(v.features) for v in val],
                                            val, args.max_matched_loss)
         names = [str(v) for v in args.val]

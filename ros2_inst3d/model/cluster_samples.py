@@ -16,6 +16,15 @@ from typing import Sequence
 import numpy as np
 
 
+def labelled_scans(folders: Sequence[str | Path]) -> list[Path]:
+    """The ``.bin`` scans (each beside its ``.label``) in ``folders``, sorted per folder; raises
+    FileNotFoundError naming the folders when there are none."""
+    scans = [scan for folder in folders for scan in sorted(Path(folder).glob("*.bin"))]
+    if not scans:
+        raise FileNotFoundError(f"no .bin scans in {', '.join(str(f) for f in folders)}")
+    return scans
+
+
 @dataclass
 class ClusterSamples:
     """The clusters that pass the ``lidar`` method's filters in a set of labelled scans.
