@@ -208,6 +208,17 @@ class LidarConfig:
         "pieces, vegetation). Empty: no learned test; the score is size / (size + 4 x "
         "min_cluster_points). models/lidar_street_clusters.json is trained on generated streets "
         "(use it with segment.score_threshold 0.42; README: The learned junk test).")
+    semantic_model: str = param(
+        "", "Semantic junk test: weights of a per-point street network (a path, or the name of "
+        "a file in the installed models/ folder; config/train/softgroup_street.yaml trains "
+        "one) whose class table has ground, building, fence and vegetation. It labels every "
+        "point of the cloud, and a cluster that passed the filters above is dropped when more "
+        "than max_junk_share of its points get one of those four classes. Runs on "
+        "model.device with model.cpu_threads. Empty: off (README: The semantic junk test).")
+    max_junk_share: float = param(
+        0.5, "Semantic junk test: the largest share of a cluster's points that the street "
+        "network may call ground, building, fence or vegetation before the cluster is dropped.",
+        low=0.0, high=1.0)
 
 
 @dataclass

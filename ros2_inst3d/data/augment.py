@@ -101,13 +101,14 @@ class Augmented:
 
     xyz: (N', 3) float32, metres — transformed coordinates (the xyz features).
     grid_xyz: (N', 3) float32, metres — elastically distorted coordinates for voxel assignment.
-    rgb: (N', 3) float32, 0..255 units with colour noise (not clipped, as in the official code).
+    rgb: (N', 3) float32, 0..255 units with colour noise (not clipped, as in the official code);
+    None for a cloud without colour.
     keep: (N',) int64 — indices of the kept points in the input.
     """
 
     xyz: np.ndarray
     grid_xyz: np.ndarray
-    rgb: np.ndarray
+    rgb: np.ndarray | None
     keep: np.ndarray
 
 
@@ -186,12 +187,12 @@ def crop_to_budget(grid: np.ndarray, aug: Augmentation, rng: np.random.Generator
     return shifted, keep
 
 
-def augment(xyz: np.ndarray, rgb: np.ndarray, voxel_size: float, aug: Augmentation,
+def augment(xyz: np.ndarray, rgb: np.ndarray | None, voxel_size: float, aug: Augmentation,
             rng: np.random.Generator) -> Augmented | None:
     """SoftGroup's ``transform_train`` plus its colour noise, on one centred scan.
 
-    xyz: (N, 3) float, metres, centred on the scene mean. rgb: (N, 3) 0..255 units.
-    Returns None when fewer than ``aug.min_points`` points survive five crop tries (the official
+    xyz: (N, 3) float, metres, centred on the scene mean. rgb: (N, 3) 0..255 units, or None
+    for a cloud without colour (then ``Augmented.rgb`` is None too). Returns None when fewer than ``aug.min_points`` points survive five crop tries (the official
     loader drops such samples).
     """
     m, scale = scene_transform(rng, aug)
@@ -211,10 +212,12 @@ def augment(xyz: np.ndarray, rgb: np.ndarray, voxel_size: float, aug: Augmentati
     if keep is None:
         return None
     index = np.flatnonzero(keep)
-    colors = np.asarray(rgb, np.float32)[index]
-    if aug.color_noise_std:
-        colors = colors + (rng.standard_normal(3) * aug.color_noise_std * COLOR_SCALE).astype(
-            np.float32)
+    colors = None
+    if rgb is not None:
+        colors = np.asarray(rgb, np.float32)[index]
+        if aug.color_noise_std:
+            colors = colors + (rng.standard_normal(3) * aug.color_noise_std
+                               * COLOR_SCALE).astype(np.float32)
     return Augmented(xyz=moved[index].astype(np.float32),
                      grid_xyz=(grid[index] * voxel_size).astype(np.float32),
-                     rgb=colors.astype(np.float32), keep=index.astype(np.int64))
+                     rgb=colors, keep=index.astype(np.int64))

@@ -17,6 +17,9 @@ Formats (``read_scene`` picks by extension):
   config evaluates 13 instance classes, with ``sem2ins_classes`` [0, 1]); the S3DIS table is not
   the ScanNet one, a model trained on one does not label the other; points outside every
   annotated object keep semantic 0 ("ceiling") with instance -100 in these files;
+* **SemanticKITTI scans** ``NAME.bin`` beside ``NAME.label`` (the street generator's output,
+  ``gen-data --street``, and the SemanticKITTI dataset's layout): labels mapped to the outdoor
+  ``classes.STREET_CLASSES`` table by ``classes.street_labels``; no colour;
 * **unlabelled clouds** ``.ply``/``.pcd``/``.npz``/``.npy``/``.bin`` for inference, read by
   ``io.read_cloud``.
 
@@ -36,7 +39,13 @@ from typing import Any
 
 import numpy as np
 
-from ..classes import IGNORE_LABEL, S3DIS_CLASSES, SCANNET20_CLASSES
+from ..classes import (
+    IGNORE_LABEL,
+    S3DIS_CLASSES,
+    SCANNET20_CLASSES,
+    STREET_CLASSES,
+    street_labels,
+)
 from ..io import PREDICTION_SUFFIX  # `<stem>.labels.npz`, written by `segment`
 from .augment import Augmentation, augment
 from .batching import Sample, centred_sample
@@ -45,6 +54,7 @@ from .inputs import DEFAULT_VOXEL_SIZE
 log = logging.getLogger(__name__)
 
 PTH_SUFFIX = ".pth"
+KITTI_LABEL_SUFFIX = ".label"
 
 
 @dataclass
@@ -87,11 +97,13 @@ def scene_stem(path: str | Path) -> str:
 
 def find_scene_files(root: str | Path) -> list[Path]:
     """Scene files directly in ``root``, sorted: ``.npz`` and ``.pth``, but not predictions
-    (``*.labels.npz``) nor the generator's per-pose scans (``*.sequence.npz``)."""
+    (``*.labels.npz``) nor the generator's per-pose scans (``*.sequence.npz``); and KITTI
+    ``.bin`` scans that have a ``.label`` beside them."""
     root = Path(root)
     not_scenes = (PREDICTION_SUFFIX, ".sequence.npz")
     files = [p for p in root.iterdir() if p.is_file() and (
-        (p.suffix == ".npz" and not p.name.endswith(not_scenes)) or p.suffix == PTH_SUFFIX)]
+        (p.suffix == ".npz" and not p.name.endswith(not_scenes)) or p.suffix == PTH_SUFFIX
+        or (p.suffix == ".bin" and p.with_suffix(KITTI_LABEL_SUFFIX).is_file()))]
     return sorted(files)
 
 
@@ -190,11 +202,23 @@ def read_preprocessed_pth(path: str | Path, class_names: Sequence[str] | None = 
                  semantic=semantic, instance=instance, class_names=class_names)
 
 
+def read_kitti_labels(path: str | Path, num_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """(semantic, instance) in the street table from a SemanticKITTI ``.label`` file (one
+    little-endian uint32 per point of its ``.bin``)."""
+    path = Path(path)
+    data = path.read_bytes()
+    if len(data) != 4 * num_points:
+        raise ValueError(f"{path}: {len(data)} bytes; its scan has {num_points} points, so a "
+                         f"SemanticKITTI .label needs {4 * num_points} (one uint32 per point)")
+    return street_labels(np.frombuffer(data, dtype="<u4"))
+
+
 def read_scene(path: str | Path, class_names: Sequence[str] | None = None) -> Scene:
     """Read any supported scene file; labels are None when the file has none.
 
     ``.pth``: ``read_preprocessed_pth``. Everything else: ``io.read_cloud`` (the reader ``segment``
-    uses, so points and their order match the predictions written for them).
+    uses, so points and their order match the predictions written for them); a ``.bin`` with a
+    ``.label`` beside it takes its labels from there (``read_kitti_labels``).
     """
     path = Path(path)
     if path.suffix == PTH_SUFFIX:
@@ -202,6 +226,16 @@ def read_scene(path: str | Path, class_names: Sequence[str] | None = None) -> Sc
     from ..io import read_cloud
 
     cloud = read_cloud(path)
+    label_path = path.with_suffix(KITTI_LABEL_SUFFIX)
+    if path.suffix == ".bin" and label_path.is_file():
+        names = tuple(class_names) if class_names is not None else STREET_CLASSES
+        if names != STREET_CLASSES:
+            raise ValueError(f"{path}: SemanticKITTI labels map to the {len(STREET_CLASSES)}-class "
+                             f"street table ({STREET_CLASSES[0]}..{STREET_CLASSES[-1]}), not "
+                             f"the {len(names)}-class table asked for")
+        semantic, instance = read_kitti_labels(label_path, cloud.num_points)
+        return Scene(name=scene_stem(path), path=str(path), xyz=cloud.xyz, rgb=None,
+                     semantic=semantic, instance=instance, class_names=names)
     names = tuple(class_names) if class_names is not None else _class_names_from_meta(cloud.meta)
     semantic = instance = None
     if cloud.semantic is not None and cloud.instance is not None:
@@ -301,8 +335,6 @@ class SceneDataset:
     def __getitem__(self, index: int) -> Sample | None:
         scene = self.scene(index)
         n = scene.num_points
-        if scene.rgb is None:
-            raise ValueError(f"{scene.path} has no colours; the learned models' input needs rgb")
         if self.augmentation is None:
             return centred_sample(scene.name, scene.xyz, scene.rgb, scene.semantic,
                                   scene.instance, yaw=self.yaw)

@@ -19,6 +19,10 @@ The way outdoor LiDAR perception stacks do it (Autoware, Patchwork++ + Euclidean
 4. **Learned junk test** (``lidar.classifier``, off in the presets): a classifier over
    ``CLUSTER_FEATURES`` gives each plausible cluster an object probability, which becomes its
    score (``cluster_classifier``; README: The learned junk test).
+5. **Semantic junk test** (``lidar.semantic_model``, off in the presets): a per-point xyz
+   street network (:class:`StreetSemantics`) labels the cloud, and clusters whose points it
+   mostly calls ground, building, fence or vegetation are dropped (README: The semantic junk
+   test).
 
 Everything is vectorised numpy/scipy; ``timing_ms`` reports ``ground``, ``voxelize``,
 ``clusters`` and ``filters`` separately.
@@ -28,15 +32,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..classes import OTHERFURNITURE
+from ..classes import OTHERFURNITURE, STREET_CLASSES, STREET_JUNK_CLASSES
 from ..cloud import RING_FIELDS
-from ..config import Config, ConfigError, LidarConfig
+from ..config import Config, ConfigError, LidarConfig, ModelConfig
 from .cluster_classifier import load_cluster_classifier
 from .geometric import graph_components
 from .proposals import Proposals
@@ -510,24 +514,72 @@ class ClusterCandidates:
         return [self.members[order[bounds[c]:bounds[c + 1]]] for c in clusters]
 
 
+JUNK_CLASS_NAMES = tuple(STREET_CLASSES[c] for c in sorted(STREET_JUNK_CLASSES))
+
+
+class StreetSemantics:
+    """The semantic junk test's network: a learned per-point model (weights ``value``, a path
+    or an installed models/ name) whose class table names ``JUNK_CLASS_NAMES``; it runs where
+    ``model_cfg`` says (device, CPU threads). ConfigError for a missing or unfit file."""
+
+    def __init__(self, value: str, model_cfg: ModelConfig) -> None:
+        import dataclasses
+
+        from ..resources import installed_path
+        from .checkpoint import CheckpointError, read_checkpoint_meta
+        from .inference import LearnedModel
+
+        path = installed_path(value, "models")
+        if not path.is_file():
+            raise ConfigError(f"lidar.semantic_model: {value} does not exist (a path, or a file "
+                              "name in the installed models/ folder)")
+        try:
+            meta = read_checkpoint_meta(path)
+        except CheckpointError as err:
+            raise ConfigError(f"lidar.semantic_model: {err}") from None
+        embedded = meta.get("config")
+        name = embedded.get("name") if isinstance(embedded, Mapping) else None
+        if not name:
+            raise ConfigError(f"lidar.semantic_model: {path} embeds no model config (export it "
+                              "with `ros2-inst3d export-weights`)")
+        self.model = LearnedModel.from_config(dataclasses.replace(
+            model_cfg, name=name, config="", checkpoint=str(path), augmented_views=1))
+        names = self.model.class_names
+        missing = [c for c in JUNK_CLASS_NAMES if c not in names]
+        if missing:
+            raise ConfigError(f"lidar.semantic_model: {path}'s class table ({', '.join(names)}) "
+                              f"lacks {', '.join(missing)}: not a street model")
+        self.junk_classes = np.array([names.index(c) for c in JUNK_CLASS_NAMES])
+
+    def junk_points(self, xyz: np.ndarray) -> np.ndarray:
+        """(N,) bool: the points of ``xyz`` (N, 3) whose most likely class is junk."""
+        point_class = self.model.predict_points(xyz, None).point_class
+        return np.isin(np.asarray(point_class), self.junk_classes)
+
+
 class LidarClusteringModel:
     """Ground segmentation + range-adaptive Euclidean clustering + plausibility filters (the
     ``lidar`` method, a ``PointModel`` without weights), and the learned junk test when
-    ``lidar.classifier`` names one."""
+    ``lidar.classifier`` names one; the semantic junk test when ``lidar.semantic_model`` names
+    a street network (run as ``model_cfg`` says)."""
 
     name = "lidar"
     accepts_fields = True  # predict_points takes the cloud's other fields (intensity, ring)
 
-    def __init__(self, cfg: LidarConfig | None = None) -> None:
+    def __init__(self, cfg: LidarConfig | None = None,
+                 model_cfg: ModelConfig | None = None) -> None:
         self.cfg = cfg or LidarConfig()
         self.ground_method = resolve_ground_method(self.cfg.ground)
         self.classifier = (load_cluster_classifier(self.cfg.classifier, CLUSTER_FEATURES)
                            if self.cfg.classifier else None)
+        self.semantics = (StreetSemantics(self.cfg.semantic_model, model_cfg or ModelConfig())
+                          if self.cfg.semantic_model else None)
 
     @classmethod
     def from_config(cls, cfg: Config) -> LidarClusteringModel:
-        """The method's factory (``registry.METHODS``): the ``lidar`` section of ``cfg``."""
-        return cls(cfg.lidar)
+        """The method's factory (``registry.METHODS``): the ``lidar`` section of ``cfg`` (and
+        its ``model`` section's device for the semantic junk test)."""
+        return cls(cfg.lidar, cfg.model)
 
     def candidate_clusters(self, xyz: np.ndarray, fields: Mapping[str, np.ndarray] | None = None,
                            features: bool = False) -> ClusterCandidates:
@@ -619,6 +671,13 @@ class LidarClusteringModel:
         """
         cand = self.candidate_clusters(xyz, fields, features=self.classifier is not None)
         kept = np.flatnonzero(cand.plausible)
+        if self.semantics is not None and kept.size:
+            t0 = time.perf_counter()
+            junk = self.semantics.junk_points(xyz)[cand.members]
+            share = (np.bincount(cand.labels, junk, len(cand.plausible))
+                     / np.maximum(np.bincount(cand.labels, minlength=len(cand.plausible)), 1))
+            kept = kept[share[kept] <= self.cfg.max_junk_share]
+            cand.timing_ms["semantic"] = (time.perf_counter() - t0) * 1e3
         indices = cand.point_indices(kept)
         if self.classifier is not None and kept.size:
             # the object probability is the score: segment.score_threshold drops the junk
