@@ -192,8 +192,9 @@ def augment(xyz: np.ndarray, rgb: np.ndarray | None, voxel_size: float, aug: Aug
     """SoftGroup's ``transform_train`` plus its colour noise, on one centred scan.
 
     xyz: (N, 3) float, metres, centred on the scene mean. rgb: (N, 3) 0..255 units, or None
-    for a cloud without colour (then ``Augmented.rgb`` is None too). Returns None when fewer than ``aug.min_points`` points survive five crop tries (the official
-    loader drops such samples).
+    for a cloud without colour (then ``Augmented.rgb`` is None too). Returns None when fewer
+    than ``aug.min_points`` points survive five crop tries (the official loader drops such
+    samples).
     """
     m, scale = scene_transform(rng, aug)
     moved = (np.asarray(xyz, np.float64) * scale) @ m

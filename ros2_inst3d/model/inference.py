@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -212,20 +213,33 @@ class LearnedModel:
         another method, the checkpoint does not fit the config (with the full key report), or the
         device cannot be used.
         """
-        import torch
-
-        from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta
-        from .registry import build_network
-
         name = model_cfg.name
         if name not in LEARNED_METHODS:
             raise ConfigError(f"model.name '{name}' is not a learned model this version runs "
                               f"(learned: {', '.join(LEARNED_METHODS)})")
-        path = resolve_checkpoint(model_cfg, models_dir)
+        return cls.from_checkpoint(resolve_checkpoint(model_cfg, models_dir), model_cfg)
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, model_cfg: ModelConfig, *,
+                        embedded_method: bool = False) -> LearnedModel:
+        """Load the weights file ``path`` with ``model_cfg``'s model YAML, device, CPU threads
+        and views. embedded_method: the network is whichever learned method the checkpoint's
+        embedded config names (``model_cfg.name`` is not consulted; the lidar method's street
+        network); else it must be ``model_cfg.name``. Errors as :meth:`from_config`."""
+        from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta
+        from .registry import build_network
+
         try:
             meta = read_checkpoint_meta(path)
         except CheckpointError as err:
             raise ConfigError(str(err)) from None
+        embedded = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
+        if embedded_method:
+            if embedded.get("name") not in LEARNED_METHODS:
+                raise ConfigError(f"{path} embeds no config of a learned model (export it with "
+                                  "`ros2-inst3d export-weights`)")
+            model_cfg = replace(model_cfg, name=embedded["name"], config="")
+        name = model_cfg.name
         net_cfg, cfg_source = network_config_for_checkpoint(model_cfg, meta)
         if net_cfg.get("name") != name:
             raise ConfigError(f"model.name is '{name}' but {cfg_source} describes a "

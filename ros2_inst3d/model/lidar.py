@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -523,10 +523,7 @@ class StreetSemantics:
     ``model_cfg`` says (device, CPU threads). ConfigError for a missing or unfit file."""
 
     def __init__(self, value: str, model_cfg: ModelConfig) -> None:
-        import dataclasses
-
         from ..resources import installed_path
-        from .checkpoint import CheckpointError, read_checkpoint_meta
         from .inference import LearnedModel
 
         path = installed_path(value, "models")
@@ -534,16 +531,10 @@ class StreetSemantics:
             raise ConfigError(f"lidar.semantic_model: {value} does not exist (a path, or a file "
                               "name in the installed models/ folder)")
         try:
-            meta = read_checkpoint_meta(path)
-        except CheckpointError as err:
+            self.model = LearnedModel.from_checkpoint(
+                path, replace(model_cfg, augmented_views=1), embedded_method=True)
+        except ConfigError as err:
             raise ConfigError(f"lidar.semantic_model: {err}") from None
-        embedded = meta.get("config")
-        name = embedded.get("name") if isinstance(embedded, Mapping) else None
-        if not name:
-            raise ConfigError(f"lidar.semantic_model: {path} embeds no model config (export it "
-                              "with `ros2-inst3d export-weights`)")
-        self.model = LearnedModel.from_config(dataclasses.replace(
-            model_cfg, name=name, config="", checkpoint=str(path), augmented_views=1))
         names = self.model.class_names
         missing = [c for c in JUNK_CLASS_NAMES if c not in names]
         if missing:
