@@ -12,7 +12,9 @@ this repository; see that folder's README for their licences):
   (road, parking, sidewalk, other-ground, lane marking, terrain), the labelled things (car, bicycle,
   person, bicyclist and their moving ids) of >= 50 points matched at IoU >= 0.5, the instances
   returned and how many of them are mostly ground, building, fence or vegetation (semantic ids 40,
-  44, 48, 49, 50, 51, 70, 72), and the per-stage time (best of ``--repeats`` runs).
+  44, 48, 49, 50, 51, 70, 72), and the per-stage time (best of ``--repeats`` runs); and the
+  per-point accuracy and per-class IoU of the semantic junk test's street network in the
+  ``classes.STREET_CLASSES`` table.
 * ``mosd/test*.pcd`` (camera optical frame) with ``config/tabletop.yaml`` after ``--up -y
   --level``: class-agnostic AP / AP50 / AP25 by the project's evaluator, against the objects
   (``label // 10``) and against the object parts (raw labels >= 20); the table (labels 1-9) is
@@ -94,6 +96,8 @@ def bench_kitti(data: Path, out: Path, repeats: int,
               f"{row['instances']} instances, junk {row['junk']} ({row['junk_fraction']:.0%}), "
               f"timing {row['timing_ms']}")
         _png(out / "kitti_000000_softgroup.png", inst, "SemanticKITTI 000000 (softgroup, xyz)")
+    if "street-network" in methods:
+        rows.append(_street_network_scores(cloud.xyz, label, overrides))
     grounds = (["patchworkpp"] if patchworkpp_available() else []) + ["grid"]
     for ground in grounds if "lidar" in methods else []:
         cfg = load_config(ROOT / "config" / "lidar_outdoor.yaml",
@@ -122,6 +126,31 @@ def bench_kitti(data: Path, out: Path, repeats: int,
               f"timing {row['timing_ms']}")
         _png(out / f"kitti_000000_{ground}.png", inst, f"SemanticKITTI 000000 ({ground})")
     return rows
+
+
+def _street_network_scores(xyz: np.ndarray, label: np.ndarray, overrides: dict) -> dict:
+    """Point-wise quality of the semantic junk test's street network (``lidar.semantic_model``,
+    default the shipped one) against the frame's labels in the STREET_CLASSES table: how far
+    the generated streets it learnt from carry over to a real one."""
+    from ros2_inst3d.classes import street_labels
+    from ros2_inst3d.model.lidar import StreetSemantics
+    from ros2_inst3d.train import PointwiseMeter
+
+    cfg = load_config(ROOT / "config" / "lidar_outdoor.yaml",
+                      {"lidar.semantic_model": "softgroup_street.pth", **overrides})
+    network = StreetSemantics(cfg.lidar.semantic_model, cfg.model)
+    meter = PointwiseMeter(len(network.class_names))
+    meter.add(network.point_classes(xyz), street_labels(label)[0])
+    summary = meter.summary()
+    row = {"method": "street network (per point)", "weights": cfg.lidar.semantic_model,
+           "semantic_accuracy": round(summary["semantic_accuracy"], 3),
+           "mIoU": round(summary["mIoU"], 3),
+           "class_iou": {name: None if np.isnan(iou) else round(float(iou), 3)
+                         for name, iou in zip(network.class_names, meter.class_iou())}}
+    print(f"SemanticKITTI 000000 street network {row['weights']}: accuracy "
+          f"{row['semantic_accuracy']:.3f}, mIoU {row['mIoU']:.3f} over the labelled classes; "
+          "IoU " + ", ".join(f"{k} {v:.2f}" for k, v in row["class_iou"].items() if v is not None))
+    return row
 
 
 def _png(path: Path, inst, title: str) -> None:
@@ -203,10 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--only", nargs="+", choices=["kitti", "mosd", "nebula"])
-    parser.add_argument("--kitti-methods", nargs="+", choices=["lidar", "softgroup"],
-                        default=["lidar", "softgroup"],
+    parser.add_argument("--kitti-methods", nargs="+",
+                        choices=["lidar", "softgroup", "street-network"],
+                        default=["lidar", "softgroup", "street-network"],
                         help="methods run on SemanticKITTI (softgroup: the learned default, "
-                        "which runs its xyz-only weights on this colourless cloud)")
+                        "which runs its xyz-only weights on this colourless cloud; "
+                        "street-network: per-point accuracy and IoU of lidar.semantic_model, "
+                        "default models/softgroup_street.pth)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override on top of every preset, repeatable (e.g. "
                         "lidar.classifier=lidar_street_clusters.json)")

@@ -533,7 +533,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.max_iters is not None:
         overrides.update({"train.max_iters": args.max_iters, "train.epochs": None})
     if args.data_train is not None:
-        overrides["data.train"] = str(args.data_train)
+        overrides["data.train"] = [str(folder) for folder in args.data_train]
     if args.data_val is not None:
         overrides["data.val"] = str(args.data_val)
     cfg = load_train_config(args.config, overrides)
@@ -652,7 +652,9 @@ def add_train_commands(sub) -> None:
     p.add_argument("--epochs", type=int, help="train.epochs override (clears train.max_iters)")
     p.add_argument("--max-iters", type=int,
                    help="train.max_iters override (clears train.epochs)")
-    p.add_argument("--data-train", type=Path, help="data.train override")
+    p.add_argument("--data-train", type=Path, nargs="+", metavar="FOLDER",
+                   help="data.train override: one folder of training scenes, or several whose "
+                   "scenes are pooled")
     p.add_argument("--data-val", type=Path, help="data.val override")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel training processes on this machine (one per core on CPU, "

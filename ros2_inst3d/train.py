@@ -53,7 +53,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,10 +106,13 @@ def _annotation_names() -> dict[str, Any]:
 class DataConfig:
     """The ``data:`` section."""
 
-    train: str = param(REQUIRED,
-        "Folder of labelled training scenes (.npz / preprocessed .pth); relative to the current "
-        "directory. Make the synthetic set with `ros2-inst3d gen-data data/synthetic/train "
-        "--split train --scenes 240`.", nonempty=True)
+    train: tuple[str, ...] = param(REQUIRED,
+        "Folder of labelled training scenes (.npz / preprocessed .pth / SemanticKITTI .bin with "
+        ".label), or a list of folders whose scenes are pooled (generated and real scans, two "
+        "sensors); relative to the current directory. Make the synthetic set with `ros2-inst3d "
+        "gen-data data/synthetic/train --split train --scenes 240`.",
+        parse=lambda where, value: _path_list(value, where, "a folder of training scenes",
+                                              optional=False))
     val: str | None = param(None,
         "Folder of labelled validation scenes, or null for no validation (then best.pth is not "
         "written). Synthetic: `ros2-inst3d gen-data data/synthetic/val --split val --scenes 50`.",
@@ -190,7 +193,7 @@ class OptimConfig:
         "over it). Tensors whose key and shape fit are loaded, the rest keep their "
         "initialisation (the official `pretrain`: the instance stage starts from the backbone "
         "run). Relative to the current directory.",
-        parse=lambda where, value: _checkpoint_paths(value, where))
+        parse=lambda where, value: _path_list(value, where, "a checkpoint path"))
 
 
 @dataclass(frozen=True)
@@ -411,16 +414,33 @@ def freeze_modules(model: Any) -> list[Any]:
     return modules
 
 
-def _checkpoint_paths(value: Any, where: str) -> tuple[str, ...] | None:
-    """``train.pretrain``: null, one path or a non-empty list of paths, as a tuple."""
-    if value is None:
+def _path_list(value: Any, where: str, what: str,
+               optional: bool = True) -> tuple[str, ...] | None:
+    """One path or a non-empty list of paths (``what``: what each names), as a tuple; null
+    when ``optional``."""
+    if value is None and optional:
         return None
     paths = [value] if isinstance(value, str) else value
     if (not isinstance(paths, (list, tuple)) or not paths
             or not all(isinstance(p, str) and p.strip() for p in paths)):
-        raise ConfigError(f"{where} must be a checkpoint path or a non-empty list of paths, "
-                          f"got {value!r}")
+        raise ConfigError(f"{where} must be {what} or a non-empty list of them, got {value!r}")
     return tuple(paths)
+
+
+def _training_scene_files(folders: Sequence[str]) -> list[Path]:
+    """The scene files of every folder of ``data.train``, in the order given; a missing or
+    empty folder is a ConfigError naming it (a typo must not silently shrink the data)."""
+    from .data.datasets import find_scene_files
+
+    files: list[Path] = []
+    for folder in folders:
+        root = Path(folder)
+        found = find_scene_files(root) if root.is_dir() else [root] if root.is_file() else None
+        if not found:
+            raise ConfigError(f"data.train: {folder} " + (
+                "does not exist" if found is None else "holds no scene files"))
+        files += found
+    return files
 
 
 def load_pretrained(model: Any, path: str | Path) -> None:
@@ -646,8 +666,9 @@ class PointwiseMeter:
         self.offset_within = 0
         self.offset_count = 0
 
-    def add(self, semantic_pred: np.ndarray, semantic_gt: np.ndarray, offsets: np.ndarray | None,
-            offset_target: np.ndarray, instance_gt: np.ndarray) -> None:
+    def add(self, semantic_pred: np.ndarray, semantic_gt: np.ndarray,
+            offsets: np.ndarray | None = None, offset_target: np.ndarray | None = None,
+            instance_gt: np.ndarray | None = None) -> None:
         k = self.confusion.shape[0]
         valid = (semantic_gt >= 0) & (semantic_gt < k)
         np.add.at(self.confusion, (semantic_gt[valid], semantic_pred[valid]), 1)
@@ -659,15 +680,19 @@ class PointwiseMeter:
         self.offset_within += int((error < self.radius).sum())
         self.offset_count += int(error.size)
 
-    def summary(self) -> dict[str, float]:
+    def class_iou(self) -> np.ndarray:
+        """(num_classes,) IoU of each class; NaN for a class absent from the ground truth."""
         tp = np.diag(self.confusion).astype(np.float64)
         gt = self.confusion.sum(1).astype(np.float64)
         union = gt + self.confusion.sum(0) - tp
-        present = gt > 0
-        iou = np.where(present, tp / np.maximum(union, 1), np.nan)
+        return np.where(gt > 0, tp / np.maximum(union, 1), np.nan)
+
+    def summary(self) -> dict[str, float]:
+        tp = np.diag(self.confusion)
+        iou = self.class_iou()
         n = max(self.offset_count, 1)
-        return {"semantic_accuracy": float(tp.sum() / max(gt.sum(), 1)),
-                "mIoU": float(np.nanmean(iou)) if present.any() else 0.0,
+        return {"semantic_accuracy": float(tp.sum() / max(self.confusion.sum(), 1)),
+                "mIoU": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
                 "offset_mae": self.offset_error_sum / n,
                 "offset_within": self.offset_within / n}
 
@@ -881,7 +906,8 @@ class Trainer:
         from .data.datasets import SceneDataset
 
         data = self.cfg.data
-        self.train_set = SceneDataset(data.train, voxel_size=data.voxel_size,
+        self.train_set = SceneDataset(_training_scene_files(data.train),
+                                      voxel_size=data.voxel_size,
                                       augmentation=data.augment, require_labels=True,
                                       seed=self.opt.seed)
         self.class_names = list(self.train_set.scene(0).class_names)

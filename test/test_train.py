@@ -27,6 +27,7 @@ from ros2_inst3d.resources import data_dir
 from ros2_inst3d.train import (
     CHECKPOINT_KEYS,
     EXPORT_KEYS,
+    PointwiseMeter,
     export_weights,
     widen_weights,
     load_train_config,
@@ -190,6 +191,20 @@ def test_validation_metrics_are_logged(trained):
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
+
+
+def test_pointwise_meter_class_iou_and_summary():
+    """IoU per class from the confusion of labelled points (ignore label and out-of-table
+    labels skipped); a class missing from the ground truth is NaN and left out of the mIoU."""
+    meter = PointwiseMeter(4)
+    meter.add(np.array([0, 0, 1, 1, 2, 1, 3]), np.array([0, 0, 1, 2, 2, -100, 7]))
+    meter.add(np.array([1]), np.array([1]))
+    iou = meter.class_iou()
+    np.testing.assert_allclose(iou[:3], [1.0, 2 / 3, 1 / 2])
+    assert np.isnan(iou[3])
+    summary = meter.summary()
+    assert summary["semantic_accuracy"] == pytest.approx(5 / 6)
+    assert summary["mIoU"] == pytest.approx((1 + 2 / 3 + 1 / 2) / 3)
 
 
 def test_checkpoint_contents_and_reload(trained, scene_dirs):
@@ -389,7 +404,7 @@ def test_shipped_training_configs_load(name):
     assert cfg.model == load_model_config(CONFIG / "models" / f"{name}_synthetic.yaml")
     assert cfg.model_source.endswith(f"models/{name}_synthetic.yaml")
     assert cfg.data.voxel_size == cfg.model["voxel_size"]
-    assert cfg.data.train == "data/synthetic/train" and cfg.data.val == "data/synthetic/val"
+    assert cfg.data.train == ("data/synthetic/train",) and cfg.data.val == "data/synthetic/val"
     assert cfg.data.augment.elastic == ((2.0, 16.0), (8.0, 64.0))
     assert cfg.train.cpu_threads == 1 and (cfg.train.epochs is None) != (cfg.train.max_iters is None)
     overridden = load_train_config(CONFIG / "train" / f"{name}_synthetic.yaml",
@@ -411,6 +426,9 @@ def test_shipped_training_configs_load(name):
     ({"data": {"train": "x", "augment": {"elastic": [3]}}}, "[granularity, magnitude] pairs"),
     ({"data": {"train": "x", "augment": {"crop": 3}}}, "data.augment.crop"),
     ({"data": {"val": "x"}}, "'data' needs data.train"),
+    ({"data": {"train": []}}, "data.train must be a folder of training scenes or a non-empty"),
+    ({"data": {"train": None}}, "data.train must be a folder of training scenes or a non-empty"),
+    ({"data": {"train": ["x", 3]}}, "data.train must be a folder of training scenes"),
     ({"model": "models/no_such_model.yaml"}, "model config 'models/no_such_model.yaml' not found"),
     ({"model": {"name": "maskformer"}}, "name must be one of"),
 ])
@@ -421,6 +439,26 @@ def test_bad_config_raises_clear_error(change, message):
     with pytest.raises(ConfigError) as info:
         train_config_from_dict(data)
     assert message in str(info.value)
+
+
+def test_training_pools_the_scenes_of_several_folders(scene_dirs, tmp_path, capsys):
+    """data.train as a list (the CLI's --data-train A B): the scenes of every folder, in
+    order, feed one run; a missing or empty folder is a one-line error, not a smaller run."""
+    train_dir, val_dir = scene_dirs
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config("softgroup", scene_dirs, tmp_path / "w")))
+    assert main(["train", str(path), "--data-train", str(train_dir), str(val_dir),
+                 "--max-iters", "1", "--quiet"]) == 0
+    (start,) = [r for r in read_log(tmp_path / "w" / "log.jsonl") if r["type"] == "start"]
+    assert start["train_scenes"] == 3
+    assert start["config"]["data"]["train"] == [str(train_dir), str(val_dir)]
+    (tmp_path / "empty").mkdir()
+    for folder, message in ((tmp_path / "missing", "does not exist"),
+                            (tmp_path / "empty", "holds no scene files")):
+        assert main(["train", str(path), "--data-train", str(train_dir), str(folder),
+                     "--max-iters", "1", "--quiet"]) != 0
+        err = capsys.readouterr().err
+        assert f"data.train: {folder} {message}" in err and "Traceback" not in err
 
 
 def test_unknown_model_argument_is_a_config_error(scene_dirs, tmp_path):

@@ -542,10 +542,18 @@ class StreetSemantics:
                               f"lacks {', '.join(missing)}: not a street model")
         self.junk_classes = np.array([names.index(c) for c in JUNK_CLASS_NAMES])
 
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.model.class_names)
+
+    def point_classes(self, xyz: np.ndarray) -> np.ndarray:
+        """(N,) int: the most likely class (index into ``class_names``) of each point of
+        ``xyz`` (N, 3)."""
+        return np.asarray(self.model.predict_points(xyz, None).point_class)
+
     def junk_points(self, xyz: np.ndarray) -> np.ndarray:
         """(N,) bool: the points of ``xyz`` (N, 3) whose most likely class is junk."""
-        point_class = self.model.predict_points(xyz, None).point_class
-        return np.isin(np.asarray(point_class), self.junk_classes)
+        return np.isin(self.point_classes(xyz), self.junk_classes)
 
 
 class LidarClusteringModel:
