@@ -53,7 +53,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -425,22 +425,6 @@ def _path_list(value: Any, where: str, what: str,
             or not all(isinstance(p, str) and p.strip() for p in paths)):
         raise ConfigError(f"{where} must be {what} or a non-empty list of them, got {value!r}")
     return tuple(paths)
-
-
-def _training_scene_files(folders: Sequence[str]) -> list[Path]:
-    """The scene files of every folder of ``data.train``, in the order given; a missing or
-    empty folder is a ConfigError naming it (a typo must not silently shrink the data)."""
-    from .data.datasets import find_scene_files
-
-    files: list[Path] = []
-    for folder in folders:
-        root = Path(folder)
-        found = find_scene_files(root) if root.is_dir() else [root] if root.is_file() else None
-        if not found:
-            raise ConfigError(f"data.train: {folder} " + (
-                "does not exist" if found is None else "holds no scene files"))
-        files += found
-    return files
 
 
 def load_pretrained(model: Any, path: str | Path) -> None:
@@ -906,10 +890,12 @@ class Trainer:
         from .data.datasets import SceneDataset
 
         data = self.cfg.data
-        self.train_set = SceneDataset(_training_scene_files(data.train),
-                                      voxel_size=data.voxel_size,
-                                      augmentation=data.augment, require_labels=True,
-                                      seed=self.opt.seed)
+        try:
+            self.train_set = SceneDataset(data.train, voxel_size=data.voxel_size,
+                                          augmentation=data.augment, require_labels=True,
+                                          seed=self.opt.seed)
+        except FileNotFoundError as err:
+            raise ConfigError(f"data.train: {err}") from None
         self.class_names = list(self.train_set.scene(0).class_names)
         semantic_classes = self.model.semantic_classes
         if len(self.class_names) != semantic_classes:

@@ -19,7 +19,13 @@ from ros2_inst3d.data.augment import (
 )
 from ros2_inst3d.classes import S3DIS_CLASSES
 from ros2_inst3d.data.batching import collate
-from ros2_inst3d.data.datasets import SceneDataset, find_scene_files, read_scene, scene_stem
+from ros2_inst3d.data.datasets import (
+    SceneDataset,
+    find_scene_files,
+    read_scene,
+    scene_files,
+    scene_stem,
+)
 from ros2_inst3d.data.inputs import OFFICIAL_TEST_YAW, network_input, yaw_matrix
 
 NO_AUG = Augmentation(jitter_std=0.0, flip_x=False, rotate_z=False, scale_range=None, elastic=(),
@@ -59,6 +65,23 @@ def write_scannet_pth(path, n=300, seed=0, labels=True):
 
 # --------------------------------------------------------------------------------------------
 # readers
+
+
+def test_scene_files_pools_folders_and_files_in_order(tmp_path):
+    for folder, seeds in (("a", (1, 0)), ("b", (2,))):
+        (tmp_path / folder).mkdir()
+        for seed in seeds:
+            write_npz(tmp_path / folder / f"s{seed}.npz", seed=seed)
+    single = tmp_path / "b" / "s2.npz"
+    assert scene_files([tmp_path / "b", tmp_path / "a", single]) == [
+        single, tmp_path / "a" / "s0.npz", tmp_path / "a" / "s1.npz", single]
+    assert len(SceneDataset([str(tmp_path / "a"), str(single)])) == 3
+    (tmp_path / "empty").mkdir()
+    for source, message in (([tmp_path / "a", tmp_path / "empty"], "no scene files in"),
+                            ([tmp_path / "a", tmp_path / "gone"], "gone does not exist"),
+                            ([], "no scene folders or files given")):
+        with pytest.raises(FileNotFoundError, match=message):
+            scene_files(source)
 
 
 def test_internal_npz(tmp_path):

@@ -453,12 +453,12 @@ def test_training_pools_the_scenes_of_several_folders(scene_dirs, tmp_path, caps
     assert start["train_scenes"] == 3
     assert start["config"]["data"]["train"] == [str(train_dir), str(val_dir)]
     (tmp_path / "empty").mkdir()
-    for folder, message in ((tmp_path / "missing", "does not exist"),
-                            (tmp_path / "empty", "holds no scene files")):
+    for folder, message in ((tmp_path / "missing", f"{tmp_path / 'missing'} does not exist"),
+                            (tmp_path / "empty", f"no scene files in {tmp_path / 'empty'}")):
         assert main(["train", str(path), "--data-train", str(train_dir), str(folder),
                      "--max-iters", "1", "--quiet"]) != 0
         err = capsys.readouterr().err
-        assert f"data.train: {folder} {message}" in err and "Traceback" not in err
+        assert f"data.train: {message}" in err and "Traceback" not in err
 
 
 def test_unknown_model_argument_is_a_config_error(scene_dirs, tmp_path):

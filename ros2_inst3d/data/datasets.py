@@ -107,6 +107,27 @@ def find_scene_files(root: str | Path) -> list[Path]:
     return sorted(files)
 
 
+def scene_files(source: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The scene files of ``source``: a directory (``find_scene_files``), one file, or a list
+    of both, pooled in order. FileNotFoundError names a missing entry or a directory without
+    scenes (a typo must not silently shrink a training set)."""
+    entries = [source] if isinstance(source, (str, Path)) else list(source)
+    if not entries:
+        raise FileNotFoundError("no scene folders or files given")
+    files: list[Path] = []
+    for entry in map(Path, entries):
+        if entry.is_dir():
+            found = find_scene_files(entry)
+            if not found:
+                raise FileNotFoundError(f"no scene files in {entry}")
+            files += found
+        elif entry.is_file():
+            files.append(entry)
+        else:
+            raise FileNotFoundError(f"{entry} does not exist")
+    return files
+
+
 # --------------------------------------------------------------------------------------------
 # Readers
 # --------------------------------------------------------------------------------------------
@@ -268,7 +289,8 @@ class SceneDataset:
     """Map-style dataset over scene files of any supported format (usable by torch's DataLoader
     with ``collate_fn=functools.partial(collate, voxel_size=...)``).
 
-    source: a directory (its scene files, see ``find_scene_files``), one file, or a list of files.
+    source: a directory (its scene files, see ``find_scene_files``), one file, or a list of
+        directories and files (their scenes pooled in order; see ``scene_files``).
     augment: training augmentation, or None for evaluation / inference (centring only, plus
         ``yaw``). seed: None draws fresh randomness per item; an int makes item i of epoch e
         reproducible (``set_epoch``) and differs between items, epochs and DataLoader workers.
@@ -279,18 +301,7 @@ class SceneDataset:
                  DEFAULT_VOXEL_SIZE, augmentation: Augmentation | None = None,
                  class_names: Sequence[str] | None = None, require_labels: bool = False,
                  yaw: float = 0.0, seed: int | None = None):
-        if isinstance(source, (str, Path)):
-            root = Path(source)
-            if root.is_dir():
-                files = find_scene_files(root)
-            elif root.is_file():
-                files = [root]
-            else:
-                raise FileNotFoundError(f"{root} does not exist")
-        else:
-            files = [Path(p) for p in source]
-        if not files:
-            raise FileNotFoundError(f"no scene files in {source}")
+        files = scene_files(source)
         unreadable = [f for f in files if not _looks_readable(f)]
         if unreadable:
             if len(unreadable) == len(files):
