@@ -535,7 +535,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.data_train is not None:
         overrides["data.train"] = [str(folder) for folder in args.data_train]
     if args.data_val is not None:
-        overrides["data.val"] = str(args.data_val)
+        overrides["data.val"] = [str(folder) for folder in args.data_val]
     cfg = load_train_config(args.config, overrides)
     if args.nproc > 1:
         from .parallel import spawn
@@ -655,7 +655,8 @@ def add_train_commands(sub) -> None:
     p.add_argument("--data-train", type=Path, nargs="+", metavar="FOLDER",
                    help="data.train override: one folder of training scenes, or several whose "
                    "scenes are pooled")
-    p.add_argument("--data-val", type=Path, help="data.val override")
+    p.add_argument("--data-val", type=Path, nargs="+", metavar="FOLDER",
+                   help="data.val override: one folder of validation scenes, or several")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel training processes on this machine (one per core on CPU, "
                    "one per GPU; the batch becomes N x data.scenes_per_batch; default 1). For "

@@ -113,17 +113,19 @@ class DataConfig:
         "gen-data data/synthetic/train --split train --scenes 240`.",
         parse=lambda where, value: _path_list(value, where, "a folder of training scenes",
                                               optional=False))
-    val: str | None = param(None,
-        "Folder of labelled validation scenes, or null for no validation (then best.pth is not "
-        "written). Synthetic: `ros2-inst3d gen-data data/synthetic/val --split val --scenes 50`.",
-        nonempty=True)
+    val: tuple[str, ...] | None = param(None,
+        "Folder of labelled validation scenes, a list of folders (pooled in order, as data.train), "
+        "or null for no validation (then best.pth is not written). Synthetic: `ros2-inst3d "
+        "gen-data data/synthetic/val --split val --scenes 50`.",
+        parse=lambda where, value: _path_list(value, where, "a folder of validation scenes"))
     voxel_size: float | None = param(None,
         "Voxel side in metres; must equal the model's voxel_size (null: take the model's).",
         low=1e-4, high=1.0)
     scenes_per_batch: int = param(4,
         "Scenes per optimizer step (the official batch_size per GPU).", low=1)
     val_limit: int | None = param(None,
-        "Validate on the first N validation scenes only (null: all).", low=1)
+        "Validate on the first N validation scenes only (null: all); with several data.val "
+        "folders, the first N of the pooled list.", low=1)
     augment: Augmentation | None = param(None,
         "Training augmentation, the fields of ros2_inst3d.data.augment.Augmentation (missing "
         "fields keep SoftGroup's ScanNet values at 2 cm voxels; scale elastic, crop_extent and "
@@ -425,6 +427,17 @@ def _path_list(value: Any, where: str, what: str,
             or not all(isinstance(p, str) and p.strip() for p in paths)):
         raise ConfigError(f"{where} must be {what} or a non-empty list of them, got {value!r}")
     return tuple(paths)
+
+
+def _scene_set(key: str, folders: tuple[str, ...], **options: Any) -> Any:
+    """The SceneDataset of config key ``key``'s folders; a missing or empty one is a
+    ConfigError naming the key."""
+    from .data.datasets import SceneDataset
+
+    try:
+        return SceneDataset(folders, **options)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{key}: {err}") from None
 
 
 def load_pretrained(model: Any, path: str | Path) -> None:
@@ -887,15 +900,10 @@ class Trainer:
 
     def _build_data(self) -> None:
         """Training and validation sets, the class table, and the run's length in iterations."""
-        from .data.datasets import SceneDataset
-
         data = self.cfg.data
-        try:
-            self.train_set = SceneDataset(data.train, voxel_size=data.voxel_size,
-                                          augmentation=data.augment, require_labels=True,
-                                          seed=self.opt.seed)
-        except FileNotFoundError as err:
-            raise ConfigError(f"data.train: {err}") from None
+        self.train_set = _scene_set("data.train", data.train, voxel_size=data.voxel_size,
+                                    augmentation=data.augment, require_labels=True,
+                                    seed=self.opt.seed)
         self.class_names = list(self.train_set.scene(0).class_names)
         semantic_classes = self.model.semantic_classes
         if len(self.class_names) != semantic_classes:
@@ -904,8 +912,9 @@ class Trainer:
                               f"has semantic_classes {semantic_classes}")
         self.val_set = None
         if data.val is not None:
-            self.val_set = SceneDataset(data.val, voxel_size=data.voxel_size, augmentation=None,
-                                        class_names=self.class_names, require_labels=True)
+            self.val_set = _scene_set("data.val", data.val, voxel_size=data.voxel_size,
+                                      augmentation=None, class_names=self.class_names,
+                                      require_labels=True)
         # Each rank trains on its own 1/world_size of the scenes (DistributedSampler, drop_last).
         self.iters_per_epoch, self.drop_last = _check_batch_size(
             len(self.train_set) // self.group.world_size, data.scenes_per_batch)

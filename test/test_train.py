@@ -404,7 +404,7 @@ def test_shipped_training_configs_load(name):
     assert cfg.model == load_model_config(CONFIG / "models" / f"{name}_synthetic.yaml")
     assert cfg.model_source.endswith(f"models/{name}_synthetic.yaml")
     assert cfg.data.voxel_size == cfg.model["voxel_size"]
-    assert cfg.data.train == ("data/synthetic/train",) and cfg.data.val == "data/synthetic/val"
+    assert cfg.data.train == ("data/synthetic/train",) and cfg.data.val == ("data/synthetic/val",)
     assert cfg.data.augment.elastic == ((2.0, 16.0), (8.0, 64.0))
     assert cfg.train.cpu_threads == 1 and (cfg.train.epochs is None) != (cfg.train.max_iters is None)
     overridden = load_train_config(CONFIG / "train" / f"{name}_synthetic.yaml",
@@ -429,6 +429,7 @@ def test_shipped_training_configs_load(name):
     ({"data": {"train": []}}, "data.train must be a folder of training scenes or a non-empty"),
     ({"data": {"train": None}}, "data.train must be a folder of training scenes or a non-empty"),
     ({"data": {"train": ["x", 3]}}, "data.train must be a folder of training scenes"),
+    ({"data": {"train": "x", "val": []}}, "data.val must be a folder of validation scenes"),
     ({"model": "models/no_such_model.yaml"}, "model config 'models/no_such_model.yaml' not found"),
     ({"model": {"name": "maskformer"}}, "name must be one of"),
 ])
@@ -442,16 +443,18 @@ def test_bad_config_raises_clear_error(change, message):
 
 
 def test_training_pools_the_scenes_of_several_folders(scene_dirs, tmp_path, capsys):
-    """data.train as a list (the CLI's --data-train A B): the scenes of every folder, in
-    order, feed one run; a missing or empty folder is a one-line error, not a smaller run."""
+    """data.train and data.val as lists (the CLI's --data-train A B, --data-val A B): the
+    scenes of every folder, in order, feed one run; a missing or empty folder is a one-line
+    error, not a smaller run."""
     train_dir, val_dir = scene_dirs
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_config("softgroup", scene_dirs, tmp_path / "w")))
     assert main(["train", str(path), "--data-train", str(train_dir), str(val_dir),
-                 "--max-iters", "1", "--quiet"]) == 0
+                 "--data-val", str(val_dir), str(train_dir), "--max-iters", "1", "--quiet"]) == 0
     (start,) = [r for r in read_log(tmp_path / "w" / "log.jsonl") if r["type"] == "start"]
-    assert start["train_scenes"] == 3
+    assert start["train_scenes"] == 3 and start["val_scenes"] == 3
     assert start["config"]["data"]["train"] == [str(train_dir), str(val_dir)]
+    assert start["config"]["data"]["val"] == [str(val_dir), str(train_dir)]
     (tmp_path / "empty").mkdir()
     for folder, message in ((tmp_path / "missing", f"{tmp_path / 'missing'} does not exist"),
                             (tmp_path / "empty", f"no scene files in {tmp_path / 'empty'}")):
@@ -459,6 +462,9 @@ def test_training_pools_the_scenes_of_several_folders(scene_dirs, tmp_path, caps
                      "--max-iters", "1", "--quiet"]) != 0
         err = capsys.readouterr().err
         assert f"data.train: {message}" in err and "Traceback" not in err
+    assert main(["train", str(path), "--data-val", str(val_dir), str(tmp_path / "missing"),
+                 "--max-iters", "1", "--quiet"]) != 0
+    assert f"data.val: {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
 
 
 def test_unknown_model_argument_is_a_config_error(scene_dirs, tmp_path):
