@@ -391,6 +391,7 @@ def add_gen_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``ros2-inst3d gen-data``."""
     from .synthetic.layout import ROOM_KINDS
     from .synthetic.scene import SPLITS, SceneParams
+    from .synthetic.street import STREET_SENSORS, STREET_TERRAINS
 
     parser.add_argument("outdir", type=Path, help="output folder (created if missing)")
     parser.add_argument("--scenes", type=int, default=10, help="number of scenes (default 10)")
@@ -411,10 +412,14 @@ def add_gen_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="outdoor street scans instead of rooms: one revolution of a ray-cast "
                         "HDL-64 each, written as SemanticKITTI street_<seed>.bin / .label (for "
                         "tuning and checking the lidar method: benchmarks/lidar_street.py)")
-    parser.add_argument("--street-sensor", choices=("hdl64", "hdl64-perturbed"), default="hdl64",
+    parser.add_argument("--street-sensor", choices=tuple(STREET_SENSORS), default="hdl64",
                         help="with --street: the HDL-64E pattern (default), or the same sensor "
                         "pitched 0.6 deg with coarser azimuth, more noise and dropout (a second "
                         "sensor to check what was tuned on the first)")
+    parser.add_argument("--street-terrain", choices=STREET_TERRAINS, default="flat",
+                        help="with --street: level lots beyond the sidewalks (default), or "
+                        "'terraced': the same streets with lots that step up 0.8-2.5 m, so far "
+                        "walls show only their lower 2 m, as on many real streets")
     parser.add_argument("--voxel-size", type=float, default=None,
                         help=f"output resolution in metres (default {SceneParams.voxel_size})")
     parser.add_argument("--small", action="store_true",
@@ -458,12 +463,15 @@ def cmd_gen_data(args: argparse.Namespace) -> int:
         first = split_seed(args.split, args.seed) if args.split else args.seed
         t0 = time.perf_counter()
         paths = generate_streets(args.outdir, args.scenes, first, progress=not args.quiet,
-                                 sensor=args.street_sensor)
+                                 sensor=args.street_sensor, terrain=args.street_terrain)
         dt = time.perf_counter() - t0
         print(f"wrote {len(paths)} street scans to {args.outdir} in {dt:.1f} s")
         return 0
-    if args.street_sensor != "hdl64":
-        raise ValueError("--street-sensor only applies to --street")
+    street_only = [flag for flag, given in (("--street-sensor", args.street_sensor != "hdl64"),
+                                            ("--street-terrain", args.street_terrain != "flat"))
+                   if given]
+    if street_only:
+        raise ValueError(f"{', '.join(street_only)} only apply to --street")
     params = SceneParams.small() if args.small else SceneParams()
     changes: dict = {}
     if args.lidar:

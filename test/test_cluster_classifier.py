@@ -185,7 +185,10 @@ def test_train_clusters_cli_bad_input_is_one_line(tmp_path, capsys):
     assert "no .bin scans" in err and "Traceback" not in err
     assert main(["gen-data", str(tmp_path / "r"), "--street-sensor", "hdl64-perturbed",
                  "--scenes", "1", "--quiet"]) != 0
-    assert "--street-sensor only applies to --street" in capsys.readouterr().err
+    assert "--street-sensor only apply to --street" in capsys.readouterr().err
+    assert main(["gen-data", str(tmp_path / "r"), "--street-terrain", "terraced",
+                 "--scenes", "1", "--quiet"]) != 0
+    assert "--street-terrain only apply to --street" in capsys.readouterr().err
 
 
 def test_shipped_classifier_removes_street_junk_and_keeps_the_objects():

@@ -13,7 +13,7 @@ from ros2_inst3d.config import load_config, parse_override
 from ros2_inst3d.evaluation import KITTI_JUNK, kitti_object_scores
 from ros2_inst3d.io import read_cloud
 from ros2_inst3d.segmenter import Segmenter
-from ros2_inst3d.synthetic.street import (SEMANTIC, SENSOR_HEIGHT, THING_CLASSES,
+from ros2_inst3d.synthetic.street import (SEMANTIC, SENSOR_HEIGHT, THING_CLASSES, build_street,
                                           hdl64_elevations_deg, scan_street)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,3 +133,33 @@ def test_lidar_street_benchmark_sweeps_a_parameter(street, tmp_path, capsys):
     off, on = runs
     assert on["junk_by_class"].get("vegetation", 0) < off["junk_by_class"].get("vegetation", 0)
     assert "matched" in capsys.readouterr().out
+
+
+def test_terraced_streets_raise_the_lots_and_keep_the_layout():
+    """``--street-terrain terraced``: the same street (parts, things, sensor) with lots that
+    step up beyond the sidewalks; the road is where it was, and far walls stand higher."""
+    flat, flat_y = build_street(11)
+    terraced, terraced_y = build_street(11, "terraced")
+    assert flat_y == terraced_y and terraced.num_things == flat.num_things
+    assert len(terraced.parts) == len(flat.parts)
+    assert np.any(terraced.terrace_rise >= 0.8) and np.all(flat.terrace_rise == 0)
+    road_y = np.linspace(-flat.half_road + 0.1, flat.half_road - 0.1, 9)
+    assert np.array_equal(terraced.ground_z(0.0, road_y), flat.ground_z(0.0, road_y))
+    side = int(np.argmax(terraced.terrace_rise))
+    beyond = (1 if side else -1) * (flat.half_road + flat.sidewalk + 40.0)
+    rise = terraced.ground_z(0.0, beyond) - flat.ground_z(0.0, beyond)
+    assert rise == pytest.approx(terraced.terrace_rise[side])
+    # the things on the far lots are lifted with their ground
+    lifted = [t[0][:, 2].min() - f[0][:, 2].min() for f, t in zip(flat.parts, terraced.parts)
+              if f[3] > 0]
+    assert max(lifted) > 0.5 and min(lifted) > -1e-9
+    with pytest.raises(ValueError, match="unknown street terrain 'hilly'"):
+        build_street(11, "hilly")
+
+
+def test_gen_data_street_terrain(tmp_path, capsys):
+    assert main(["gen-data", str(tmp_path / "t"), "--street", "--scenes", "1", "--split", "val",
+                 "--street-terrain", "terraced", "--quiet"]) == 0
+    terraced = read_cloud(tmp_path / "t" / "street_100000.bin")
+    flat = scan_street(100000)
+    assert len(terraced.xyz) and not np.array_equal(terraced.xyz, flat.xyz)

@@ -140,9 +140,16 @@ POINTWISE_PARTS = ("semantic_loss", "offset_loss", "dir_loss")  # dir_loss: Poin
 @pytest.mark.slow
 def test_loss_falls(trained):
     """The point-wise losses (present from the first iteration) fall by a margin; each proposal
-    loss falls from its first iterations with proposals to the last ones. The total alone does
-    not fall monotonically: the proposal losses join it once the semantic scores pass the
-    grouping threshold, and that is the model working as designed."""
+    loss falls from the first iterations where it is defined to the last ones. The total alone
+    does not fall monotonically: the proposal losses join it once the semantic scores pass the
+    grouping threshold, and that is the model working as designed.
+
+    A proposal loss is defined (non-zero) where it has targets: the classification losses
+    wherever there are proposals, SoftGroup's mask and IoU-score losses only where a proposal
+    overlaps an object by pos_iou_thr. In 30 iterations from scratch the latter can be a few
+    iterations (dependency updates move that count), too few for a trend, so a trend is
+    asserted where at least 8 iterations define it; test_softgroup's fixed-batch Adam test
+    covers the refinement losses falling."""
     name, _, result = trained
     records = iter_records(result.work_dir)
     assert [r["iteration"] for r in records] == list(range(1, 2 * EPOCHS + 1))
@@ -159,8 +166,13 @@ def test_loss_falls(trained):
     proposal_parts = [k for k in records[0] if k.endswith("_loss") and k not in POINTWISE_PARTS
                       and any(r[k] for r in with_proposals)]
     assert proposal_parts, f"{name}: no proposal loss was ever non-zero"
+    trends = {}
     for key in proposal_parts:
-        values = np.array([r[key] for r in with_proposals])
+        values = np.array([r[key] for r in with_proposals if r[key] != 0.0])
+        if len(values) >= 8:
+            trends[key] = values
+    assert trends, f"{name}: no proposal loss is defined in 8 iterations"
+    for key, values in trends.items():
         assert values[-4:].mean() < values[:4].mean(), (name, key, values.round(3).tolist())
 
 

@@ -81,6 +81,14 @@ def perturbed_hdl64_lidar() -> LidarModel:
 
 STREET_SENSORS = {"hdl64": hdl64_lidar, "hdl64-perturbed": perturbed_hdl64_lidar}
 
+# The ground beyond the sidewalks. ``flat``: level lots (a linear embankment on one side in 30 %
+# of the streets). ``terraced``: the same streets, and on each side with probability 0.9 the
+# lots step up 0.8-2.5 m over 2-25 m, starting 0-10 m beyond the sidewalk. Real streets are
+# often like that (SemanticKITTI 000000: walls 26-47 m out stand about 1 m above the road), so
+# the top beam cuts far walls at car height above their own ground; a street network trained on
+# flat lots only calls such wall bands vehicles (README: The semantic junk test).
+STREET_TERRAINS = ("flat", "terraced")
+
 
 @dataclass
 class StreetScan:
@@ -117,6 +125,11 @@ class _Street:
         self.sidewalk = rng.uniform(1.5, 4.0)
         self.embankment_side = 1      # the lots of this side rise ...
         self.embankment_rise = 0.0    # ... by this much (m) from the sidewalk to BACK_ROW_END
+        # terraced terrain (``STREET_TERRAINS``): per side (index 0: y < 0, 1: y > 0), a step of
+        # terrace_rise metres, terrace_start beyond the sidewalk, terrace_width wide
+        self.terrace_rise = np.zeros(2)
+        self.terrace_start = np.zeros(2)
+        self.terrace_width = np.ones(2)
 
     def ground_z(self, x, y):
         """Height of the street's walkable surface (road, kerb-raised sidewalk and beyond)."""
@@ -125,6 +138,10 @@ class _Street:
         z = self.grade * x - self.crossfall * np.abs(y)
         beyond = np.clip((np.abs(y) - self.half_road - self.sidewalk) / BACK_ROW_END, 0.0, 1.0)
         rise = np.where(np.sign(y) == self.embankment_side, self.embankment_rise * beyond, 0.0)
+        side = (y > 0).astype(int)
+        step = np.clip((np.abs(y) - self.half_road - self.sidewalk - self.terrace_start[side])
+                       / self.terrace_width[side], 0.0, 1.0)
+        rise = rise + self.terrace_rise[side] * step * step * (3.0 - 2.0 * step)  # smoothstep
         return np.where(on_road, z,
                         self.grade * x - self.crossfall * self.half_road + self.kerb + rise)
 
@@ -628,12 +645,22 @@ def _back_row(street: _Street, side: int) -> None:
         x = x1 + rng.uniform(0.0, 6.0)
 
 
-def build_street(seed: int) -> tuple[_Street, float]:
-    """The street of ``seed``; returns it and the sensor's y (in a lane, at x = 0)."""
+def build_street(seed: int, terrain: str = "flat") -> tuple[_Street, float]:
+    """The street of ``seed`` on ``terrain`` (``STREET_TERRAINS``); returns it and the sensor's
+    y (in a lane, at x = 0). The terrain has its own random stream, so a seed gives the same
+    layout on every terrain."""
+    if terrain not in STREET_TERRAINS:
+        raise ValueError(f"unknown street terrain {terrain!r}; "
+                         f"one of {', '.join(STREET_TERRAINS)}")
     rng = np.random.default_rng([seed, 0x57EE7])
     street = _Street(rng)
     street.embankment_side = int(rng.choice([-1, 1]))
     street.embankment_rise = rng.uniform(0.5, 3.0) if rng.random() < 0.3 else 0.0
+    if terrain == "terraced":
+        steps = np.random.default_rng([seed, 0x7E22A])
+        street.terrace_rise = np.where(steps.random(2) < 0.9, steps.uniform(0.8, 2.5, 2), 0.0)
+        street.terrace_start = steps.uniform(0.0, 10.0, 2)
+        street.terrace_width = steps.uniform(2.0, 25.0, 2)
     _ground(street)
     # in a lane, at least 1.4 m from the cars parked along the kerbs (their inner side is at
     # most half_road - 2.1 m out); a road narrower than 7 m puts it on the centre line
@@ -647,13 +674,13 @@ def build_street(seed: int) -> tuple[_Street, float]:
     return street, sensor_y
 
 
-def scan_street(seed: int, lidar: LidarModel | None = None) -> StreetScan:
-    """Build the street of ``seed`` and ray-cast one revolution of the LiDAR (default
-    :func:`hdl64_lidar`) at x = 0."""
+def scan_street(seed: int, lidar: LidarModel | None = None, terrain: str = "flat") -> StreetScan:
+    """Build the street of ``seed`` on ``terrain`` and ray-cast one revolution of the LiDAR
+    (default :func:`hdl64_lidar`) at x = 0."""
     import open3d as o3d
 
     lidar = lidar or hdl64_lidar()
-    street, sensor_y = build_street(seed)
+    street, sensor_y = build_street(seed, terrain)
     rng = np.random.default_rng([seed, 0x5CA7])
     scene = o3d.t.geometry.RaycastingScene()
     semantic = np.empty(len(street.parts), np.uint32)
@@ -685,9 +712,10 @@ def scan_street(seed: int, lidar: LidarModel | None = None) -> StreetScan:
 
 
 def generate_streets(outdir: str | Path, num_scans: int, seed: int = 0,
-                     progress: bool = True, sensor: str = "hdl64") -> list[Path]:
+                     progress: bool = True, sensor: str = "hdl64",
+                     terrain: str = "flat") -> list[Path]:
     """Write ``street_<seed>.bin`` / ``.label`` for seeds ``seed .. seed + num_scans - 1``,
-    scanned by ``STREET_SENSORS[sensor]``."""
+    streets on ``terrain`` (``STREET_TERRAINS``) scanned by ``STREET_SENSORS[sensor]``."""
     lidar = STREET_SENSORS[sensor]()
     from tqdm import tqdm
 
@@ -695,5 +723,5 @@ def generate_streets(outdir: str | Path, num_scans: int, seed: int = 0,
     outdir.mkdir(parents=True, exist_ok=True)
     paths = []
     for s in tqdm(range(seed, seed + num_scans), disable=not progress, unit="scan"):
-        paths.append(scan_street(s, lidar).save(outdir / f"street_{s:06d}")[0])
+        paths.append(scan_street(s, lidar, terrain).save(outdir / f"street_{s:06d}")[0])
     return paths
