@@ -418,8 +418,8 @@ def add_gen_data_arguments(parser: argparse.ArgumentParser) -> None:
                         "sensor to check what was tuned on the first)")
     parser.add_argument("--street-terrain", choices=STREET_TERRAINS, default="flat",
                         help="with --street: level lots beyond the sidewalks (default), or "
-                        "'terraced': the same streets with lots that step up 0.8-2.5 m, so far "
-                        "walls show only their lower 2 m, as on many real streets")
+                        "'terraced': the same streets with lots that step up 0.8-2.5 m, so the "
+                        "top beam cuts far walls nearer their base (as in SemanticKITTI 000000)")
     parser.add_argument("--voxel-size", type=float, default=None,
                         help=f"output resolution in metres (default {SceneParams.voxel_size})")
     parser.add_argument("--small", action="store_true",
